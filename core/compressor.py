@@ -1,0 +1,291 @@
+"""The compressor contract, the registry that maps YAML ``type:`` to classes, and chains of compressors."""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
+
+from ragzip.config_utils import check_range, from_dict, to_dict, unknown_key_message
+from ragzip.errors import ConfigError, InputError
+from ragzip.softstore import SoftTokenStore, default_store
+from ragzip.tokens import TokenCounter, load_token_counter
+from ragzip.types import CompressedContext, Passage, PassageResult, check_passages, check_query
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CompressorConfig:
+    """Options every compressor has. Plugins subclass this with their own fields."""
+
+    tokenizer: str = field(
+        default="embedded:smollm2-135m",
+        metadata={"help": "Tokenizer that counts context tokens: the generator's (a pipeline sets it to its generator's)."},
+    )
+    max_passage_chars: int = field(
+        default=200_000,
+        metadata={"help": "Longest passage accepted, in characters; longer ones are an error (chunk them at indexing)."},
+    )
+
+    def __post_init__(self) -> None:
+        check_range(type(self).__name__, "max_passage_chars", self.max_passage_chars, 1)
+
+
+class Compressor(ABC):
+    """Base class: ``compress(query, passages) -> CompressedContext``.
+
+    The base validates input, reports empty and duplicate passages (never drops them silently), enforces
+    ``max_passage_chars``, counts tokens and times the call. Subclasses implement :meth:`_compress` over the live
+    passages and may override :meth:`_compress_batch` when batching across questions helps.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[CompressorConfig]] = CompressorConfig
+    soft: ClassVar[bool] = False  # True for compressors that emit soft tokens (only ragzip's generator reads them)
+
+    def __init__(
+        self,
+        config: CompressorConfig | None = None,
+        *,
+        token_counter: TokenCounter | None = None,
+        store: SoftTokenStore | None = None,
+    ) -> None:
+        self.config = config if config is not None else self.config_class()
+        if not isinstance(self.config, self.config_class):
+            raise ConfigError(f"{type(self).__name__} needs a {self.config_class.__name__}, got "
+                              f"{type(self.config).__name__}.")
+        self._token_counter = token_counter
+        self.store = store if store is not None else default_store()
+
+    @property
+    def token_counter(self) -> TokenCounter:
+        if self._token_counter is None:
+            self._token_counter = load_token_counter(self.config.tokenizer)
+        return self._token_counter
+
+    @token_counter.setter
+    def token_counter(self, counter: TokenCounter) -> None:
+        self._token_counter = counter
+
+    def compress(self, query: str, passages: Sequence[Passage | str]) -> CompressedContext:
+        """Compress ``passages`` for ``query``.
+
+        Args:
+            query: The user's question (not empty).
+            passages: Retrieved passages (``Passage`` or ``str``), in retrieval order.
+
+        Returns:
+            One :class:`PassageResult` per input passage, in input order, with the decision taken for each.
+        """
+        return self.compress_batch([query], [passages])[0]
+
+    def compress_batch(
+        self, queries: Sequence[str], passages: Sequence[Sequence[Passage | str]]
+    ) -> list[CompressedContext]:
+        """Compress several questions at once; compressors with a model batch the work across them."""
+        if len(queries) != len(passages):
+            raise InputError(f"compress_batch got {len(queries)} queries but {len(passages)} passage lists; "
+                             "pass one list of passages per query.")
+        start = time.perf_counter()
+        checked = [(check_query(q), check_passages(p)) for q, p in zip(queries, passages)]
+        live: list[list[Passage]] = []
+        held: list[dict[int, PassageResult]] = []
+        for _, items in checked:
+            keep, fixed = self._triage(items)
+            live.append(keep)
+            held.append(fixed)
+        outputs = self._compress_batch([q for q, _ in checked], live)
+        elapsed = (time.perf_counter() - start) / max(len(queries), 1)
+        return [
+            self._merge(query, items, fixed, out, elapsed)
+            for (query, items), fixed, out in zip(checked, held, outputs)
+        ]
+
+    def _triage(self, items: list[Passage]) -> tuple[list[Passage], dict[int, PassageResult]]:
+        """Split passages into the ones to compress and the ones decided here (empty, duplicate)."""
+        keep: list[Passage] = []
+        fixed: dict[int, PassageResult] = {}
+        first: dict[str, int] = {}
+        for i, p in enumerate(items):
+            if len(p.text) > self.config.max_passage_chars:
+                raise InputError(
+                    f"passage {p.id!r} has {len(p.text):,} characters, over max_passage_chars="
+                    f"{self.config.max_passage_chars:,}. Chunk long documents when indexing "
+                    "(`ragzip index` does), or raise `max_passage_chars` in the compressor config."
+                )
+            if not p.text.strip():
+                fixed[i] = PassageResult(p, "", "empty", reason="passage text is empty or whitespace")
+            elif p.id in first:
+                fixed[i] = PassageResult(p, "", "duplicate", reason=f"same id and text as passage #{first[p.id]}",
+                                         tokens_before=0)
+            else:
+                first[p.id] = i
+                keep.append(p)
+        return keep, fixed
+
+    def _merge(self, query: str, items: list[Passage], fixed: dict[int, PassageResult],
+               out: CompressedContext, elapsed: float) -> CompressedContext:
+        if not fixed:
+            return _with_time(out, elapsed)
+        produced = iter(out.results)
+        results = [fixed[i] if i in fixed else next(produced) for i in range(len(items))]
+        return _with_time(
+            CompressedContext(query, tuple(results), out.method, summary=out.summary, summary_tokens=out.summary_tokens,
+                              reason=out.reason, extra=out.extra),
+            elapsed,
+        )
+
+    def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:
+        return [self._compress(q, p) for q, p in zip(queries, passages)]
+
+    @abstractmethod
+    def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
+        """Compress validated, non-empty, de-duplicated passages; return one result per passage, in order."""
+
+    def context(self, query: str, results: Sequence[PassageResult], **kwargs: Any) -> CompressedContext:
+        """Build this compressor's :class:`CompressedContext` (a helper for subclasses)."""
+        return CompressedContext(query, tuple(results), self.name, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+def _with_time(ctx: CompressedContext, seconds: float) -> CompressedContext:
+    return CompressedContext(ctx.query, ctx.results, ctx.method, compress_s=seconds, summary=ctx.summary,
+                             summary_tokens=ctx.summary_tokens, reason=ctx.reason, extra=ctx.extra)
+
+
+# --------------------------------------------------------------------------------------------------------- registry
+_REGISTRY: dict[str, type[Compressor]] = {}
+
+
+def register_compressor(compressor_class: type[Compressor]) -> type[Compressor]:
+    """Register a compressor class under its ``name`` (the YAML ``type:``). Usable as a decorator."""
+    name = compressor_class.name
+    if not name:
+        raise ValueError(f"{compressor_class.__name__}.name must be set to its YAML type name.")
+    if name in _REGISTRY and _REGISTRY[name] is not compressor_class:
+        raise ValueError(f"a compressor named {name!r} is already registered ({_REGISTRY[name].__name__}).")
+    _REGISTRY[name] = compressor_class
+    return compressor_class
+
+
+def registered_compressors() -> list[str]:
+    """The ``type:`` names that :func:`build_compressor` accepts."""
+    import ragzip.plugins  # noqa: F401  (registers the built-in plugins)
+
+    return sorted(_REGISTRY)
+
+
+def get_compressor_class(name: str) -> type[Compressor]:
+    names = registered_compressors()
+    if name not in _REGISTRY:
+        raise ConfigError(unknown_key_message(name, names, "compressor.type").replace("unknown key", "unknown type"))
+    return _REGISTRY[name]
+
+
+def build_compressor(
+    cfg: Mapping[str, Any] | CompressorConfig | Sequence[Mapping[str, Any]] | Compressor,
+    *,
+    token_counter: TokenCounter | None = None,
+    store: SoftTokenStore | None = None,
+) -> Compressor:
+    """Build a compressor from a config dict (``{"type": "extractive", ...}``), a typed config, or a list (a chain).
+
+    Example:
+        >>> c = build_compressor({"type": "truncate", "max_tokens": 3, "tokenizer": "whitespace"})
+        >>> c.compress("q?", ["one two three four"]).text
+        'one two three'
+    """
+    if isinstance(cfg, Compressor):
+        return cfg
+    if isinstance(cfg, CompressorConfig):
+        for klass in _REGISTRY.values():
+            if type(cfg) is klass.config_class:
+                return klass(cfg, token_counter=token_counter, store=store)
+        registered_compressors()
+        for klass in _REGISTRY.values():
+            if type(cfg) is klass.config_class:
+                return klass(cfg, token_counter=token_counter, store=store)
+        raise ConfigError(f"no registered compressor takes a {type(cfg).__name__}.")
+    if isinstance(cfg, Sequence) and not isinstance(cfg, (str, bytes)):
+        if not cfg:
+            raise ConfigError("compressor list is empty; give at least one `type:` block, e.g. `- type: none`.")
+        stages = [build_compressor(c, token_counter=token_counter, store=store) for c in cfg]
+        return stages[0] if len(stages) == 1 else ChainCompressor(stages)
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"compressor config must be a mapping with a `type:` key or a list of them, got {cfg!r}.")
+    data = dict(cfg)
+    if "type" not in data:
+        raise ConfigError(f"compressor config has no `type:` key; add one of: {', '.join(registered_compressors())}.")
+    klass = get_compressor_class(str(data.pop("type")))
+    config = from_dict(klass.config_class, data, where=f"compressor[{klass.name}]")
+    return klass(config, token_counter=token_counter, store=store)
+
+
+def config_dict(compressor: Compressor) -> dict[str, Any]:
+    """The YAML-ready dict of a compressor's config, ``type`` first."""
+    return {"type": compressor.name, **to_dict(compressor.config)}
+
+
+class ChainCompressor(Compressor):
+    """Runs compressors in order; each stage reads the text the previous one kept.
+
+    The final results refer to the original passages; ``extra["stages"]`` lists each stage's decision.
+    """
+
+    name = "chain"
+
+    def __init__(self, stages: Sequence[Compressor]) -> None:
+        super().__init__(CompressorConfig(), store=stages[0].store)
+        if any(s.soft for s in stages[:-1]):
+            raise ConfigError("a soft compressor (xrag, refrag) can only be the last stage of a chain: "
+                              "later stages cannot read soft tokens.")
+        self.stages = list(stages)
+        self.soft = stages[-1].soft  # type: ignore[misc]
+
+    @property
+    def token_counter(self) -> TokenCounter:
+        return self.stages[0].token_counter
+
+    @token_counter.setter
+    def token_counter(self, counter: TokenCounter) -> None:
+        for stage in self.stages:
+            stage.token_counter = counter
+
+    def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:
+        current = passages
+        history: list[list[CompressedContext]] = []
+        for stage in self.stages:
+            outs = stage.compress_batch(queries, current) if any(current) else [
+                stage.context(q, []) for q in queries]
+            history.append(outs)
+            current = [[r.passage.with_text(r.text) for r in out.results if r.text and out.summary is None]
+                       for out in outs]
+        return [self._combine(q, passages[i], [h[i] for h in history]) for i, q in enumerate(queries)]
+
+    def _combine(self, query: str, originals: list[Passage], outs: list[CompressedContext]) -> CompressedContext:
+        last = outs[-1]
+        by_id: dict[str, list[PassageResult]] = {p.id: [] for p in originals}
+        for out in outs:
+            for r in out.results:
+                by_id.setdefault(r.passage.id, []).append(r)
+        results = []
+        for p in originals:
+            trail = by_id[p.id]
+            final = trail[-1]
+            reached_end = len(trail) == len(outs)
+            decision = final.decision if reached_end or final.decision in ("dropped", "empty", "duplicate") else "dropped"
+            results.append(PassageResult(
+                p, final.text if reached_end else "", decision, reason=final.reason, units=final.units,
+                tokens_before=trail[0].tokens_before, tokens_after=final.tokens_after if reached_end else 0,
+                soft=final.soft, extra={"stages": [f"{o.method}:{r.decision}" for o, r in zip(outs, trail)]},
+            ))
+        return CompressedContext(query, tuple(results), "+".join(o.method for o in outs), summary=last.summary,
+                                 summary_tokens=last.summary_tokens, reason=last.reason)
+
+    def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
+        return self._compress_batch([query], [passages])[0]

@@ -1,0 +1,110 @@
+"""Typed dataclass configs built from plain dicts, with errors that name the bad key and suggest the close match."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import types
+import typing
+from typing import Any, Mapping, TypeVar
+
+from ragzip.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def unknown_key_message(key: str, valid: list[str], where: str) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown key {key!r} in {where}.{hint} Valid keys: {', '.join(sorted(valid))}."
+
+
+def _coerce(value: Any, annotation: Any, name: str, where: str) -> Any:
+    """Light type checks for YAML scalars: ints for floats are fine, strings for numbers are not."""
+    if isinstance(annotation, str):
+        annotation = {"int": int, "float": float, "str": str, "bool": bool}.get(annotation.split("|")[0].strip(), Any)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        for arg in args:
+            try:
+                return _coerce(value, arg, name, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}.{name} = {value!r} has the wrong type; expected {annotation}.")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}.{name} = {value!r} must be true or false.")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}.{name} = {value!r} must be an integer.")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}.{name} = {value!r} must be a number.")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}.{name} = {value!r} must be a string.")
+        return value
+    if origin in (tuple, list) and isinstance(value, (list, tuple)):
+        return tuple(value) if origin is tuple else list(value)
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str, strict: bool = True) -> T:
+    """Build dataclass ``cls`` from ``data``.
+
+    Unknown keys raise :class:`ConfigError` naming the key, the close match and the valid keys (``strict``), or are
+    logged and ignored (``strict=False``, used when reading saved artifacts written by a newer ragzip).
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {type(data).__name__}: {data!r}.")
+    valid = field_names(cls)
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in valid:
+            message = unknown_key_message(str(key), valid, where)
+            if strict:
+                raise ConfigError(message)
+            logger.warning("ignoring %s", message)
+            continue
+        kwargs[key] = _coerce(value, hints.get(key, Any), key, where)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def check_range(where: str, name: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``low <= value <= high``."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ConfigError(f"{where}.{name} = {value!r} is out of range; it must lie in {bounds}.")
+
+
+def check_choice(where: str, name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where}.{name} = {value!r} is not allowed; choose one of {', '.join(map(repr, choices))}.")

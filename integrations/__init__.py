@@ -1,0 +1,1 @@
+"""Thin LlamaIndex and LangChain adapters over the ragzip core."""

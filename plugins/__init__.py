@@ -1,0 +1,17 @@
+"""ragzip's compressors, one folder each; importing this package registers them all.
+
+Heavy dependencies (torch models) load lazily inside each plugin, so importing the registry is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+PLUGINS = ("baseline", "extractive", "abstractive", "xrag", "refrag")
+
+for _name in PLUGINS:
+    try:
+        importlib.import_module(f"ragzip.plugins.{_name}")
+    except ModuleNotFoundError as err:  # a plugin folder that is not there yet (or was left out of a slim build)
+        if err.name != f"ragzip.plugins.{_name}":
+            raise

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ragzip.compressor import CompressorConfig
+from ragzip.config_utils import check_range
+
+
+@dataclass
+class NoneConfig(CompressorConfig):
+    """The ``none`` compressor has no options of its own."""
+
+
+@dataclass
+class TruncateConfig(CompressorConfig):
+    max_tokens: int = field(default=256, metadata={"help": "Keep the first N tokens of the passages, in order."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("compressor[truncate]", "max_tokens", self.max_tokens, 0)
