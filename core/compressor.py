@@ -70,6 +70,14 @@ class Compressor(ABC):
     def token_counter(self, counter: TokenCounter) -> None:
         self._token_counter = counter
 
+    def bind(self, generator: Any) -> None:
+        """Attach to the generator that will read the output: count its tokens, share its soft-token store.
+
+        Soft compressors override this to also check that their trained parts fit the generator's embedding space.
+        """
+        self.token_counter = generator.token_counter
+        self.store = generator.store
+
     def compress(self, query: str, passages: Sequence[Passage | str]) -> CompressedContext:
         """Compress ``passages`` for ``query``.
 
@@ -255,6 +263,11 @@ class ChainCompressor(Compressor):
     def token_counter(self, counter: TokenCounter) -> None:
         for stage in self.stages:
             stage.token_counter = counter
+
+    def bind(self, generator: Any) -> None:
+        super().bind(generator)
+        for stage in self.stages:
+            stage.bind(generator)
 
     def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:
         current = passages

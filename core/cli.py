@@ -1,0 +1,219 @@
+"""The ``ragzip`` command: demo, index, ask, bench, train.
+
+Run ``ragzip <command> --help`` for each command's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from ragzip.errors import RagzipError
+
+logger = logging.getLogger("ragzip")
+
+TRAINABLE = ("extractive", "abstractive", "xrag", "refrag")
+
+
+def _demo_file(name: str) -> Path:
+    return Path(str(resources.files("ragzip") / "data" / name))
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _demo_methods() -> list[dict[str, Any]]:
+    """One config per compressor that can run on the embedded defaults, in the order of the table."""
+    from ragzip.compressor import registered_compressors
+
+    available = registered_compressors()
+    methods: list[dict[str, Any]] = [{"type": "none"}]
+    if "extractive" in available:
+        methods.append({"type": "extractive"})
+    methods.append({"type": "truncate", "max_tokens": 96})
+    for name in ("abstractive", "xrag", "refrag"):
+        if name in available:
+            methods.append({"type": name})
+    return methods
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Index the shipped demo corpus, answer its questions through every compressor, print one table per method."""
+    from ragzip.compressor import build_compressor
+    from ragzip.corpus import load_corpus
+    from ragzip.embed import Embedder
+    from ragzip.generation import GeneratorConfig, HFGenerator
+    from ragzip.metrics import has_answer
+    from ragzip.retrieval import FaissRetriever
+
+    t0 = time.perf_counter()
+    embedder = Embedder(args.embedder)
+    retriever = FaissRetriever.build(load_corpus(_demo_file("demo_corpus.jsonl")), embedder)
+    generator = HFGenerator(GeneratorConfig(model=args.generator))
+    questions = _read_jsonl(_demo_file("demo_questions.jsonl"))[: args.questions]
+    queries = [q["question"] for q in questions]
+    retrieved = retriever.search_batch(queries, args.top_k)
+    print(f"indexed {len(retriever)} passages of the demo corpus with {embedder.name}; generator {args.generator}; "
+          f"top-{args.top_k}; setup {time.perf_counter() - t0:.1f} s\n")
+    summary = []
+    for method in _demo_methods() if not args.methods else [_method_spec(m) for m in args.methods.split(",")]:
+        try:
+            compressor = build_compressor(method)
+            compressor.bind(generator)
+            contexts = compressor.compress_batch(queries, retrieved)
+        except RagzipError as err:
+            print(f"## {method['type']}: skipped ({err})\n")
+            continue
+        answers = [generator.answer(q, c) for q, c in zip(queries, contexts)]
+        label = compressor.name if compressor.name != "truncate" else f"truncate:{method.get('max_tokens')}"
+        print(f"## {label}")
+        print("| question | answer | ok | context tokens | ratio | compress s | TTFT s |")
+        print("|---|---|---|---:|---:|---:|---:|")
+        hits = 0
+        for q, c, a in zip(questions, contexts, answers):
+            ok = has_answer(a.text, q["answers"])
+            hits += ok
+            print(f"| {q['question']} | {a.text[:60]} | {'yes' if ok else 'no'} | {c.tokens_after} | "
+                  f"{c.compression_ratio:.1f}x | {c.compress_s:.3f} | {a.ttft_s:.3f} |")
+        n = len(questions)
+        summary.append((label, hits / n, sum(c.tokens_after for c in contexts) / n,
+                        sum(c.compress_s for c in contexts) / n, sum(a.ttft_s for a in answers) / n))
+        print()
+    print("## summary")
+    print("| method | acc | mean context tokens | mean compress s | mean TTFT s |")
+    print("|---|---:|---:|---:|---:|")
+    for label, acc, tokens, comp, ttft in summary:
+        print(f"| {label} | {acc:.2f} | {tokens:.0f} | {comp:.3f} | {ttft:.3f} |")
+    print(f"\ndemo finished in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _method_spec(text: str) -> dict[str, Any]:
+    name, _, arg = text.partition(":")
+    spec: dict[str, Any] = {"type": name}
+    if name == "truncate" and arg:
+        spec["max_tokens"] = int(arg)
+    return spec
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """Build a FAISS index from a corpus (JSONL or a folder of .txt/.md) and save it."""
+    from ragzip.embed import Embedder
+    from ragzip.retrieval import FaissRetriever
+
+    t0 = time.perf_counter()
+    retriever = FaissRetriever.from_corpus(args.corpus, Embedder(args.embedder), chunk_words=args.chunk_words,
+                                           chunk_overlap=args.chunk_overlap)
+    retriever.save(args.out)
+    print(f"indexed {len(retriever)} chunks from {args.corpus} with {args.embedder} into {args.out} "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """Answer one question with the pipeline a YAML file describes."""
+    from ragzip.pipeline import RAGPipeline
+
+    answer = RAGPipeline.from_yaml(args.config).ask(args.question)
+    if args.json:
+        print(json.dumps(answer.as_dict(), indent=2))
+    else:
+        ctx = answer.context
+        print(answer.text)
+        print(f"\n[{ctx.method}] read {ctx.tokens_after} of {ctx.tokens_before} context tokens "
+              f"({ctx.compression_ratio:.1f}x); compress {ctx.compress_s:.3f} s, TTFT {answer.ttft_s:.3f} s, "
+              f"total {answer.total_s:.3f} s")
+        for r in ctx.results:
+            print(f"  {r.passage.id}: {r.decision} {r.tokens_before}->{r.tokens_after} tokens {r.reason}".rstrip())
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ragzip import bench
+
+    return bench.run(args)
+
+
+def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+    """Dispatch ``ragzip train <type> ...`` to the plugin's trainer."""
+    try:
+        module = importlib.import_module(f"ragzip.plugins.{args.type}.train")
+    except ModuleNotFoundError:
+        trainable = [t for t in TRAINABLE if importlib.util.find_spec(f"ragzip.plugins.{t}") is not None]
+        print(f"ragzip train: no trainer for {args.type!r} yet. Trainable types here: {', '.join(trainable) or 'none'}.",
+              file=sys.stderr)
+        return 2
+    return int(module.main(rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ragzip", description="Compress retrieved context for RAG.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="index the demo corpus and answer questions through every compressor")
+    demo.add_argument("--embedder", default="embedded:minilm")
+    demo.add_argument("--generator", default="embedded:smollm2-135m")
+    demo.add_argument("--top-k", type=int, default=5)
+    demo.add_argument("--questions", type=int, default=8, help="how many demo questions to ask")
+    demo.add_argument("--methods", default="", help="comma-separated, e.g. none,extractive,truncate:96")
+    demo.set_defaults(func=cmd_demo)
+
+    index = sub.add_parser("index", help="build and save a FAISS index from a corpus")
+    index.add_argument("--corpus", required=True, help="JSONL file ({id,text,...} per line) or folder of .txt/.md")
+    index.add_argument("--out", required=True, help="folder to write the index into")
+    index.add_argument("--embedder", default="embedded:minilm")
+    index.add_argument("--chunk-words", type=int, default=120)
+    index.add_argument("--chunk-overlap", type=int, default=20)
+    index.set_defaults(func=cmd_index)
+
+    ask = sub.add_parser("ask", help="answer a question with a YAML-configured pipeline")
+    ask.add_argument("question")
+    ask.add_argument("--config", required=True, help="ragzip YAML (see examples/ragzip.yaml)")
+    ask.add_argument("--json", action="store_true", help="print the answer and per-passage decisions as JSON")
+    ask.set_defaults(func=cmd_ask)
+
+    try:
+        from ragzip import bench
+    except ImportError:  # pragma: no cover - bench is part of the package
+        bench = None  # type: ignore[assignment]
+    if bench is not None:
+        bench_parser = sub.add_parser("bench", help="benchmark compressors and peers on a QA JSONL file")
+        bench.add_arguments(bench_parser)
+        bench_parser.set_defaults(func=cmd_bench)
+
+    train = sub.add_parser("train", help="train a compressor: ragzip train <type> --help")
+    train.add_argument("type", help=f"one of: {', '.join(TRAINABLE)}")
+    train.set_defaults(func=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command != "train" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        if args.command == "train":
+            return cmd_train(args, rest)
+        return int(args.func(args) or 0)
+    except RagzipError as err:
+        print(f"ragzip {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The YAML file that configures a whole pipeline: ``retriever:``, ``compressor:`` and ``generator:``.
+
+Example ``ragzip.yaml``::
+
+    retriever:
+      embedder: embedded:minilm
+      top_k: 5
+      index_path: ./index
+    compressor:            # one block, or a list = a chain run in order
+      type: extractive
+      threshold: 0.5
+    generator:
+      model: embedded:smollm2-135m
+      max_new_tokens: 32
+
+Unknown keys are errors that name the key and the close match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from ragzip.compressor import get_compressor_class
+from ragzip.config_utils import from_dict, to_dict, unknown_key_message
+from ragzip.errors import ConfigError
+from ragzip.generation import GeneratorConfig
+from ragzip.retrieval import RetrieverConfig
+
+SECTIONS = ("retriever", "compressor", "generator")
+
+
+@dataclass
+class RagzipConfig:
+    """A parsed ragzip YAML: retriever, compressor chain (validated dicts, ``type`` first) and generator."""
+
+    retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
+    compressor: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "none"}])
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"retriever": to_dict(self.retriever), "compressor": list(self.compressor),
+                "generator": to_dict(self.generator)}
+
+
+def validate_compressor_block(block: Any) -> list[dict[str, Any]]:
+    """Check a ``compressor:`` block (a mapping or a list of mappings) without loading any model."""
+    blocks = block if isinstance(block, list) else [block]
+    if not blocks:
+        raise ConfigError("compressor: is an empty list; give at least one block, e.g. `- type: none`.")
+    out = []
+    for i, item in enumerate(blocks):
+        where = f"compressor[{i}]" if isinstance(block, list) else "compressor"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where} must be a mapping with a `type:` key, got {item!r}.")
+        data = dict(item)
+        if "type" not in data:
+            raise ConfigError(f"{where} has no `type:` key. Add one, e.g. `type: extractive`.")
+        klass = get_compressor_class(str(data["type"]))
+        from_dict(klass.config_class, {k: v for k, v in data.items() if k != "type"}, where=f"{where}[{klass.name}]")
+        out.append(data)
+    return out
+
+
+def parse_config(data: Any, *, source: str | None = None) -> RagzipConfig:
+    """Build a :class:`RagzipConfig` from the parsed YAML mapping."""
+    where = source or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: the top level must be a mapping with keys {', '.join(SECTIONS)}; got "
+                          f"{type(data).__name__}.")
+    for key in data:
+        if key not in SECTIONS:
+            raise ConfigError(unknown_key_message(str(key), list(SECTIONS), where))
+    return RagzipConfig(
+        retriever=from_dict(RetrieverConfig, data.get("retriever"), where="retriever"),
+        compressor=validate_compressor_block(data.get("compressor", {"type": "none"})),
+        generator=from_dict(GeneratorConfig, data.get("generator"), where="generator"),
+        source=source,
+    )
+
+
+def load_config(path: str | Path) -> RagzipConfig:
+    """Read and validate a ragzip YAML file.
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML (the message gives line and column), or has an unknown
+            or ill-typed key (the message names it and suggests the close match).
+
+    Example:
+        >>> cfg = load_config("examples/ragzip.yaml")  # doctest: +SKIP
+        >>> cfg.compressor[0]["type"]  # doctest: +SKIP
+        'extractive'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found. Pass the path of a ragzip YAML "
+                          "(see examples/ragzip.yaml).")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {err.start}). Save it as UTF-8.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{at}: {problem}. Check the indentation "
+                          "and quoting there.") from None
+    return parse_config(data, source=str(path))

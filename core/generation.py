@@ -1,0 +1,508 @@
+"""The local generator: a Hugging Face causal LM that reads prompts with soft-token placeholders.
+
+:class:`HFGenerator` formats a question and its (compressed) context into a prompt, splits the prompt at live
+soft-token placeholders (:func:`ragzip.softstore.split_prompt`), splices the stored vectors into ``inputs_embeds`` and
+decodes greedily with its own loop over a KV cache. The loop exists for two reasons: time-to-first-token is measured
+exactly (prefill + first token), and every sequence of a batch stops as soon as one of its stop strings appears, so a
+small reader does not spend most of its time decoding sentences nobody reads.
+
+Soft tokens live in an embedding *space*: the input-embedding space of one generator, named by
+:attr:`HFGenerator.space`. A live placeholder whose vectors were made for another space is an error, never garbage.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from ragzip.config_utils import check_range
+from ragzip.errors import ConfigError, InputError, SoftTokenError
+from ragzip.softstore import SoftEntry, SoftTokenStore, default_store, split_prompt
+from ragzip.tokens import HFTokenCounter
+from ragzip.types import CompressedContext
+
+if TYPE_CHECKING:
+    from torch import nn
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SYSTEM_PROMPT = "Answer the question with a short phrase taken from the context. Do not explain."
+DEFAULT_PROMPT_TEMPLATE = "Context:\n{context}\n\nQuestion: {question}\nAnswer with a short phrase."
+DEFAULT_NO_CONTEXT_TEMPLATE = "Question: {question}\nAnswer with a short phrase."
+
+
+def _template_fields(where: str, name: str, template: Any) -> set[str]:
+    """The ``{slot}`` names of a ``str.format`` template; a malformed template is a :class:`ConfigError`."""
+    if not isinstance(template, str):
+        raise ConfigError(f"{where}.{name} must be a string, got {type(template).__name__}: {template!r}.")
+    try:
+        return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as err:
+        raise ConfigError(f"{where}.{name} = {template!r} is not a valid format string ({err}). "
+                          "Write literal braces as '{{' and '}}'.") from None
+
+
+def _check_template(where: str, name: str, template: Any, required: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    fields = _template_fields(where, name, template)
+    for slot in required:
+        if slot not in fields:
+            raise ConfigError(f"{where}.{name} must contain the {{{slot}}} slot, got {template!r}. "
+                              f"Put {{{slot}}} where the {slot} goes.")
+    extra = sorted(fields - set(allowed))
+    if extra:
+        raise ConfigError(f"{where}.{name} has unknown slot(s) {', '.join('{' + f + '}' for f in extra)}; allowed: "
+                          f"{', '.join('{' + f + '}' for f in allowed)}. Write literal braces as '{{{{' and '}}}}'.")
+
+
+@dataclass
+class GeneratorConfig:
+    """Options of the local generator (the YAML ``generator:`` block).
+
+    Example:
+        >>> GeneratorConfig(max_new_tokens=16).stop
+        ('\\n',)
+    """
+
+    model: str = field(
+        default="embedded:smollm2-135m",
+        metadata={"help": "Causal LM: an embedded name (embedded:smollm2-135m), a Hugging Face id or a local folder."},
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "Torch device; empty means cuda when a GPU is present, else cpu."}
+    )
+    max_new_tokens: int = field(default=32, metadata={"help": "Most tokens generated per answer."})
+    stop: tuple[str, ...] = field(
+        default=("\n",),
+        metadata={"help": "Stop strings: the answer ends where one appears after some non-space text "
+                          "(a newline by default: decoding dominates the cost of a small reader)."},
+    )
+    system_prompt: str = field(
+        default=DEFAULT_SYSTEM_PROMPT,
+        metadata={"help": "System message (chat models) or preamble (plain LMs); empty for none."},
+    )
+    prompt_template: str = field(
+        default=DEFAULT_PROMPT_TEMPLATE,
+        metadata={"help": "User message when there is context; must contain {context} and {question}."},
+    )
+    no_context_template: str = field(
+        default=DEFAULT_NO_CONTEXT_TEMPLATE,
+        metadata={"help": "User message when the context is empty (selective augmentation); must contain {question}."},
+    )
+    use_chat_template: bool = field(
+        default=True, metadata={"help": "Wrap the prompt in the tokenizer's chat template when it has one."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Prompts decoded together (left-padded)."})
+
+    def __post_init__(self) -> None:
+        where = type(self).__name__
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError(f"{where}.model must be a model name or path, got {self.model!r}; "
+                              "e.g. 'embedded:smollm2-135m'.")
+        if self.device is not None and not isinstance(self.device, str):
+            raise ConfigError(f"{where}.device must be a string such as 'cpu' or 'cuda', or empty, got {self.device!r}.")
+        if self.device == "":
+            self.device = None
+        check_range(where, "max_new_tokens", self.max_new_tokens, 1)
+        check_range(where, "batch_size", self.batch_size, 1)
+        if isinstance(self.stop, str):
+            self.stop = (self.stop,)
+        self.stop = tuple(self.stop)
+        for s in self.stop:
+            if not isinstance(s, str) or not s:
+                raise ConfigError(f"{where}.stop must be a list of non-empty strings, got {self.stop!r}.")
+        if not isinstance(self.system_prompt, str):
+            raise ConfigError(f"{where}.system_prompt must be a string, got {self.system_prompt!r}.")
+        _check_template(where, "prompt_template", self.prompt_template, ("context", "question"),
+                        ("context", "question"))
+        _check_template(where, "no_context_template", self.no_context_template, ("question",), ("question",))
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated answer with its cost.
+
+    ``ttft_s`` is the wall time of the prefill plus the first token; in a batch, all prompts share the batch's
+    prefill. ``total_s`` runs from the start of the prefill until this sequence stopped. ``prompt_positions`` counts
+    the decoder input positions of the prompt (a soft token is one position). ``finish_reason`` is ``"stop"``
+    (a stop string), ``"eos"`` or ``"length"`` (``max_new_tokens`` reached).
+    """
+
+    text: str
+    raw_text: str
+    prompt_positions: int
+    new_tokens: int
+    ttft_s: float
+    total_s: float
+    finish_reason: str = ""
+
+
+def _cut_at_stop(raw: str, stops: Sequence[str]) -> int | None:
+    """Index where the first stop string starts, counting only stops after some non-whitespace text."""
+    first = len(raw) - len(raw.lstrip())
+    if first == len(raw):
+        return None
+    hits = [i for i in (raw.find(s, first + 1) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+class HFGenerator:
+    """Greedy generation with a local Hugging Face causal LM, reading soft-token placeholders as vectors.
+
+    Args:
+        config: A :class:`GeneratorConfig` (defaults when ``None``).
+        store: Where placeholders are resolved; the process-wide :func:`ragzip.default_store` when ``None``.
+        model: An already loaded causal LM (tests use tiny ones); loaded lazily from ``config.model`` otherwise.
+        tokenizer: Its tokenizer; loaded lazily from ``config.model`` otherwise.
+
+    Example:
+        >>> gen = HFGenerator(GeneratorConfig(max_new_tokens=8))  # doctest: +SKIP
+        >>> gen.answer("Who wrote Hamlet?", "Hamlet is a tragedy by William Shakespeare.").text  # doctest: +SKIP
+        'William Shakespeare'
+    """
+
+    def __init__(
+        self,
+        config: GeneratorConfig | None = None,
+        *,
+        store: SoftTokenStore | None = None,
+        model: Any = None,
+        tokenizer: Any = None,
+    ) -> None:
+        self.config = config if config is not None else GeneratorConfig()
+        if not isinstance(self.config, GeneratorConfig):
+            raise ConfigError(f"HFGenerator needs a GeneratorConfig, got {type(self.config).__name__}.")
+        self.store = store if store is not None else default_store()
+        self._model = model
+        self._tokenizer = tokenizer
+        self._token_counter: HFTokenCounter | None = None
+        self._affixes: tuple[list[int], list[int]] | None = None
+
+    # ------------------------------------------------------------------------------------------------ lazy members
+    @property
+    def model(self) -> Any:
+        """The causal LM (float32, eval mode), loaded on first use."""
+        if self._model is None:
+            from ragzip.models import infer_device, load_causal_lm
+
+            model, tokenizer = load_causal_lm(self.config.model, infer_device(self.config.device))
+            self._model = model
+            if self._tokenizer is None:
+                self._tokenizer = tokenizer
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, loaded on first use (without loading the model)."""
+        if self._tokenizer is None:
+            from ragzip.models import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.config.model)
+        return self._tokenizer
+
+    @property
+    def token_counter(self) -> HFTokenCounter:
+        """Counts text in this generator's tokens (what compressors should count with)."""
+        if self._token_counter is None:
+            self._token_counter = HFTokenCounter(self.tokenizer)
+        return self._token_counter
+
+    @property
+    def device(self) -> torch.device:
+        return self.input_embeddings().weight.device
+
+    def input_embeddings(self) -> nn.Embedding:
+        """The model's input-embedding table: soft tokens must live in its space."""
+        return self.model.get_input_embeddings()
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the input embeddings (the ``d`` every soft vector must have)."""
+        return int(self.input_embeddings().embedding_dim)
+
+    @property
+    def space(self) -> str:
+        """Names the embedding space soft vectors must live in: ``"<model>|d=<hidden_size>"``."""
+        return f"{self.config.model}|d={self.hidden_size}"
+
+    # ------------------------------------------------------------------------------------------------------ prompts
+    def format_prompt(self, question: str, context: str | None) -> str:
+        """The full prompt text for ``question`` over ``context``; placeholders in either are kept verbatim.
+
+        An empty or ``None`` context uses ``no_context_template`` (selective augmentation: answer without context).
+        """
+        if context is not None and context.strip():
+            user = self.config.prompt_template.format(context=context, question=question)
+        else:
+            user = self.config.no_context_template.format(question=question)
+        return self._render([{"role": "user", "content": user}])
+
+    def _render(self, messages: list[dict[str, str]]) -> str:
+        """Messages -> prompt text, through the chat template when there is one (system prompt added if missing)."""
+        if self.config.system_prompt and not any(m.get("role") == "system" for m in messages):
+            messages = [{"role": "system", "content": self.config.system_prompt}, *messages]
+        tok = self.tokenizer
+        if self.config.use_chat_template and getattr(tok, "chat_template", None):
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        parts = []
+        for m in messages:
+            role, content = m.get("role", "user"), m.get("content", "")
+            parts.append(content if role in ("system", "user") else f"{role.capitalize()}: {content}")
+        return "\n\n".join(parts) + "\n"
+
+    def _adds_special_tokens(self, prompt: str) -> bool:
+        """Add the tokenizer's special tokens unless the prompt already starts with BOS (chat templates write it)."""
+        bos = getattr(self.tokenizer, "bos_token", None)
+        return not (bos and prompt.startswith(bos))
+
+    def _special_affixes(self) -> tuple[list[int], list[int]]:
+        """The ids the tokenizer adds before and after a text when ``add_special_tokens=True`` (e.g. BOS)."""
+        if self._affixes is None:
+            tok = self.tokenizer
+            probe = "Paris"
+            with_special = list(tok(probe, add_special_tokens=True)["input_ids"])
+            plain = list(tok(probe, add_special_tokens=False)["input_ids"])
+            n = len(plain)
+            starts = [i for i in range(len(with_special) - n + 1) if with_special[i:i + n] == plain]
+            if not starts:  # the tokenizer changes the text itself when adding specials: fall back to none
+                logger.warning("cannot locate the special tokens %s adds; tokenizing soft-token prompts without them",
+                               type(tok).__name__)
+                self._affixes = ([], [])
+            else:
+                self._affixes = (with_special[:starts[0]], with_special[starts[0] + n:])
+        return self._affixes
+
+    def _check_entry(self, entry: SoftEntry) -> torch.Tensor:
+        vectors = entry.vectors
+        if entry.space != self.space or vectors.shape[-1] != self.hidden_size:
+            raise SoftTokenError(
+                f"soft tokens were made for the embedding space {entry.space!r} (d={vectors.shape[-1]}), but this "
+                f"generator reads {self.space!r} (d={self.hidden_size}). Soft compressors (xrag, refrag) must be "
+                "built for the generator that reads their output: give them this generator's model (its `space`), "
+                "or use a text compressor."
+            )
+        return vectors
+
+    def embed_pieces(self, pieces: Sequence[str | torch.Tensor], *, add_special_tokens: bool = True) -> torch.Tensor:
+        """Embed a prompt given as text pieces and soft vectors ``(n, d)``, in order, into ``(T, d)``.
+
+        Text pieces are tokenized separately (no special tokens); the tokenizer's special tokens (e.g. BOS) go
+        around the whole when ``add_special_tokens``. A prompt of one text piece gives exactly the embeddings of
+        ``tokenizer(text, add_special_tokens=...)``. Gradients flow into tensor pieces (for training projectors).
+        """
+        tok = self.tokenizer
+        embeddings = self.input_embeddings()
+        device, dtype = embeddings.weight.device, embeddings.weight.dtype
+        if all(isinstance(p, str) for p in pieces):
+            ids = list(tok("".join(pieces), add_special_tokens=add_special_tokens)["input_ids"])  # type: ignore[arg-type]
+            if not ids:
+                raise InputError("the prompt is empty: nothing to generate from. Pass a question.")
+            return embeddings(torch.tensor(ids, dtype=torch.long, device=device))  # (T, d)
+        prefix, suffix = self._special_affixes() if add_special_tokens else ([], [])
+        parts: list[torch.Tensor] = []
+        pending: list[int] = list(prefix)
+        for piece in pieces:
+            if isinstance(piece, str):
+                pending.extend(tok(piece, add_special_tokens=False)["input_ids"])
+                continue
+            if pending:
+                parts.append(embeddings(torch.tensor(pending, dtype=torch.long, device=device)))
+                pending = []
+            vectors = piece[None] if piece.ndim == 1 else piece
+            if vectors.ndim != 2 or vectors.shape[-1] != embeddings.embedding_dim:
+                raise SoftTokenError(f"soft vectors must have shape (n, {embeddings.embedding_dim}), got "
+                                     f"{tuple(piece.shape)}.")
+            parts.append(vectors.to(device=device, dtype=dtype))
+        pending.extend(suffix)
+        if pending:
+            parts.append(embeddings(torch.tensor(pending, dtype=torch.long, device=device)))
+        return torch.cat(parts, dim=0)  # (T, d)
+
+    def embed_prompt(self, prompt: str) -> torch.Tensor:
+        """The ``(T, d)`` input embeddings of ``prompt``, live placeholders replaced by their stored vectors.
+
+        Forged, stale and unknown placeholders stay text (:func:`ragzip.softstore.split_prompt`). Without live
+        placeholders this is exactly the embedding of ``tokenizer(prompt)`` (special tokens added unless the prompt
+        already starts with BOS, as chat templates do).
+
+        Raises:
+            SoftTokenError: a live placeholder holds vectors made for another generator's embedding space.
+        """
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt must be a string, got {type(prompt).__name__}.")
+        pieces = [p if isinstance(p, str) else self._check_entry(p) for p in split_prompt(prompt, self.store)]
+        return self.embed_pieces(pieces, add_special_tokens=self._adds_special_tokens(prompt))
+
+    # --------------------------------------------------------------------------------------------------- generation
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for value in (getattr(getattr(self.model, "generation_config", None), "eos_token_id", None),
+                      getattr(self.tokenizer, "eos_token_id", None)):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+        return ids
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        """Greedy-decode each prompt (full prompt text, e.g. from :meth:`format_prompt`), in batches.
+
+        Args:
+            prompts: Prompt texts; live placeholders are read as soft tokens.
+            max_new_tokens: Overrides ``config.max_new_tokens``.
+            stop: Overrides ``config.stop``; ``()`` for none. The end-of-sequence token always stops.
+
+        Returns:
+            One :class:`Generation` per prompt, in order.
+        """
+        if isinstance(prompts, str):
+            raise InputError("generate() takes a list of prompts; wrap a single prompt: `generate([prompt])`.")
+        max_new = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if max_new < 1:
+            raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}.")
+        stops = tuple(self.config.stop if stop is None else ([stop] if isinstance(stop, str) else stop))
+        if not prompts:
+            return []
+        with torch.inference_mode():
+            embeds = [self.embed_prompt(p) for p in prompts]
+            limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+            for i, e in enumerate(embeds):
+                if limit and e.shape[0] + max_new > limit:
+                    raise InputError(
+                        f"prompt #{i} has {e.shape[0]} positions; with max_new_tokens={max_new} that exceeds the "
+                        f"model's {limit} positions. Compress the context harder or retrieve fewer passages (top_k)."
+                    )
+            # Longest first, so each batch holds prompts of similar length (less padding); results go back in order.
+            order = sorted(range(len(embeds)), key=lambda i: -embeds[i].shape[0])
+            out: list[Generation | None] = [None] * len(embeds)
+            size = self.config.batch_size
+            for start in range(0, len(order), size):
+                idx = order[start:start + size]
+                for i, gen in zip(idx, self._generate_batch([embeds[i] for i in idx], max_new, stops)):
+                    out[i] = gen
+        return [g for g in out if g is not None]
+
+    def _generate_batch(self, embeds: list[torch.Tensor], max_new: int, stops: tuple[str, ...]) -> list[Generation]:
+        """Left-padded greedy decoding of one batch with a KV cache; finished rows leave the batch."""
+        from transformers import DynamicCache
+
+        model, tok = self.model, self.tokenizer
+        eos = self._eos_ids()
+        lengths = [e.shape[0] for e in embeds]
+        batch, width, d = len(embeds), max(lengths), embeds[0].shape[-1]
+        device = embeds[0].device
+        inputs = embeds[0].new_zeros(batch, width, d)  # (B, T, d), left padding
+        mask = torch.zeros(batch, width, dtype=torch.long, device=device)  # (B, T)
+        for row, e in enumerate(embeds):
+            inputs[row, width - e.shape[0]:] = e
+            mask[row, width - e.shape[0]:] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): real tokens count from 0 whatever the padding
+
+        cache = DynamicCache(config=model.config)
+        start = time.perf_counter()
+        logits = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                       use_cache=True, logits_to_keep=1).logits  # (B, 1, V)
+        next_ids = logits[:, -1].argmax(-1)  # (B,)
+        ttft = time.perf_counter() - start
+
+        tokens: list[list[int]] = [[] for _ in range(batch)]
+        results: list[Generation | None] = [None] * batch
+        active = list(range(batch))  # batch row -> original index
+        last = positions[:, -1]  # (B,)
+        while True:
+            keep: list[int] = []
+            for row, i in enumerate(active):
+                token = int(next_ids[row])
+                reason, cut = "", None
+                if token in eos:
+                    reason = "eos"
+                else:
+                    tokens[i].append(token)
+                raw = tok.decode(tokens[i], skip_special_tokens=True)
+                if not reason:
+                    cut = _cut_at_stop(raw, stops) if stops else None
+                    if cut is not None:
+                        reason = "stop"
+                    elif len(tokens[i]) >= max_new:
+                        reason = "length"
+                if reason:
+                    text = (raw if cut is None else raw[:cut]).strip()
+                    results[i] = Generation(text, raw, lengths[i], len(tokens[i]) + (reason == "eos"), ttft,
+                                            time.perf_counter() - start, reason)
+                else:
+                    keep.append(row)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, next_ids, last = mask[index], next_ids[index], last[index]
+                active = [active[r] for r in keep]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)  # (b, T + steps)
+            last = last + 1
+            logits = model(input_ids=next_ids[:, None], attention_mask=mask, position_ids=last[:, None],
+                           past_key_values=cache, use_cache=True).logits  # (b, 1, V)
+            next_ids = logits[:, -1].argmax(-1)
+        return [r for r in results if r is not None]
+
+    # ------------------------------------------------------------------------------------------------------ answers
+    @staticmethod
+    def _context_text(context: CompressedContext | str | None) -> str | None:
+        if context is None or isinstance(context, str):
+            return context
+        if isinstance(context, CompressedContext):
+            return context.text
+        raise InputError(f"context must be a CompressedContext, str or None, got {type(context).__name__}.")
+
+    def answer(self, question: str, context: CompressedContext | str | None) -> Generation:
+        """Answer ``question`` from ``context`` (compressed, plain text, or ``None``/empty for no context).
+
+        Example:
+            >>> gen.answer("Capital of France?", "Paris is the capital of France.").text  # doctest: +SKIP
+            'Paris'
+        """
+        return self.answer_batch([question], [context])[0]
+
+    def answer_batch(
+        self, questions: Sequence[str], contexts: Sequence[CompressedContext | str | None]
+    ) -> list[Generation]:
+        """Answer several questions, one context each, decoded in batches of ``config.batch_size``."""
+        if isinstance(questions, str):
+            raise InputError("answer_batch() takes a list of questions; use answer() for one.")
+        if len(questions) != len(contexts):
+            raise InputError(f"answer_batch got {len(questions)} questions but {len(contexts)} contexts; "
+                             "pass one context per question (None for no context).")
+        prompts = [self.format_prompt(q, self._context_text(c)) for q, c in zip(questions, contexts)]
+        return self.generate(prompts)
+
+    def chat(self, messages: list[dict[str, str]], **kw: Any) -> Generation:
+        """Answer a chat (``[{"role": ..., "content": ...}, ...]``); contents may hold placeholders.
+
+        The system prompt of the config is added when the messages have none. Keyword arguments
+        (``max_new_tokens``, ``stop``) go to :meth:`generate`. Used by the LlamaIndex and LangChain LLM wrappers.
+        """
+        if not messages:
+            raise InputError("chat() got no messages; pass at least one {'role': 'user', 'content': ...}.")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str):
+                raise InputError(f"message #{i} must be a dict with string 'role' and 'content', got {m!r}.")
+        return self.generate([self._render(list(messages))], **kw)[0]
+
+    def logits(self, prompt: str) -> torch.Tensor:
+        """The ``(T, vocab)`` next-token logits at every position of ``prompt`` (for tests and perplexity)."""
+        with torch.inference_mode():
+            embeds = self.embed_prompt(prompt)
+            return self.model(inputs_embeds=embeds[None]).logits[0]  # (T, V)
+
+    def __repr__(self) -> str:
+        return f"HFGenerator({self.config!r})"
