@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-
 from ragzip.errors import ConfigError, InputError
 from ragzip.models import infer_device, load_sentence_transformer
 
