@@ -24,7 +24,7 @@ TRAINABLE = ("extractive", "abstractive", "xrag", "refrag")
 
 
 def _demo_file(name: str) -> Path:
-    return Path(str(resources.files("ragzip") / "data" / name))
+    return Path(str(resources.files("ragzip") / "demo" / name))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -113,4 +113,14 @@ def load_config(path: str | Path) -> RagzipConfig:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"config file {str(path)!r} is not valid YAML{at}: {problem}. Check the indentation "
                           "and quoting there.") from None
-    return parse_config(data, source=str(path))
+    config = parse_config(data, source=str(path))
+    _resolve_relative_paths(config, path.parent)
+    return config
+
+
+def _resolve_relative_paths(config: RagzipConfig, base: Path) -> None:
+    """Relative ``corpus``/``index_path`` in a YAML file are relative to that file, not to the working directory."""
+    for name in ("corpus", "index_path"):
+        value = getattr(config.retriever, name)
+        if value and not Path(value).expanduser().is_absolute():
+            setattr(config.retriever, name, str(base / value))

@@ -23,7 +23,7 @@ class IndexCorruptError(RagzipError, ValueError):
     """A saved FAISS index or its metadata is unreadable or inconsistent."""
 
 
-class SoftTokenError(RagzipError, ValueError):
+class SoftTokenError(RagzipError, RuntimeError):
     """Soft tokens reached a generator that cannot read them, or do not fit it."""
 
 

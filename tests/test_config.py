@@ -66,7 +66,7 @@ def test_missing_and_non_utf8_files(tmp_path):
         load_config(tmp_path / "nope.yaml")
     path = tmp_path / "latin.yaml"
     path.write_bytes(b"compressor: {type: none}  # caf\xe9\n")
-    with pytest.raises(ConfigError, match=re.escape("is not UTF-8 text (byte 30). Save it as UTF-8.")):
+    with pytest.raises(ConfigError, match=re.escape("is not UTF-8 text (byte 31). Save it as UTF-8.")):
         load_config(path)
 
 

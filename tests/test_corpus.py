@@ -213,7 +213,7 @@ def test_chunking_parameters_are_checked(words, overlap, msg):
 
 
 def test_demo_corpus_and_questions_are_consistent():
-    data = resources.files("ragzip") / "data"
+    data = resources.files("ragzip") / "demo"
     corpus = load_corpus(str(data / "demo_corpus.jsonl"))
     assert len(corpus) >= 40 and corpus.stats.skipped_empty == []
     assert all(60 <= len(p.text.split()) <= 150 and p.metadata["title"] for p in corpus)

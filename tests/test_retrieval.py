@@ -379,7 +379,7 @@ def test_hash_model_is_stable_across_processes():
 
 @pytest.mark.slow  # ~3 s on an idle 2-core CPU (import + load + 54 texts), far more when the machine is shared
 def test_minilm_finds_the_gold_passage_of_every_demo_question():
-    data = resources.files("ragzip") / "data"
+    data = resources.files("ragzip") / "demo"
     from ragzip.corpus import load_corpus
 
     retriever = FaissRetriever.build(load_corpus(str(data / "demo_corpus.jsonl")), Embedder("embedded:minilm"))
