@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import string
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,9 +32,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SYSTEM_PROMPT = "Answer the question with a short phrase taken from the context. Do not explain."
-DEFAULT_PROMPT_TEMPLATE = "Context:\n{context}\n\nQuestion: {question}\nAnswer with a short phrase."
-DEFAULT_NO_CONTEXT_TEMPLATE = "Question: {question}\nAnswer with a short phrase."
+# Chosen on 30 HotpotQA (gold paragraphs) + 30 SQuAD questions with SmolLM2-135M, greedy, first line:
+# this plain format scored acc 0.53 / 0.70; asking for "a short phrase" (0.43 / 0.70) or a one-shot
+# "Answer: 1889" example (0.20 / 0.37, shorter but wrong answers) did worse. The answer is the first line.
+DEFAULT_SYSTEM_PROMPT = "Reply with a short answer."
+DEFAULT_PROMPT_TEMPLATE = "{context}\n\nQuestion: {question}"
+DEFAULT_NO_CONTEXT_TEMPLATE = "Question: {question}"
 
 
 def _template_fields(where: str, name: str, template: Any) -> set[str]:
@@ -239,10 +243,14 @@ class HFGenerator:
             user = self.config.prompt_template.format(context=context, question=question)
         else:
             user = self.config.no_context_template.format(question=question)
-        return self._render([{"role": "user", "content": user}])
+        return self.render([{"role": "user", "content": user}])
 
-    def _render(self, messages: list[dict[str, str]]) -> str:
-        """Messages -> prompt text, through the chat template when there is one (system prompt added if missing)."""
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """Chat messages -> prompt text, through the chat template when there is one and ``use_chat_template``.
+
+        ``config.system_prompt`` is put first when the messages have no system message. Without a chat template
+        the contents are joined by blank lines. Placeholders in contents are kept verbatim.
+        """
         if self.config.system_prompt and not any(m.get("role") == "system" for m in messages):
             messages = [{"role": "system", "content": self.config.system_prompt}, *messages]
         tok = self.tokenizer
@@ -254,13 +262,18 @@ class HFGenerator:
             parts.append(content if role in ("system", "user") else f"{role.capitalize()}: {content}")
         return "\n\n".join(parts) + "\n"
 
-    def _adds_special_tokens(self, prompt: str) -> bool:
-        """Add the tokenizer's special tokens unless the prompt already starts with BOS (chat templates write it)."""
+    def adds_special_tokens(self, prompt: str) -> bool:
+        """Whether ``prompt`` gets the tokenizer's special tokens: yes unless it already starts with BOS text
+        (chat templates such as Llama 3's write BOS themselves; adding it again would double it)."""
         bos = getattr(self.tokenizer, "bos_token", None)
         return not (bos and prompt.startswith(bos))
 
-    def _special_affixes(self) -> tuple[list[int], list[int]]:
-        """The ids the tokenizer adds before and after a text when ``add_special_tokens=True`` (e.g. BOS)."""
+    def special_affixes(self) -> tuple[list[int], list[int]]:
+        """The ids the tokenizer adds before and after a text when ``add_special_tokens=True`` (e.g. ``[BOS]``, ``[]``).
+
+        Code that builds prompt token ids itself (projector training) puts these around the pieces, as
+        :meth:`embed_pieces` does, when :meth:`adds_special_tokens` says so.
+        """
         if self._affixes is None:
             tok = self.tokenizer
             probe = "Paris"
@@ -302,7 +315,7 @@ class HFGenerator:
             if not ids:
                 raise InputError("the prompt is empty: nothing to generate from. Pass a question.")
             return embeddings(torch.tensor(ids, dtype=torch.long, device=device))  # (T, d)
-        prefix, suffix = self._special_affixes() if add_special_tokens else ([], [])
+        prefix, suffix = self.special_affixes() if add_special_tokens else ([], [])
         parts: list[torch.Tensor] = []
         pending: list[int] = list(prefix)
         for piece in pieces:
@@ -335,7 +348,7 @@ class HFGenerator:
         if not isinstance(prompt, str):
             raise InputError(f"prompt must be a string, got {type(prompt).__name__}.")
         pieces = [p if isinstance(p, str) else self._check_entry(p) for p in split_prompt(prompt, self.store)]
-        return self.embed_pieces(pieces, add_special_tokens=self._adds_special_tokens(prompt))
+        return self.embed_pieces(pieces, add_special_tokens=self.adds_special_tokens(prompt))
 
     # --------------------------------------------------------------------------------------------------- generation
     def _eos_ids(self) -> set[int]:
@@ -373,6 +386,7 @@ class HFGenerator:
         stops = tuple(self.config.stop if stop is None else ([stop] if isinstance(stop, str) else stop))
         if not prompts:
             return []
+        _ = self.model  # load outside inference mode: a cached model is shared with code that trains through it
         with torch.inference_mode():
             embeds = [self.embed_prompt(p) for p in prompts]
             limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
@@ -388,7 +402,7 @@ class HFGenerator:
             size = self.config.batch_size
             for start in range(0, len(order), size):
                 idx = order[start:start + size]
-                for i, gen in zip(idx, self._generate_batch([embeds[i] for i in idx], max_new, stops)):
+                for i, gen in zip(idx, self._generate_batch([embeds[i] for i in idx], max_new, stops), strict=True):
                     out[i] = gen
         return [g for g in out if g is not None]
 
@@ -413,6 +427,8 @@ class HFGenerator:
         logits = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache,
                        use_cache=True, logits_to_keep=1).logits  # (B, 1, V)
         next_ids = logits[:, -1].argmax(-1)  # (B,)
+        if next_ids.device.type == "cuda":
+            torch.cuda.synchronize(next_ids.device)  # kernels run asynchronously: wait before reading the clock
         ttft = time.perf_counter() - start
 
         tokens: list[list[int]] = [[] for _ in range(batch)]
@@ -482,7 +498,7 @@ class HFGenerator:
         if len(questions) != len(contexts):
             raise InputError(f"answer_batch got {len(questions)} questions but {len(contexts)} contexts; "
                              "pass one context per question (None for no context).")
-        prompts = [self.format_prompt(q, self._context_text(c)) for q, c in zip(questions, contexts)]
+        prompts = [self.format_prompt(q, self._context_text(c)) for q, c in zip(questions, contexts, strict=True)]
         return self.generate(prompts)
 
     def chat(self, messages: list[dict[str, str]], **kw: Any) -> Generation:
@@ -496,13 +512,19 @@ class HFGenerator:
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str):
                 raise InputError(f"message #{i} must be a dict with string 'role' and 'content', got {m!r}.")
-        return self.generate([self._render(list(messages))], **kw)[0]
+        return self.generate([self.render(list(messages))], **kw)[0]
 
     def logits(self, prompt: str) -> torch.Tensor:
         """The ``(T, vocab)`` next-token logits at every position of ``prompt`` (for tests and perplexity)."""
+        _ = self.model  # load outside inference mode (see generate)
         with torch.inference_mode():
             embeds = self.embed_prompt(prompt)
             return self.model(inputs_embeds=embeds[None]).logits[0]  # (T, V)
+
+    # Earlier private names, still used by training code.
+    _render = render
+    _adds_special_tokens = adds_special_tokens
+    _special_affixes = special_affixes
 
     def __repr__(self) -> str:
         return f"HFGenerator({self.config!r})"

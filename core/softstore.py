@@ -66,7 +66,7 @@ class SoftTokenStore:
 
     def put(self, vectors: torch.Tensor, *, space: str) -> str:
         """Store ``vectors`` (``(n, d)`` or ``(d,)``) and return the placeholder text that stands for them."""
-        vectors = vectors.detach().to("cpu", torch.float32)
+        vectors = vectors.detach().to("cpu", torch.float32).clone()
         if vectors.ndim == 1:
             vectors = vectors[None]
         if vectors.ndim != 2 or vectors.shape[0] == 0:
