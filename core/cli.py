@@ -117,6 +117,14 @@ def cmd_index(args: argparse.Namespace) -> int:
     retriever.save(args.out)
     print(f"indexed {len(retriever)} chunks from {args.corpus} with {args.embedder} into {args.out} "
           f"in {time.perf_counter() - t0:.1f} s")
+    if args.refrag:
+        from ragzip.generation import GeneratorConfig, HFGenerator
+        from ragzip.plugins.refrag.cache import build_refrag_cache
+
+        t1 = time.perf_counter()
+        folder = build_refrag_cache(retriever, args.out, {"k": args.refrag_k},
+                                    generator=HFGenerator(GeneratorConfig(model=args.generator)))
+        print(f"cached REFRAG chunk embeddings (k={args.refrag_k}) in {folder} in {time.perf_counter() - t1:.1f} s")
     return 0
 
 
@@ -136,6 +144,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
         for r in ctx.results:
             print(f"  {r.passage.id}: {r.decision} {r.tokens_before}->{r.tokens_after} tokens {r.reason}".rstrip())
     return 0
+
+
+def cmd_ttft(args: argparse.Namespace) -> int:
+    from ragzip.plugins.refrag import ttft
+
+    return ttft.run(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -175,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--embedder", default="embedded:minilm")
     index.add_argument("--chunk-words", type=int, default=120)
     index.add_argument("--chunk-overlap", type=int, default=20)
+    index.add_argument("--refrag", action="store_true", help="also cache REFRAG chunk embeddings beside the index")
+    index.add_argument("--refrag-k", type=int, default=16, help="REFRAG chunk size in generator tokens")
+    index.add_argument("--generator", default="embedded:smollm2-135m", help="generator whose tokenizer cuts chunks")
     index.set_defaults(func=cmd_index)
 
     ask = sub.add_parser("ask", help="answer a question with a YAML-configured pipeline")
@@ -192,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         bench.add_arguments(bench_parser)
         bench_parser.set_defaults(func=cmd_bench)
 
+    if importlib.util.find_spec("ragzip.plugins.refrag.ttft") is not None:
+        from ragzip.plugins.refrag import ttft
+
+        ttft_parser = sub.add_parser("ttft", help="time to first token: full context vs REFRAG")
+        ttft.add_arguments(ttft_parser)
+        ttft_parser.set_defaults(func=cmd_ttft)
+
     train = sub.add_parser("train", help="train a compressor: ragzip train <type> --help")
     train.add_argument("type", help=f"one of: {', '.join(TRAINABLE)}")
     train.set_defaults(func=None)
@@ -200,15 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "train" and not argv[1].startswith("-"):
+        # `ragzip train <type> ...`: everything after the type (including --help) belongs to the plugin's trainer.
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        try:
+            return cmd_train(argparse.Namespace(type=argv[1]), argv[2:])
+        except RagzipError as err:
+            print(f"ragzip train: error: {err}", file=sys.stderr)
+            return 2
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.command != "train" and rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command == "train":
-            return cmd_train(args, rest)
+            return cmd_train(args, [])
         return int(args.func(args) or 0)
     except RagzipError as err:
         print(f"ragzip {args.command}: error: {err}", file=sys.stderr)

@@ -1,0 +1,955 @@
+"""``ragzip bench``: every method on the same questions, the same retrieval and the same generator, in one process.
+
+The output is the benchmark contract of DESIGN §6: a JSON summary (``data``, ``n``, ``retrieval{mode, top_k,
+recall_at_k}``, ``generator``, ``methods{name: {acc, em, f1, context_tokens, compression_ratio, compress_s, ttft_s,
+total_s, peak_rss_mb, n}}``, plus extra keys such as ``skipped``), and beside it, with the same stem: a per-question
+JSONL (``.jsonl``), a Markdown table (``.md``) and a plot (``.png``).
+
+Methods (``--methods``, comma-separated; each label is also its key in the JSON):
+
+- ``no_context``: the question alone. ``none``: the full retrieved context.
+- ``truncate:N``: the first N context tokens. Plain ``truncate`` takes the budget from the *reference method*: the
+  mean tokens read by the first ragzip compressor in the list other than none/no_context/truncate (when none ran, the
+  first peer that ran), rounded to an integer, so both compare at equal budget.
+- ragzip's compressors under their ``type:`` name (``extractive``, ``abstractive``, ``xrag``, ``refrag``); a plugin
+  that is not in this build is reported under ``skipped``.
+- peers (:mod:`ragzip.peers`): ``lc_embeddings_filter``, ``li_sentence_optimizer``, ``longllmlingua``. Plain
+  ``longllmlingua`` gets ``target_token`` = the same equal budget as plain ``truncate`` (its own ``rate`` when there is
+  no reference). A peer whose package is missing is reported under ``skipped`` with the install command.
+- names defined in ``--config`` (``methods: {label: {type: ..., ...}}``).
+
+Variants: ``name:key=value,key=value`` sets config fields (values read as YAML scalars: ``extractive:threshold=0.3``,
+``lc_embeddings_filter:k=3``). Short forms ``name:<alias><number>``: the alias is a config field of that name
+(``refrag:k8`` -> ``k=8``, ``refrag:p0.25``) or one of :data:`ALIASES` (``extractive:t0.3`` -> ``threshold=0.3``,
+``longllmlingua:r0.3`` -> ``rate=0.3``, ``li_sentence_optimizer:p0.3``, ``lc_embeddings_filter:t0.5``);
+``truncate:256`` -> ``max_tokens=256``. Keys are checked against the method's config before any model loads.
+
+How it measures (all means per question):
+
+- **Questions**: the first ``--limit`` after a shuffle seeded with ``--seed`` (:func:`ragzip.data.select`).
+- **Retrieval** ``faiss``: one exact FAISS index over every distinct passage of the data file (not only the selected
+  questions'), top-K per question; ``recall_at_k`` = mean fraction of each question's gold passages retrieved
+  (HotpotQA: both supporting paragraphs), over questions that name gold passages. ``given``: each question's own
+  passages (HotpotQA distractor setting: all 10 paragraphs), ``top_k`` is then ``null``.
+- **Compression**: one question at a time (the latency a user sees), after one untimed warm-up call per method on the
+  first question (model loading and first-call costs are not charged to a question). ``compress_s`` is the
+  compressor's own timing, including its token counting.
+- **Generation**: greedy, one question at a time by default (``--batch-size 1``), so ``ttft_s`` is the real time to the
+  first token of that question; with a larger batch all prompts of a batch share its prefill and TTFT is the batch's.
+  ``ttft_s`` and ``total_s`` are end to end: ``compress_s`` + the generator's prefill-to-first-token (``gen_ttft_s``)
+  and + the generator's whole decode (``gen_s``), respectively.
+- **Tokens**: ``context_tokens`` = tokens the generator reads (soft tokens count one each), counted with the generator's
+  tokenizer for every method; ``compression_ratio`` = total uncompressed context tokens / total tokens read over all
+  questions (ratio of sums; ``null`` when a method reads nothing, as ``no_context``).
+- **Memory**: ``peak_rss_mb`` = the highest resident set size of the bench process, sampled every 20 ms while the
+  method is built, warmed up and run. It includes what every method shares (generator, embedder, Python); the
+  method's own footprint is roughly ``rss_delta_mb`` (peak minus the RSS when the method started). Each method's
+  models are released before the next method starts.
+- **Scores**: :func:`ragzip.metrics.score` (``acc`` = a gold answer occurs in the normalised output on word
+  boundaries; EM and F1 with SQuAD normalisation, max over golds).
+
+Example:
+    >>> parse_method("extractive:t0.3").options
+    {'threshold': 0.3}
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import difflib
+import gc
+import json
+import logging
+import math
+import os
+import platform
+import re
+import shlex
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragzip.errors import ConfigError, InputError, MissingDependencyError, ModelNotFoundError, RagzipError
+
+logger = logging.getLogger(__name__)
+
+NO_CONTEXT = "no_context"
+BASELINES = ("no_context", "none", "truncate")
+DEFAULT_METHODS = "no_context,none,truncate,extractive,lc_embeddings_filter,li_sentence_optimizer,longllmlingua"
+ALIASES: dict[str, dict[str, str]] = {
+    "truncate": {"": "max_tokens", "n": "max_tokens"},
+    "extractive": {"t": "threshold"},
+    "abstractive": {"n": "max_summary_tokens"},
+    "lc_embeddings_filter": {"t": "similarity_threshold"},
+    "li_sentence_optimizer": {"p": "percentile_cutoff", "t": "threshold_cutoff"},
+    "longllmlingua": {"r": "rate", "n": "target_token"},
+}
+CONTRACT_KEYS = ("acc", "em", "f1", "context_tokens", "compression_ratio", "compress_s", "ttft_s", "total_s",
+                 "peak_rss_mb", "n")
+
+
+# ---------------------------------------------------------------------------------------------------- method specs
+@dataclass(frozen=True)
+class MethodSpec:
+    """One ``--methods`` entry.
+
+    Attributes:
+        label: The text as written (the key in the results).
+        name: The base method: ``no_context``, ``none``, ``truncate``, a peer, a ragzip compressor type, or a label
+            from ``--config``.
+        kind: ``"no_context"``, ``"ragzip"`` (a registered compressor or a config method), ``"peer"`` or
+            ``"absent"`` (a ragzip plugin that is not in this build: reported as skipped).
+        options: Config overrides from the variant.
+        config: The full compressor config (a dict with ``type``, or a list for a chain) for ragzip methods.
+        budgeted: True for plain ``truncate`` and plain ``longllmlingua``: their budget comes from the reference
+            method.
+    """
+
+    label: str
+    name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    config: Any = None
+    budgeted: bool = False
+
+
+def _plugin_names() -> tuple[list[str], list[str]]:
+    """(registered compressor types, ragzip plugin folders that are not registered in this build)."""
+    from ragzip.compressor import registered_compressors
+    from ragzip.plugins import PLUGINS
+
+    registered = [n for n in registered_compressors() if n != "chain"]
+    return registered, [p for p in PLUGINS if p not in registered and p != "baseline"]
+
+
+def valid_method_names(custom: Mapping[str, Any] | None = None) -> list[str]:
+    """Every method name ``--methods`` accepts (before ``:variant``)."""
+    from ragzip.peers import PEERS
+
+    registered, absent = _plugin_names()
+    names = list(BASELINES) + [n for n in registered if n not in BASELINES] + list(PEERS) + absent
+    return list(dict.fromkeys([*names, *(custom or {})]))
+
+
+def _scalar(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+
+def _config_fields(name: str) -> list[str]:
+    from ragzip.compressor import get_compressor_class
+    from ragzip.config_utils import field_names
+    from ragzip.peers import PEER_CLASSES
+
+    klass = PEER_CLASSES[name] if name in PEER_CLASSES else get_compressor_class(name)
+    return field_names(klass.config_class)
+
+
+def _parse_variant(name: str, variant: str, label: str) -> dict[str, Any]:
+    if not variant:
+        return {}
+    if "=" in variant:
+        options: dict[str, Any] = {}
+        for part in variant.split(","):
+            key, eq, value = part.partition("=")
+            if not eq or not key.strip():
+                raise ConfigError(f"method {label!r}: variant part {part!r} is not key=value. Write "
+                                  f"`{name}:key=value,key=value`, e.g. `extractive:threshold=0.3`.")
+            options[key.strip()] = _scalar(value.strip())
+        return options
+    match = re.fullmatch(r"([A-Za-z_]*)([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)", variant)
+    value = _scalar(match.group(2)) if match else None
+    if match is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(f"method {label!r}: variant {variant!r} is neither key=value pairs nor <alias><number>. "
+                          f"Write e.g. `{name}:key=value` or `extractive:t0.3`, `truncate:256`, `refrag:k8`.")
+    letters = match.group(1)
+    fields = _config_fields(name)
+    key = letters if letters in fields else ALIASES.get(name, {}).get(letters)
+    if key is None:
+        known = sorted({*ALIASES.get(name, {}), *(f for f in fields if len(f) <= 2)} - {""})
+        hint = f" Short aliases of {name}: {', '.join(known)}." if known else ""
+        raise ConfigError(f"method {label!r}: {letters!r} is not a short alias or a config field of {name!r}.{hint} "
+                          f"Or write `{name}:key=value` with one of: {', '.join(fields)}.")
+    return {key: value}
+
+
+def parse_method(text: str, custom: Mapping[str, Any] | None = None) -> MethodSpec:
+    """Parse one ``--methods`` entry; options are validated against the method's config (no model is loaded).
+
+    Raises:
+        ConfigError: unknown method (the message lists the valid ones and the close match) or a bad variant.
+    """
+    from ragzip.config_utils import from_dict
+    from ragzip.peers import PEER_CLASSES, PEERS
+
+    label = text.strip()
+    if not label:
+        raise ConfigError("empty method name in --methods; separate names with single commas, e.g. "
+                          "`--methods none,truncate,extractive`.")
+    custom = custom or {}
+    if label in custom:
+        return MethodSpec(label, label, "ragzip", config=custom[label])
+    name, _, variant = label.partition(":")
+    registered, absent = _plugin_names()
+    if name == NO_CONTEXT:
+        if variant:
+            raise ConfigError(f"method {label!r}: no_context takes no variant.")
+        return MethodSpec(label, name, NO_CONTEXT)
+    if name in absent:
+        return MethodSpec(label, name, "absent")
+    if name in PEERS:
+        options = _parse_variant(name, variant, label)
+        from_dict(PEER_CLASSES[name].config_class, options, where=f"method {label!r}")
+        budgeted = name == "longllmlingua" and not {"rate", "target_token"} & set(options)
+        return MethodSpec(label, name, "peer", options, budgeted=budgeted)
+    if name in registered:
+        options = _parse_variant(name, variant, label)
+        from ragzip.compressor import get_compressor_class
+
+        from_dict(get_compressor_class(name).config_class, options, where=f"method {label!r}")
+        budgeted = name == "truncate" and "max_tokens" not in options
+        return MethodSpec(label, name, "ragzip", options, config={"type": name, **options}, budgeted=budgeted)
+    valid = valid_method_names(custom)
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown method {name!r} in --methods.{hint} Valid methods: {', '.join(valid)} "
+                      "(with optional :variant, e.g. truncate:256, extractive:t0.3, lc_embeddings_filter:k=3).")
+
+
+def parse_methods(text: str | Sequence[str], custom: Mapping[str, Any] | None = None) -> list[MethodSpec]:
+    """Parse a comma-separated ``--methods`` value (or a list of entries); duplicates are an error."""
+    items = _split_methods(text) if isinstance(text, str) else list(text)
+    specs = [parse_method(item, custom) for item in items]
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.label in seen:
+            raise ConfigError(f"method {spec.label!r} is listed twice in --methods; list each once.")
+        seen.add(spec.label)
+    if not specs:
+        raise ConfigError("--methods is empty; name at least one method, e.g. `--methods none,truncate`.")
+    return specs
+
+
+def _split_methods(text: str) -> list[str]:
+    """Split at commas that start a new method (``lc_embeddings_filter:k=3,similarity_threshold=0.2,none``)."""
+    parts: list[str] = []
+    for piece in text.split(","):
+        piece = piece.strip()
+        if parts and "=" in piece and ":" not in piece and ":" in parts[-1] and "=" in parts[-1]:
+            parts[-1] += "," + piece  # another key=value of the previous method's variant
+        else:
+            parts.append(piece)
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------------- measurement
+def _rss_mb() -> float:
+    """Current resident set size of this process in MiB."""
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        pass
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak, not current (kB on Linux)
+
+
+class RSSSampler:
+    """Samples the process RSS every ``interval`` seconds in a daemon thread; ``peak_mb`` is the highest seen."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.start_mb = self.peak_mb = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="ragzip-bench-rss")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, _rss_mb())
+
+    def __enter__(self) -> RSSSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, _rss_mb())
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else 0.0
+
+
+def _load_avg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def _machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpu_count": os.cpu_count()}
+    for module in ("torch", "transformers", "faiss", "llmlingua", "langchain_classic", "llama_index.core"):
+        mod = sys.modules.get(module)
+        if mod is not None and getattr(mod, "__version__", None):
+            info[module.split(".")[0]] = mod.__version__
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
+        info["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return info
+
+
+# ---------------------------------------------------------------------------------------------------------- config
+def load_bench_config(path: str | Path | None) -> dict[str, Any]:
+    """Read a bench YAML: ``methods`` (label -> compressor config or chain), ``generator`` (GeneratorConfig fields),
+    ``embedder`` (spec); a pipeline YAML's ``compressor:`` becomes method ``config`` and its ``retriever.embedder`` /
+    ``retriever.top_k`` are used as defaults.
+
+    Raises:
+        ConfigError: missing file, invalid YAML or an unknown top-level key (named, with the close match).
+    """
+    if path is None:
+        return {}
+    import yaml
+
+    from ragzip.config_utils import unknown_key_message
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"bench config {str(path)!r} not found; pass a YAML with `methods:`, `generator:` and/or "
+                          "`embedder:` (see benchmarks/README.md).")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"bench config {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"bench config {str(path)!r} must be a mapping, got {type(data).__name__}.")
+    allowed = ["methods", "generator", "embedder", "retriever", "compressor"]
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(unknown_key_message(str(key), allowed, f"bench config {path.name}"))
+    out: dict[str, Any] = {"methods": {}}
+    methods = data.get("methods") or {}
+    if not isinstance(methods, Mapping):
+        raise ConfigError(f"{path.name}: `methods` must map a label to a compressor config, e.g. "
+                          "`methods: {strict: {type: extractive, threshold: 0.7}}`.")
+    if "compressor" in data:
+        methods = {"config": data["compressor"], **methods}
+    from ragzip.config import validate_compressor_block
+
+    for label, block in methods.items():
+        try:
+            validate_compressor_block(block)
+        except ConfigError as err:
+            raise ConfigError(f"{path.name}: method {label!r}: {err}") from None
+        out["methods"][str(label)] = block
+    retriever = data.get("retriever") or {}
+    if "embedder" in data or "embedder" in retriever:
+        out["embedder"] = data.get("embedder", retriever.get("embedder"))
+    if "top_k" in retriever:
+        out["top_k"] = retriever["top_k"]
+    if "generator" in data:
+        out["generator"] = dict(data["generator"] or {})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------- bench
+@dataclass
+class _Run:
+    """Everything one method produced."""
+
+    summary: dict[str, Any]
+    records: list[dict[str, Any]]
+
+
+def _compressor_for(spec: MethodSpec, options: dict[str, Any], *, embedder: Any, generator: Any) -> Any:
+    """Build (and bind to the generator) the compressor of ``spec``."""
+    if spec.kind == "peer":
+        from ragzip.peers import build_peer
+
+        compressor = build_peer(spec.name, options, embedder=embedder, token_counter=generator.token_counter)
+    else:
+        from ragzip.compressor import build_compressor
+
+        config = spec.config
+        if isinstance(config, Mapping):
+            config = {**config, **options}
+        compressor = build_compressor(config)
+    if hasattr(compressor, "bind"):
+        compressor.bind(generator)
+    else:  # pragma: no cover - older cores
+        compressor.token_counter = generator.token_counter
+    return compressor
+
+
+def _no_context(question: str, passages: Sequence[Any], counter: Any) -> Any:
+    from ragzip.types import CompressedContext, PassageResult
+
+    counts = counter.count_many([p.text for p in passages])
+    return CompressedContext(question, tuple(
+        PassageResult(p, "", "dropped", reason="no_context: the question alone", tokens_before=n)
+        for p, n in zip(passages, counts, strict=False)), NO_CONTEXT)
+
+
+def _records(spec: MethodSpec, examples: Sequence[Any], contexts: Sequence[Any], generations: Sequence[Any],
+             recalls: Sequence[float | None]) -> list[dict[str, Any]]:
+    from ragzip.metrics import score
+
+    out = []
+    for ex, ctx, gen, rec in zip(examples, contexts, generations, recalls, strict=False):
+        scores = score(gen.text, ex.answers)
+        out.append({
+            "id": ex.id, "method": spec.label, "question": ex.question, "golds": list(ex.answers),
+            "prediction": gen.text, "raw_prediction": gen.raw_text, **scores,
+            "tokens_before": ctx.tokens_before, "tokens_after": ctx.tokens_after,
+            "compress_s": round(ctx.compress_s, 5), "gen_ttft_s": round(gen.ttft_s, 5), "gen_s": round(gen.total_s, 5),
+            "ttft_s": round(ctx.compress_s + gen.ttft_s, 5), "total_s": round(ctx.compress_s + gen.total_s, 5),
+            "prompt_positions": gen.prompt_positions, "new_tokens": gen.new_tokens,
+            "finish_reason": getattr(gen, "finish_reason", ""), "recall": rec,
+            "gold_passages": list(ex.gold_ids),
+            "passages": [{**r.provenance(), "title": r.passage.metadata.get("title")} for r in ctx.results],
+            **({"reason": ctx.reason} if ctx.reason else {}),
+        })
+    return out
+
+
+def _summarise(records: Sequence[dict[str, Any]], rss: RSSSampler, extra: dict[str, Any]) -> dict[str, Any]:
+    before = sum(r["tokens_before"] for r in records)
+    after = sum(r["tokens_after"] for r in records)
+    summary: dict[str, Any] = {
+        "acc": _mean([r["acc"] for r in records]),
+        "em": _mean([r["em"] for r in records]),
+        "f1": _mean([r["f1"] for r in records]),
+        "context_tokens": _mean([r["tokens_after"] for r in records]),
+        "compression_ratio": (before / after) if after else (None if before else 1.0),
+        "compress_s": _mean([r["compress_s"] for r in records]),
+        "ttft_s": _mean([r["ttft_s"] for r in records]),
+        "total_s": _mean([r["total_s"] for r in records]),
+        "peak_rss_mb": round(rss.peak_mb, 1),
+        "n": len(records),
+        "tokens_before": _mean([r["tokens_before"] for r in records]),
+        "gen_ttft_s": _mean([r["gen_ttft_s"] for r in records]),
+        "gen_s": _mean([r["gen_s"] for r in records]),
+        "new_tokens": _mean([r["new_tokens"] for r in records]),
+        "empty_context": _mean([float(r["tokens_after"] == 0) for r in records]),
+        "rss_delta_mb": round(rss.peak_mb - rss.start_mb, 1),
+    }
+    summary.update(extra)
+    return summary
+
+
+def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[Any], passages: Sequence[list[Any]],
+                recalls: Sequence[float | None], *, generator: Any, embedder: Any, batch_size: int, warmup: bool,
+                progress: bool, seed: int) -> _Run:
+    import torch
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    questions = [ex.question for ex in examples]
+    with RSSSampler() as rss:
+        compressor = None
+        if spec.kind != NO_CONTEXT:
+            compressor = _compressor_for(spec, options, embedder=embedder, generator=generator)
+            if warmup and questions:
+                compressor.compress(questions[0], passages[0])
+        contexts: list[Any] = []
+        generations: list[Any] = []
+        bar = tqdm(total=len(questions), desc=spec.label, file=sys.stderr, disable=not progress, leave=True,
+                   dynamic_ncols=True)
+        try:
+            pending: list[int] = []
+            for i, (question, items) in enumerate(zip(questions, passages, strict=False)):
+                if compressor is None:
+                    contexts.append(_no_context(question, items, generator.token_counter))
+                else:
+                    contexts.append(compressor.compress(question, items))
+                if batch_size <= 1:
+                    generations.append(generator.answer(question, contexts[-1] if compressor is not None else None))
+                    bar.update(1)
+                    continue
+                pending.append(i)
+                if len(pending) == batch_size or i == len(questions) - 1:
+                    ctxs = [contexts[j] if compressor is not None else None for j in pending]
+                    generations.extend(generator.answer_batch([questions[j] for j in pending], ctxs))
+                    bar.update(len(pending))
+                    pending = []
+        finally:
+            bar.close()
+        config = None
+        if compressor is not None:
+            try:
+                from ragzip.compressor import config_dict
+
+                config = config_dict(compressor)
+            except Exception:  # noqa: BLE001 - the config is informative only
+                config = None
+        del compressor
+        gc.collect()
+    records = _records(spec, examples, contexts, generations, recalls)
+    extra: dict[str, Any] = {"kind": spec.kind}
+    if config is not None:
+        extra["config"] = _jsonable(config)
+    return _Run(_summarise(records, rss, extra), records)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _faiss_retriever(passages: Sequence[Any], embedder: Any, top_k: int, cache: str | Path | None,
+                    label: str) -> tuple[Any, bool]:
+    """Build the FAISS index of ``passages``, or load it from ``cache`` when an identical one was saved there.
+
+    The cache key is the SHA-256 of the embedder name and every passage id (a content hash), in order, so a changed
+    data file or embedder never reuses a stale index. Returns the retriever and whether it came from the cache.
+    """
+    import hashlib
+
+    from ragzip.retrieval import FaissRetriever
+
+    if cache is None:
+        return FaissRetriever.build(passages, embedder, top_k=top_k), False
+    digest = hashlib.sha256("\n".join([str(getattr(embedder, "name", "")), *(p.id for p in passages)]).encode())
+    folder = Path(cache).expanduser() / f"{label}-{digest.hexdigest()[:16]}"
+    if (folder / "meta.json").is_file():
+        try:
+            return FaissRetriever.load(folder, embedder=embedder, top_k=top_k), True
+        except RagzipError as err:
+            logger.warning("index cache %s is unusable (%s); rebuilding it", folder, err)
+    retriever = FaissRetriever.build(passages, embedder, top_k=top_k)
+    try:
+        retriever.save(folder)
+    except (OSError, RagzipError) as err:
+        logger.warning("could not cache the index in %s: %s", folder, err)
+    return retriever, False
+
+
+def _retrieve(examples: Sequence[Any], all_examples: Sequence[Any], setting: str, top_k: int,
+              embedder: Any, cache: str | Path | None = None,
+              label: str = "corpus") -> tuple[list[list[Any]], dict[str, Any]]:
+    from ragzip.data import corpus, recall
+
+    if setting == "given":
+        passages = [list(ex.passages) for ex in examples]
+        info: dict[str, Any] = {"mode": "given", "top_k": None}
+    elif setting == "faiss":
+        start = time.perf_counter()
+        retriever, cached = _faiss_retriever(corpus(all_examples), embedder, top_k, cache, label)
+        passages = retriever.search_batch([ex.question for ex in examples], top_k)
+        info = {"mode": "faiss", "top_k": top_k, "corpus_passages": len(retriever),
+                "index_s": round(time.perf_counter() - start, 2), "index_cached": cached}
+    else:
+        raise ConfigError(f"--setting {setting!r} is not valid; choose faiss (one FAISS index over all passages of the "
+                          "file) or given (each question's own passages).")
+    recalls = [recall(p, ex.gold_ids) for p, ex in zip(passages, examples, strict=False)]
+    scored = [r for r in recalls if r is not None]
+    info["recall_at_k"] = _mean(scored) if scored else None
+    info["questions_with_gold"] = len(scored)
+    info["passages_per_question"] = _mean([len(p) for p in passages])
+    return passages, {"recalls": recalls, **info}
+
+
+def run_bench(
+    data: str | Path,
+    methods: str | Sequence[str] = DEFAULT_METHODS,
+    *,
+    limit: int | None = 100,
+    top_k: int = 5,
+    setting: str = "faiss",
+    seed: int = 0,
+    generator: str | Any = "embedded:smollm2-135m",
+    max_new_tokens: int | None = None,
+    embedder: str | Any = "embedded:minilm",
+    config: str | Path | Mapping[str, Any] | None = None,
+    out: str | Path | None = None,
+    batch_size: int = 1,
+    warmup: bool = True,
+    progress: bool = True,
+    command: str | None = None,
+    index_cache: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark and return the result dict (and write the files when ``out`` is given).
+
+    Args:
+        data: HotpotQA-style or NQ/SQuAD-style JSONL.
+        methods: Comma-separated ``--methods`` value or a list of entries.
+        limit: Questions to run (first ``limit`` after the seeded shuffle); ``None`` for all.
+        top_k: Passages retrieved per question (``faiss`` setting).
+        setting: ``faiss`` or ``given``.
+        seed: Shuffle and torch seed.
+        generator: A model spec for :class:`~ragzip.generation.HFGenerator`, or a ready generator (tests pass tiny
+            ones).
+        max_new_tokens: Overrides the generator config's ``max_new_tokens`` (spec generators only).
+        embedder: An embedder spec or a ready :class:`~ragzip.embed.Embedder` (retrieval and the embedding peers).
+        config: A bench YAML path or an already-parsed mapping (see :func:`load_bench_config`).
+        out: Where to write the JSON; ``.jsonl``, ``.md`` and ``.png`` go beside it with the same stem.
+        batch_size: Questions decoded together (1: exact per-question TTFT).
+        warmup: Run each method once, untimed, on the first question before measuring.
+        progress: Show a progress bar per method on stderr.
+        command: The command line to record (the CLI passes its own).
+        index_cache: Folder where the ``faiss`` index is saved and reused (keyed by the embedder and the passages'
+            content ids); ``None`` builds it every time.
+
+    Returns:
+        The DESIGN §6 dict plus ``skipped``, ``setting``, ``seed``, ``budget``, ``command``, ``date``, ``machine``.
+
+    Raises:
+        ConfigError / InputError: bad method names or options, data or settings, before any model is loaded.
+    """
+    from ragzip.data import load_qa, select
+
+    started = time.perf_counter()
+    started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    load_at_start = _load_avg()
+    cfg = config if isinstance(config, Mapping) else load_bench_config(config)
+    specs = parse_methods(methods, cfg.get("methods"))
+    if setting not in ("faiss", "given"):
+        raise ConfigError(f"setting {setting!r} is not valid; choose faiss or given.")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"top_k = {top_k!r} must be a positive integer, e.g. 5.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size = {batch_size!r} must be a positive integer (1 for exact per-question TTFT).")
+    all_examples = load_qa(data)
+    examples = select(all_examples, limit, seed)
+
+    gen = _make_generator(generator, cfg.get("generator"), max_new_tokens, batch_size)
+    emb = embedder
+    needs_embedder = setting == "faiss" or any(s.kind == "peer" and s.name != "longllmlingua" for s in specs)
+    if isinstance(emb, str) and needs_embedder:
+        from ragzip.embed import Embedder
+
+        emb = Embedder(cfg.get("embedder", emb))
+    passages, retrieval = _retrieve(examples, all_examples, setting, top_k, emb, index_cache, Path(data).stem)
+    recalls = retrieval.pop("recalls")
+    retrieval["embedder"] = getattr(emb, "name", str(emb)) if setting == "faiss" else None
+
+    if warmup and examples:  # first-call costs (allocator, kernels) of the shared generator are not charged to anyone
+        gen.answer(examples[0].question, None)
+
+    results: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    failed: list[str] = []
+    budget: dict[str, Any] = {}
+    records_all: dict[str, list[dict[str, Any]]] = {}
+    order = [s for s in specs if not s.budgeted] + [s for s in specs if s.budgeted]
+    from ragzip.peers import missing_dependency
+
+    for spec in order:
+        if spec.kind == "absent":
+            skipped[spec.label] = (f"ragzip plugin {spec.name!r} is not in this build (ragzip.plugins.{spec.name} is "
+                                   "missing or did not register)")
+            continue
+        if spec.kind == "peer":
+            reason = missing_dependency(spec.name)
+            if reason:
+                skipped[spec.label] = reason
+                continue
+        options = dict(spec.options)
+        extra: dict[str, Any] = {}
+        if spec.budgeted:
+            if not budget:
+                budget.update(_reference_budget(specs, results))
+            if budget.get("tokens") is None:
+                if spec.name == "truncate":
+                    skipped[spec.label] = ("no reference method ran to take the equal budget from (a ragzip "
+                                           "compressor or a peer); give an explicit budget, e.g. truncate:256")
+                    continue
+            else:
+                options["max_tokens" if spec.name == "truncate" else "target_token"] = budget["tokens"]
+                extra["budget_from"] = budget["reference"]
+        logger.info("running %s on %d questions", spec.label, len(examples))
+        try:
+            run = _run_method(spec, options, examples, passages, recalls, generator=gen, embedder=emb,
+                              batch_size=batch_size, warmup=warmup, progress=progress, seed=seed)
+        except (MissingDependencyError, ModelNotFoundError) as err:  # not installed / no trained artifact here
+            logger.warning("method %s skipped: %s", spec.label, err)
+            skipped[spec.label] = f"not available: {err}"
+            gc.collect()
+            continue
+        except Exception as err:  # noqa: BLE001 - one broken method must not lose the others' results
+            logger.error("method %s failed:\n%s", spec.label, traceback.format_exc())
+            skipped[spec.label] = f"failed: {type(err).__name__}: {err}"
+            failed.append(spec.label)
+            gc.collect()
+            continue
+        run.summary.update(extra)
+        results[spec.label] = run.summary
+        records_all[spec.label] = run.records
+
+    ordered = {s.label: results[s.label] for s in specs if s.label in results}
+    result: dict[str, Any] = {
+        "data": str(data),
+        "n": len(examples),
+        "retrieval": retrieval,
+        "generator": gen.config.model if hasattr(gen, "config") else str(generator),
+        "methods": ordered,
+        "skipped": {s.label: skipped[s.label] for s in specs if s.label in skipped},
+        "setting": setting,
+        "seed": seed,
+        "limit": limit,
+        "budget": budget or None,
+        "generator_config": _generator_config(gen),
+        "timing": {"batch_size": batch_size, "warmup": warmup, "per_question": batch_size == 1},
+        "command": command,
+        "date": started_at,
+        "machine": {**_machine(), "load_avg_1m_start": load_at_start, "load_avg_1m_end": _load_avg()},
+        "wall_s": round(time.perf_counter() - started, 1),
+        "failed": failed,
+    }
+    result = _jsonable(result)
+    if out is not None:
+        write_outputs(result, [r for s in specs for r in records_all.get(s.label, [])], out)
+    return result
+
+
+def _reference_budget(specs: Sequence[MethodSpec], results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The equal budget: mean tokens read by the first ragzip compressor that ran (else the first peer that ran)."""
+    candidates = [s for s in specs if s.kind == "ragzip" and s.name not in BASELINES and s.label in results]
+    candidates += [s for s in specs if s.kind == "peer" and not s.budgeted and s.label in results]
+    if not candidates:
+        return {"reference": None, "tokens": None}
+    ref = candidates[0]
+    return {"reference": ref.label, "tokens": int(round(results[ref.label]["context_tokens"]))}
+
+
+def _make_generator(generator: str | Any, block: Mapping[str, Any] | None, max_new_tokens: int | None,
+                    batch_size: int) -> Any:
+    if not isinstance(generator, str):
+        return generator
+    from ragzip.config_utils import from_dict
+    from ragzip.generation import GeneratorConfig, HFGenerator
+
+    data = dict(block or {})
+    data["model"] = generator if generator else data.get("model", "embedded:smollm2-135m")
+    if max_new_tokens is not None:
+        data["max_new_tokens"] = max_new_tokens
+    data["batch_size"] = batch_size
+    return HFGenerator(from_dict(GeneratorConfig, data, where="generator"))
+
+
+def _generator_config(gen: Any) -> Any:
+    try:
+        from ragzip.config_utils import to_dict
+
+        return to_dict(gen.config)
+    except Exception:  # noqa: BLE001 - informative only
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------- output
+def output_paths(out: str | Path) -> dict[str, Path]:
+    """The four files of a run: ``RESULT.json`` and, beside it, ``RESULT.jsonl``, ``RESULT.md``, ``RESULT.png``."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix == ".json" else out
+    return {"json": stem.with_suffix(".json"), "jsonl": stem.with_suffix(".jsonl"), "md": stem.with_suffix(".md"),
+            "png": stem.with_suffix(".png")}
+
+
+def write_outputs(result: Mapping[str, Any], records: Sequence[Mapping[str, Any]], out: str | Path) -> dict[str, Path]:
+    """Write the JSON summary, the per-question JSONL, the Markdown table and the plot; return their paths."""
+    paths = output_paths(out)
+    paths["json"].parent.mkdir(parents=True, exist_ok=True)
+    paths["json"].write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with paths["jsonl"].open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(_jsonable(record), ensure_ascii=False) + "\n")
+    paths["md"].write_text(markdown_table(result, image=paths["png"].name), encoding="utf-8")
+    try:
+        plot(result, paths["png"])
+    except ImportError as err:
+        logger.warning("no plot written (%s); install matplotlib (`pip install 'ragzip[dev]'`)", err)
+        paths.pop("png")
+    return paths
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(result: Mapping[str, Any], image: str | None = None) -> str:
+    """The run as Markdown: a header saying what was run, one row per method, skipped methods, the command."""
+    r = result.get("retrieval") or {}
+    gcfg = result.get("generator_config") or {}
+    retrieval = (f"FAISS top-{r.get('top_k')} over {r.get('corpus_passages')} passages ({r.get('embedder')}), "
+                 f"recall@{r.get('top_k')} = {_fmt(r.get('recall_at_k'))}" if r.get("mode") == "faiss" else
+                 f"given passages ({_fmt(r.get('passages_per_question'), 1)} per question)")
+    lines = [
+        f"# ragzip bench: {Path(str(result.get('data'))).name}",
+        "",
+        f"- **{result.get('n')} questions** (seed {result.get('seed')}), {retrieval}",
+        f"- generator `{result.get('generator')}`, greedy, max {gcfg.get('max_new_tokens', '?')} new tokens, "
+        f"stop {gcfg.get('stop', '?')!r}",
+    ]
+    budget = result.get("budget")
+    if budget and budget.get("tokens") is not None:
+        lines.append(f"- equal budget for plain truncate / longllmlingua: {budget['tokens']} tokens "
+                     f"(mean read by `{budget['reference']}`)")
+    lines += [
+        "",
+        "| method | acc | EM | F1 | tokens read | ratio | compress s | TTFT s | total s | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in (result.get("methods") or {}).items():
+        ratio = m.get("compression_ratio")
+        lines.append(
+            f"| {name} | {_fmt(m.get('acc'))} | {_fmt(m.get('em'))} | {_fmt(m.get('f1'))} | "
+            f"{_fmt(m.get('context_tokens'), 1)} | {'∞' if ratio is None else f'{ratio:.2f}x'} | "
+            f"{_fmt(m.get('compress_s'))} | {_fmt(m.get('ttft_s'))} | {_fmt(m.get('total_s'))} | "
+            f"{_fmt(m.get('peak_rss_mb'), 0)} |")
+    skipped = result.get("skipped") or {}
+    if skipped:
+        lines += ["", "Skipped:"] + [f"- `{k}`: {v}" for k, v in skipped.items()]
+    machine = result.get("machine") or {}
+    lines += [
+        "",
+        "Means per question. `acc`: a gold answer occurs in the normalised output; EM/F1: SQuAD normalisation. "
+        "Tokens are counted with the generator's tokenizer; ratio = uncompressed / read tokens (sum over questions). "
+        "TTFT and total include compression. Peak RSS is the whole process (shared models included).",
+        "",
+        f"Command: `{result.get('command') or 'run_bench(...)'}`",
+        "",
+        f"Run {result.get('date')} on {machine.get('cpu_count')} CPU cores "
+        f"(torch threads {machine.get('torch_threads')}, load average {machine.get('load_avg_1m_start')} at the "
+        f"start, {machine.get('load_avg_1m_end')} at the end), "
+        f"wall time {result.get('wall_s')} s.",
+    ]
+    if image:
+        lines += ["", f"![F1 against tokens read, and time per question]({image})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: Mapping[str, Any], path: str | Path) -> None:
+    """F1 against tokens read (one point per method) and time per question (compress / prefill / decode)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = result.get("methods") or {}
+    names = list(methods)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for i, name in enumerate(names):
+        m = methods[name]
+        left.scatter(m["context_tokens"], m["f1"], s=40, zorder=3)
+        left.scatter(m["context_tokens"], m["acc"], s=40, marker="x", color="grey", zorder=2)
+        # Stagger the labels: equal-budget methods sit on the same x.
+        left.annotate(name, (m["context_tokens"], m["f1"]), textcoords="offset points", xytext=(5, 4 - 10 * (i % 3)),
+                      fontsize=8)
+    left.set_xlabel("context tokens read by the generator (mean per question)")
+    left.set_ylabel("F1 (dots); acc (grey x)")
+    left.set_title(f"{Path(str(result.get('data'))).name}, n={result.get('n')}")
+    left.grid(alpha=0.3)
+    compress = [methods[n]["compress_s"] for n in names]
+    prefill = [methods[n].get("gen_ttft_s", 0.0) for n in names]
+    decode = [max(methods[n].get("gen_s", 0.0) - methods[n].get("gen_ttft_s", 0.0), 0.0) for n in names]
+    ys = range(len(names))
+    right.barh(ys, compress, label="compress")
+    right.barh(ys, prefill, left=compress, label="prefill + first token")
+    right.barh(ys, decode, left=[c + p for c, p in zip(compress, prefill, strict=False)], label="rest of decoding")
+    right.set_yticks(list(ys), names, fontsize=8)
+    right.invert_yaxis()
+    right.set_xlabel("seconds per question")
+    right.set_title("time per question")
+    right.legend(fontsize=8)
+    right.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``ragzip bench`` options to ``parser``."""
+    parser.add_argument("--data", required=True, help="HotpotQA-style or NQ/SQuAD-style JSONL file.")
+    parser.add_argument("--methods", default=DEFAULT_METHODS,
+                        help="Comma-separated methods, each optionally name:variant (truncate:256, extractive:t0.3, "
+                             "lc_embeddings_filter:k=3). Default: %(default)s.")
+    parser.add_argument("--limit", type=int, default=100,
+                        help="Questions to run: the first N after a shuffle seeded with --seed (default %(default)s).")
+    parser.add_argument("--top-k", type=int, default=None, help="Passages retrieved per question (default 5).")
+    parser.add_argument("--out", default="bench.json",
+                        help="Result JSON; .jsonl, .md and .png are written beside it (default %(default)s).")
+    parser.add_argument("--setting", choices=("faiss", "given"), default="faiss",
+                        help="faiss: one index over all passages of the file; given: each question's own passages.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the question shuffle and of torch.")
+    parser.add_argument("--generator", default=None, help="Generator model spec (default embedded:smollm2-135m).")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="Most tokens per answer (default 32).")
+    parser.add_argument("--embedder", default=None, help="Embedder of retrieval and the peers (default embedded:minilm).")
+    parser.add_argument("--config", default=None,
+                        help="YAML with `methods:` (label -> compressor config), `generator:` and `embedder:`.")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="Questions decoded together; 1 (default) measures each question's TTFT exactly.")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+    parser.add_argument("--index-cache", default=None,
+                        help="Folder to save and reuse the FAISS index of the data file (default: the ragzip cache, "
+                             "~/.cache/ragzip/bench-index; keyed by the embedder and the passages' content).")
+    parser.add_argument("--no-index-cache", action="store_true", help="Always rebuild the FAISS index.")
+    parser.add_argument("--no-warmup", action="store_true", help="Skip the untimed warm-up call of each method.")
+    parser.add_argument("--quiet", action="store_true", help="No progress bars.")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ragzip bench`` from parsed arguments; print the Markdown table. Exit code 1 when a method failed."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = load_bench_config(args.config)
+    generator = args.generator or (cfg.get("generator") or {}).get("model") or "embedded:smollm2-135m"
+    top_k = args.top_k if args.top_k is not None else int(cfg.get("top_k", 5))
+    command = "ragzip bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 and \
+        sys.argv[1] == "bench" else " ".join(shlex.quote(a) for a in sys.argv)
+    index_cache = None
+    if not args.no_index_cache:
+        from ragzip.models import cache_dir
+
+        index_cache = args.index_cache or cache_dir() / "bench-index"
+    try:
+        result = run_bench(
+            args.data, args.methods, limit=args.limit, top_k=top_k, setting=args.setting, seed=args.seed,
+            generator=generator, max_new_tokens=args.max_new_tokens, embedder=args.embedder or
+            cfg.get("embedder", "embedded:minilm"), config=cfg, out=args.out, batch_size=args.batch_size,
+            warmup=not args.no_warmup, progress=not args.quiet, command=command, index_cache=index_cache)
+    except (ConfigError, InputError) as err:
+        print(f"ragzip bench: error: {err}", file=sys.stderr)
+        return 2
+    print(markdown_table(result))
+    paths = output_paths(args.out)
+    print("wrote " + ", ".join(str(p) for k, p in paths.items() if p.exists()), file=sys.stderr)
+    return 1 if result.get("failed") else 0
+
+
+__all__ = ["ALIASES", "CONTRACT_KEYS", "DEFAULT_METHODS", "MethodSpec", "RSSSampler", "add_arguments",
+           "load_bench_config", "markdown_table", "output_paths", "parse_method", "parse_methods", "plot", "run",
+           "run_bench", "valid_method_names", "write_outputs"]

@@ -1,0 +1,208 @@
+"""The ``extractive`` compressor: keep the sentences a classifier scores as useful, in their original order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ragzip.compressor import Compressor
+from ragzip.plugins.extractive.config import DEFAULT_WINDOWS, ExtractiveConfig
+from ragzip.plugins.extractive.modeling import ScoreItem, SentenceScorer, load_scorer
+from ragzip.text import Sentence, split_sentences
+from ragzip.types import CompressedContext, Passage, PassageResult, Unit
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Candidate:
+    """One sentence of one passage of a question, with its score and generator-token count."""
+
+    passage: int
+    index: int
+    score: float
+    tokens: int
+
+
+class ExtractiveCompressor(Compressor):
+    """EXIT-style extractive compression: each sentence is classified with the query and its own passage as context.
+
+    Sentences are split without any download (:func:`ragzip.text.split_sentences`), scored by the configured
+    backbone (all passages of all questions in one batch), selected by threshold, token budget and/or top-k, and
+    put back in their original order. A passage with no kept sentence is reported as ``dropped`` with the reason.
+
+    Example:
+        >>> from ragzip import build_compressor
+        >>> c = build_compressor({"type": "extractive", "max_tokens": 60})  # doctest: +SKIP
+        >>> out = c.compress("Who wrote Hamlet?", ["Hamlet is a tragedy by Shakespeare. It rained in May."])
+        >>> out.text  # doctest: +SKIP
+        'Hamlet is a tragedy by Shakespeare.'
+    """
+
+    name = "extractive"
+    config_class = ExtractiveConfig
+
+    def __init__(self, config: ExtractiveConfig | None = None, *, scorer: SentenceScorer | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._scorer = scorer
+
+    @property
+    def scorer(self) -> SentenceScorer:
+        """The sentence scorer, loaded on first use (and shared by compressors with the same model settings)."""
+        if self._scorer is None:
+            cfg = self.config
+            self._scorer = load_scorer(cfg.backbone, cfg.model_spec, base_model=cfg.base_model, device=cfg.device,
+                                       dtype=cfg.dtype, window=cfg.window or DEFAULT_WINDOWS[cfg.backbone],
+                                       batch_size=cfg.batch_size, use_title=cfg.use_title)
+        return self._scorer
+
+    @property
+    def threshold(self) -> float | None:
+        """The threshold in force: the config's, else the model's default (None: rank only)."""
+        if self.config.threshold is not None:
+            return self.config.threshold
+        return self.scorer.default_threshold
+
+    def split(self, text: str) -> list[Sentence]:
+        return split_sentences(text, max_chars=self.config.max_sentence_chars)
+
+    # ------------------------------------------------------------------------------------------------- compress
+    def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
+        return self._compress_batch([query], [passages])[0]
+
+    def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:
+        splits = [[self.split(p.text) for p in ps] for ps in passages]
+        items = [
+            ScoreItem(q, _title(p) if self.config.use_title else "", [s.text for s in sents])
+            for q, ps, ss in zip(queries, passages, splits, strict=True) for p, sents in zip(ps, ss, strict=True)
+        ]
+        scores = iter(self.scorer.score(items) if items else [])
+        counter = self.token_counter
+        sentence_tokens = iter(counter.count_many([s.text for ss in splits for sents in ss for s in sents]))
+        passage_tokens = iter(counter.count_many([p.text for ps in passages for p in ps]))
+        outputs = []
+        for query, ps, ss in zip(queries, passages, splits, strict=True):
+            scored = [next(scores) for _ in ps]
+            tokens = [[next(sentence_tokens) for _ in sents] for sents in ss]
+            before = [next(passage_tokens) for _ in ps]
+            outputs.append(self._select(query, ps, ss, scored, tokens, before))
+        return outputs
+
+    def _select(self, query: str, passages: list[Passage], splits: list[list[Sentence]], scores: list[list[float]],
+                tokens: list[list[int]], before: list[int]) -> CompressedContext:
+        cfg = self.config
+        threshold = self.threshold
+        candidates = [
+            _Candidate(i, k, s, n)
+            for i, (row, counts) in enumerate(zip(scores, tokens, strict=True)) for k, (s, n) in enumerate(zip(row, counts, strict=True))
+        ]
+        ranked = sorted(candidates, key=lambda c: (-c.score, c.passage, c.index))
+        passing = [c for c in ranked if threshold is None or c.score >= threshold]
+        kept: set[tuple[int, int]] = set()
+        budget = cfg.max_tokens
+        chosen = 0
+        skipped_budget: set[int] = set()
+        skipped_top_k: set[int] = set()
+        for c in passing:
+            if cfg.top_k is not None and chosen >= cfg.top_k:
+                skipped_top_k.add(c.passage)
+                continue
+            add = [(c.passage, k) for k in _around(c.index, cfg.neighbors, len(splits[c.passage]))]
+            add = [key for key in add if key not in kept]
+            cost = sum(tokens[p][k] for p, k in add)
+            if budget is not None and cost > budget:
+                skipped_budget.add(c.passage)
+                continue
+            kept.update(add)
+            chosen += 1
+            if budget is not None:
+                budget -= cost
+        reason = ""
+        fallback = False
+        if not kept and ranked:
+            best = ranked[0]
+            if not passing:
+                why = f"no sentence scored >= threshold {threshold:.3g} (best {best.score:.3g})"
+            else:
+                why = f"no passing sentence fits max_tokens={cfg.max_tokens}"
+            if cfg.selective:
+                reason = f"selective: {why}; answer without context"
+            elif budget is None or best.tokens <= budget:
+                kept.add((best.passage, best.index))
+                fallback = True
+                reason = f"{why}; kept the best-scoring sentence (set selective: true to return no context instead)"
+            else:
+                reason = why
+        results = []
+        for i, (passage, sentences) in enumerate(zip(passages, splits, strict=True)):
+            keep = [k for k in range(len(sentences)) if (i, k) in kept]
+            units = tuple(Unit(k, s.text, _round(scores[i][k]), (i, k) in kept) for k, s in enumerate(sentences))
+            row = scores[i]
+            extra = {"threshold": threshold, "n_sentences": len(sentences),
+                     "best_score": _round(max(row)) if row else None}
+            if len(keep) == len(sentences):
+                results.append(PassageResult(passage, passage.text, "kept", reason="every sentence kept", units=units,
+                                             tokens_before=before[i], tokens_after=before[i], extra=extra))
+                continue
+            if not keep:
+                results.append(PassageResult(passage, "", "dropped", reason=self._drop_reason(
+                    i, row, threshold, skipped_budget, skipped_top_k, reason), units=units,
+                    tokens_before=before[i], extra=extra))
+                continue
+            text = _join(passage.text, [sentences[k] for k in keep])
+            note = " (best-scoring sentence kept as fallback)" if fallback else ""
+            results.append(PassageResult(passage, text, "compressed",
+                                         reason=f"kept {len(keep)} of {len(sentences)} sentences{note}", units=units,
+                                         tokens_before=before[i], tokens_after=self.token_counter.count(text),
+                                         extra=extra))
+        return self.context(query, results, reason=reason, extra={"threshold": threshold})
+
+    def _drop_reason(self, i: int, row: list[float], threshold: float | None, skipped_budget: set[int],
+                     skipped_top_k: set[int], reason: str) -> str:
+        best = max(row) if row else float("nan")
+        if i in skipped_budget:
+            return f"max_tokens={self.config.max_tokens} spent on higher-scoring sentences (best here {best:.3g})"
+        if i in skipped_top_k:
+            return f"top_k={self.config.top_k} filled by higher-scoring sentences (best here {best:.3g})"
+        if reason.startswith("selective"):
+            return reason
+        if threshold is not None:
+            return f"no sentence scored >= threshold {threshold:.3g} (best {best:.3g})"
+        return "not among the selected sentences"
+
+
+def _title(passage: Passage) -> str:
+    title = passage.metadata.get("title", "")
+    return title if isinstance(title, str) else ""
+
+
+def _round(x: float) -> float:
+    return round(float(x), 6)
+
+
+def _around(k: int, n: int, size: int) -> list[int]:
+    """Sentence ``k`` first, then its neighbours within ``n`` on each side, inside ``[0, size)``."""
+    return [k] + [j for d in range(1, n + 1) for j in (k - d, k + d) if 0 <= j < size]
+
+
+def _join(text: str, sentences: Sequence[Sentence]) -> str:
+    """Rebuild text from kept sentences: runs of adjacent sentences keep their original characters; gaps become a
+    space, or the line break(s) the original had there."""
+    parts: list[str] = []
+    prev_end = -1
+    run_start = -1
+    for s in sentences:
+        if run_start < 0:
+            run_start = s.start
+        elif text[prev_end:s.start].strip():  # something was dropped in between: close the run
+            parts.append(text[run_start:prev_end])
+            gap = text[prev_end:s.start]
+            parts.append("\n\n" if "\n\n" in gap else "\n" if "\n" in gap else " ")
+            run_start = s.start
+        prev_end = s.end
+    if run_start >= 0:
+        parts.append(text[run_start:prev_end])
+    return "".join(parts)

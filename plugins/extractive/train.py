@@ -1,0 +1,792 @@
+"""Train, calibrate and evaluate the extractive sentence classifier.
+
+Train (``ragzip train extractive`` calls :func:`main`)::
+
+    ragzip train extractive --data ../shared/data/hotpotqa_train.jsonl --out runs/extractive
+    python -m ragzip.plugins.extractive.train --data ../shared/data/hotpotqa_train.jsonl --out runs/extractive
+
+Evaluate an artifact on other data (sentence-level P/R/F1 against supporting facts, kept tokens, speed)::
+
+    python -m ragzip.plugins.extractive.train --eval-only --data ../shared/data/hotpotqa_dev.jsonl --model runs/extractive
+
+The recipe follows EXIT on HotpotQA: supporting-fact sentences are positives, the other sentences of the supporting
+paragraphs are hard negatives and the sentences of distractor paragraphs are random negatives. Because one encoder
+pass scores a whole paragraph, a training example is a paragraph with one label per sentence (binary cross-entropy,
+positives weighted). Each epoch sees every gold paragraph and a fresh random sample of distractors. Some training
+questions are held out (verbatim records only) to pick the best checkpoint and calibrate the default threshold: the
+highest threshold whose held-out supporting-fact recall reaches ``--target-recall``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import random
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragzip.plugins.extractive.modeling import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CrossEncoderScorer,
+    ScoreItem,
+    batches_by_length,
+    collate,
+    pooling,
+)
+
+logger = logging.getLogger("ragzip.train.extractive")
+CARD_NAME = "MODEL_CARD.md"
+
+
+# ============================================================================================================== data
+@dataclass
+class Paragraph:
+    """One HotpotQA paragraph of one question, with a 0/1 label per sentence."""
+
+    query: str
+    title: str
+    sentences: list[str]
+    labels: list[int]
+
+    @property
+    def gold(self) -> bool:
+        return any(self.labels)
+
+
+@dataclass
+class Question:
+    id: str
+    query: str
+    paragraphs: list[Paragraph]
+    reconstructed: bool = False
+
+
+def load_hotpotqa(path: str | Path, limit: int | None = None) -> list[Question]:
+    """Read HotpotQA-style JSONL (``question``, ``context`` = [[title, [sentences]]], ``supporting_facts``)."""
+    questions = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            facts = {(t, int(i)) for t, i in rec.get("supporting_facts", [])}
+            paragraphs = []
+            for title, sentences in rec["context"]:
+                keep = [(k, s) for k, s in enumerate(sentences) if s.strip()]
+                if not keep:
+                    continue
+                paragraphs.append(Paragraph(rec["question"], title, [s.strip() for _, s in keep],
+                                            [int((title, k) in facts) for k, _ in keep]))
+            questions.append(Question(str(rec.get("id", len(questions))), rec["question"], paragraphs,
+                                      bool(rec.get("reconstructed", False))))
+            if limit and len(questions) >= limit:
+                break
+    if not questions:
+        raise SystemExit(f"no records in {path}; expected HotpotQA-style JSONL.")
+    return questions
+
+
+def split_holdout(questions: list[Question], n: int, seed: int) -> tuple[list[Question], list[Question]]:
+    """Hold out ``n`` questions, verbatim records first (reconstructed ones may carry shifted labels)."""
+    rng = random.Random(seed)
+    verbatim = [q for q in questions if not q.reconstructed]
+    rng.shuffle(verbatim)
+    held = {q.id for q in verbatim[:n]}
+    if len(held) < n:
+        rest = [q for q in questions if q.id not in held]
+        rng.shuffle(rest)
+        held |= {q.id for q in rest[: n - len(held)]}
+    return [q for q in questions if q.id not in held], [q for q in questions if q.id in held]
+
+
+def five_passages(question: Question) -> list[Paragraph]:
+    """The gold paragraphs plus the first distractors, five in all, in context order: a stand-in for top-5 retrieval."""
+    gold = [p for p in question.paragraphs if p.gold]
+    others = [p for p in question.paragraphs if not p.gold][: max(0, 5 - len(gold))]
+    chosen = {id(p) for p in gold + others}
+    return [p for p in question.paragraphs if id(p) in chosen]
+
+
+# ========================================================================================================= training
+# The layers below the trained ones are frozen, so their output for a paragraph never changes: it is computed once
+# (float16, in memory) and each training step runs only the trained top layers and the head. This makes training
+# several times cheaper on a CPU; a check at start-up proves the split path gives the full model's logits.
+@dataclass
+class Cached:
+    """One training window: the frozen layers' output, its sentence spans and labels."""
+
+    hidden: Any  # (T, d) float16
+    spans: list[tuple[int, int]]
+    labels: list[int]
+    sentences: list[int]  # positions of the scored sentences in their paragraph
+    query_span: tuple[int, int]
+
+
+def _run_layers(encoder: Any, hidden: Any, attention_mask: Any, layers: Sequence[Any]) -> Any:
+    from transformers.masking_utils import create_bidirectional_mask
+
+    mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden, attention_mask=attention_mask)
+    for layer in layers:
+        hidden = layer(hidden, mask)
+    return hidden
+
+
+def _split_layers(scorer: CrossEncoderScorer) -> tuple[list[Any], list[Any]]:
+    layers = list(scorer.model.encoder.encoder.layer)
+    first = len(layers) - scorer.config.trained_layers
+    return layers[:first], layers[first:]
+
+
+def cache_bottom(scorer: CrossEncoderScorer, paragraphs: Sequence[Paragraph], title_dropout: float,
+                 rng: random.Random, batch_size: int = 32) -> list[list[Cached]]:
+    """Windows of every paragraph through the embeddings and frozen layers, grouped per paragraph."""
+    import torch
+
+    items = [ScoreItem(p.query, "" if rng.random() < title_dropout else p.title, p.sentences) for p in paragraphs]
+    windows = scorer.windows(items)
+    encoder = scorer.model.encoder
+    bottom, _ = _split_layers(scorer)
+    out: list[list[Cached]] = [[] for _ in paragraphs]
+    encoder.eval()
+    with torch.inference_mode():
+        for idx in batches_by_length(windows, batch_size):
+            group = [windows[i] for i in idx]
+            batch = collate(group, scorer.tokenizer.pad_token_id or 0)
+            hidden = encoder.embeddings(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
+            hidden = _run_layers(encoder, hidden, batch["attention_mask"], bottom)  # (B, T, d)
+            for w, h in zip(group, hidden, strict=True):
+                labels = [paragraphs[w.item].labels[k] for k in w.sentences]
+                out[w.item].append(Cached(h[: len(w.input_ids)].to(torch.float16).clone(), w.spans, labels,
+                                          w.sentences, w.query_span))
+    return out
+
+
+def _load_cache(path: str | None, key: dict[str, Any]) -> list[list[Cached]] | None:
+    """Frozen-layer outputs saved by an earlier run with the same data, seed and model split (else None)."""
+    if not path or not Path(path).is_file():
+        return None
+    import torch
+
+    saved = torch.load(path, weights_only=False)
+    if saved.get("key") != key:
+        logger.info("ignoring %s: written for other data or settings", path)
+        return None
+    logger.info("reusing the frozen-layer cache %s", path)
+    return saved["cache"]
+
+
+def _save_cache(path: str | None, key: dict[str, Any], cache: list[list[Cached]]) -> None:
+    if path:
+        import torch
+
+        torch.save({"key": key, "cache": cache}, path)
+
+
+def _top_logits(scorer: CrossEncoderScorer, group: Sequence[Cached]) -> Any:
+    """Logits (B, S) from cached frozen-layer outputs through the trained layers and the head."""
+    import torch
+
+    _, top = _split_layers(scorer)
+    length = max(c.hidden.shape[0] for c in group)
+    hidden = torch.zeros((len(group), length, group[0].hidden.shape[1]))  # (B, T, d)
+    mask = torch.zeros((len(group), length), dtype=torch.long)
+    for b, c in enumerate(group):
+        hidden[b, : c.hidden.shape[0]] = c.hidden.float()
+        mask[b, : c.hidden.shape[0]] = 1
+    pool, query_pool, positions = pooling(group, length)
+    hidden = _run_layers(scorer.model.encoder, hidden, mask, top)  # (B, T, d)
+    return scorer.model.score_hidden(hidden, pool, query_pool, positions)
+
+
+def check_split_path(scorer: CrossEncoderScorer, paragraphs: Sequence[Paragraph]) -> float:
+    """Max |logit difference| between the cached split path and the full model (both in eval mode)."""
+    import torch
+
+    cached = [c for group in cache_bottom(scorer, paragraphs, 0.0, random.Random(0)) for c in group]
+    windows = scorer.windows([ScoreItem(p.query, p.title, p.sentences) for p in paragraphs])
+    scorer.model.eval()
+    with torch.inference_mode():
+        full = scorer.logits(windows)
+        split = _top_logits(scorer, cached)
+    n = min(full.shape[1], split.shape[1])
+    return float((full[:, :n] - split[:, :n]).abs().max())
+
+
+def _batch_loss(logits: Any, labels: Sequence[Sequence[int]], pos_weight: float) -> Any:
+    import torch
+
+    target = torch.zeros_like(logits)
+    mask = torch.zeros_like(logits)
+    for b, row in enumerate(labels):
+        target[b, : len(row)] = torch.tensor(row, dtype=logits.dtype)
+        mask[b, : len(row)] = 1.0
+    weight = mask * (1.0 + (pos_weight - 1.0) * target)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
+    return loss / mask.sum().clamp(min=1.0)
+
+
+def _shuffled_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of similar length: shuffle, sort within pools of 50 batches, shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for s in range(0, len(order), pool):
+        chunk = sorted(order[s: s + pool], key=lambda i: lengths[i])
+        batches.extend(chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def train(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / "train_log.jsonl").open("a")
+
+    def record(**fields: Any) -> None:
+        log_file.write(json.dumps(fields) + "\n")
+        log_file.flush()
+
+    questions = load_hotpotqa(args.data, args.limit)
+    train_qs, held_qs = split_holdout(questions, args.holdout, args.seed)
+    logger.info("%d questions: %d train, %d held out", len(questions), len(train_qs), len(held_qs))
+    if args.init:
+        scorer = CrossEncoderScorer.from_pretrained(args.init, device="cpu")
+        scorer.model.freeze_base()
+    else:
+        scorer = CrossEncoderScorer.from_base(args.base_model, trained_layers=args.trained_layers,
+                                              head_hidden=args.head_hidden, head_type=args.head_type,
+                                              window=args.window, seed=args.seed, device="cpu")
+    model = scorer.model
+    trained = model.trained_parameters()
+    n_params = sum(p.numel() for p in trained.values())
+    logger.info("training %s parameters (%d tensors): top %d encoder layers + head", f"{n_params:,}", len(trained),
+                scorer.config.trained_layers)
+    diff = check_split_path(scorer, [p for q in held_qs[:2] for p in q.paragraphs])
+    if diff > 0.05:
+        raise SystemExit(f"the cached training path disagrees with the model by {diff:.3g}; the transformers "
+                         "BERT internals changed. Train without caching is not implemented: pin transformers.")
+    logger.info("cached path matches the full model (max logit diff %.2g)", diff)
+
+    # Each epoch: every gold paragraph and `distractors` fresh random distractors per question. The epochs' samples
+    # are drawn up front so that only the paragraphs actually used are cached.
+    n_epochs = args.epochs if not args.steps else max(1, args.epochs)
+    epoch_sets: list[list[int]] = []
+    train_paragraphs = [p for q in train_qs for p in q.paragraphs]
+    groups: list[tuple[list[int], list[int]]] = []
+    pos = 0
+    for q in train_qs:
+        idx = list(range(pos, pos + len(q.paragraphs)))
+        groups.append(([i for i in idx if train_paragraphs[i].gold], [i for i in idx if not train_paragraphs[i].gold]))
+        pos += len(q.paragraphs)
+    for _ in range(n_epochs):
+        chosen = []
+        for gold, others in groups:
+            k = len(others) if args.distractors < 0 else min(args.distractors, len(others))
+            chosen.extend(gold + rng.sample(others, k))
+        epoch_sets.append(chosen)
+    used = sorted({i for chosen in epoch_sets for i in chosen})
+    t0 = time.perf_counter()
+    key = {"data": _sha256(args.data), "limit": args.limit, "holdout": args.holdout, "seed": args.seed,
+           "base": args.base_model, "init": args.init, "layers": scorer.config.trained_layers,
+           "window": scorer.window, "title_dropout": args.title_dropout, "used": used}
+    cached = _load_cache(args.cache_file, key)
+    if cached is None:
+        cached = cache_bottom(scorer, [train_paragraphs[i] for i in used], args.title_dropout, rng)
+        _save_cache(args.cache_file, key, cached)
+    cache = dict(zip(used, cached, strict=True))
+    cache_s = time.perf_counter() - t0
+    logger.info("cached the frozen layers for %d paragraphs in %.0f s", len(used), cache_s)
+
+    def epoch_windows(epoch: int) -> list[Cached]:
+        return [c for i in epoch_sets[(epoch - 1) % len(epoch_sets)] for c in cache[i]]
+
+    head = [p for k, p in trained.items() if k.startswith("head.")]
+    body = [p for k, p in trained.items() if not k.startswith("head.")]
+    optimizer = torch.optim.AdamW([{"params": body, "lr": args.lr}, {"params": head, "lr": args.head_lr}],
+                                  weight_decay=0.01)
+    per_epoch = math.ceil(len(epoch_windows(1)) / args.batch_size)
+    total = args.steps or per_epoch * args.epochs
+    warmup = max(1, int(0.06 * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    eval_every = args.eval_every or per_epoch
+    logger.info("%d steps (~%d per epoch), batch %d windows", total, per_epoch, args.batch_size)
+    start = time.perf_counter()
+    step, epoch, best = 0, 0, (math.inf, -1)
+    running = 0.0
+    stopped_early = ""
+    while step < total and not stopped_early:
+        epoch += 1
+        windows = epoch_windows(epoch)
+        model.train()
+        for batch in _shuffled_batches([w.hidden.shape[0] for w in windows], args.batch_size, rng):
+            group = [windows[i] for i in batch]
+            loss = _batch_loss(_top_logits(scorer, group), [c.labels for c in group], args.pos_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(body + head, 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            running = loss.item() if step == 1 else 0.98 * running + 0.02 * loss.item()
+            elapsed = time.perf_counter() - start
+            if step % args.log_every == 0 or step == 1:
+                logger.info("step %d/%d epoch %d loss %.4f (%.2f steps/s, %.0f s)", step, total, epoch, running,
+                            step / elapsed, elapsed)
+                record(step=step, epoch=epoch, loss=round(running, 5), elapsed_s=round(elapsed, 1))
+            if elapsed + cache_s > args.max_minutes * 60:
+                stopped_early = f"stopped at step {step} of {total} by --max-minutes {args.max_minutes}"
+                logger.warning(stopped_early)
+                break
+            if step % eval_every == 0 or step >= total:
+                best = _checkpoint(scorer, held_qs, args, out, step, epoch, best, record)
+            if step >= total:
+                break
+    if best[1] != step:
+        best = _checkpoint(scorer, held_qs, args, out, step, epoch, best, record)
+    train_s = time.perf_counter() - start + cache_s
+    logger.info("training took %.0f s; best checkpoint: step %d", train_s, best[1])
+
+    final = CrossEncoderScorer.from_pretrained(out / "best", device="cpu")
+    calibration = calibrate(final, held_qs, args.target_recall)
+    logger.info("calibrated threshold %.2f on %d held-out questions: %s", calibration["threshold"], len(held_qs),
+                calibration["at_threshold"])
+    training = {
+        "data": Path(args.data).name,
+        "data_sha256_16": _sha256(args.data),
+        "questions": len(questions),
+        "train_questions": len(train_qs),
+        "holdout_questions": len(held_qs),
+        "seed": args.seed,
+        "steps": step,
+        "best_step": best[1],
+        "epochs_started": epoch,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "head_lr": args.head_lr,
+        "pos_weight": args.pos_weight,
+        "distractors_per_question": args.distractors,
+        "title_dropout": args.title_dropout,
+        "threads": args.threads,
+        "train_seconds": round(train_s),
+        "stopped_early": stopped_early,
+        "command": "ragzip train extractive " + " ".join(shlex.quote(a) for a in args.argv),
+    }
+    metrics = {"holdout_calibration": calibration}
+    final.save_pretrained(out, threshold=calibration["threshold"], training=training, metrics=metrics)
+    write_model_card(out)
+    record(done=True, **training, threshold=calibration["threshold"])
+    logger.info("wrote %s (%s)", out, _size(out / WEIGHTS_NAME))
+    return 0
+
+
+def _checkpoint(scorer: CrossEncoderScorer, held: Sequence[Question], args: argparse.Namespace, out: Path,
+                step: int, epoch: int, best: tuple[float, int], record: Any) -> tuple[float, int]:
+    """Score the held-out questions; keep the checkpoint whose kept-token share at the target recall is lowest."""
+    stats = calibrate(scorer, held, args.target_recall)
+    share = stats["at_threshold"]["kept_token_share"]
+    logger.info("step %d held-out: AP %.3f, threshold %.2f -> recall %.3f precision %.3f, kept %.1f%% of tokens",
+                step, stats["average_precision"], stats["threshold"], stats["at_threshold"]["recall"],
+                stats["at_threshold"]["precision"], 100 * share)
+    record(step=step, epoch=epoch, holdout=stats)
+    scorer.save_pretrained(out / f"checkpoint-{step}", threshold=stats["threshold"])
+    if share < best[0]:
+        if (out / "best").exists():
+            shutil.rmtree(out / "best")
+        shutil.copytree(out / f"checkpoint-{step}", out / "best")
+        best = (share, step)
+    for old in out.glob("checkpoint-*"):  # keep only the newest checkpoint (and best/)
+        if int(old.name.split("-")[1]) < step:
+            shutil.rmtree(old)
+    scorer.model.train()
+    return best
+
+
+# ======================================================================================================= evaluation
+def score_questions(scorer: CrossEncoderScorer, questions: Sequence[Question],
+                    pick: Any = None) -> list[tuple[Paragraph, list[float]]]:
+    """Score (query, paragraph) pairs with the given sentence segmentation; ``pick`` chooses paragraphs per question."""
+    paragraphs = [p for q in questions for p in (pick(q) if pick else q.paragraphs)]
+    scores = scorer.score([ScoreItem(p.query, p.title, p.sentences) for p in paragraphs])
+    return list(zip(paragraphs, scores, strict=True))
+
+
+def prf(pairs: Iterable[tuple[Paragraph, list[float]]], threshold: float,
+        token_counts: dict[str, int] | None = None) -> dict[str, float]:
+    """Micro precision/recall/F1 of ``score >= threshold`` against the labels, and the share of tokens kept."""
+    tp = fp = fn = 0
+    kept_tokens = all_tokens = 0
+    for para, scores in pairs:
+        for sentence, label, s in zip(para.sentences, para.labels, scores, strict=True):
+            keep = s >= threshold
+            tp += keep and label
+            fp += keep and not label
+            fn += (not keep) and label
+            n = token_counts[sentence] if token_counts is not None else len(sentence.split())
+            all_tokens += n
+            kept_tokens += n if keep else 0
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
+            "kept_token_share": round(kept_tokens / all_tokens, 4) if all_tokens else 0.0}
+
+
+def average_precision(pairs: Sequence[tuple[Paragraph, list[float]]]) -> float:
+    flat = sorted(((s, lab) for p, sc in pairs for s, lab in zip(sc, p.labels, strict=True)), key=lambda x: -x[0])
+    positives = sum(lab for _, lab in flat)
+    hits, total = 0, 0.0
+    for rank, (_, lab) in enumerate(flat, 1):
+        if lab:
+            hits += 1
+            total += hits / rank
+    return round(total / positives, 4) if positives else 0.0
+
+
+def calibrate(scorer: CrossEncoderScorer, questions: Sequence[Question], target_recall: float) -> dict[str, Any]:
+    """The highest threshold (0.01 steps) whose supporting-fact recall reaches ``target_recall``.
+
+    Scores the five-passage sets (gold + first distractors). Recall depends only on the gold paragraphs (each passage
+    is scored on its own), the kept share of words on the distractors too.
+    """
+    pairs = score_questions(scorer, questions, five_passages)
+    chosen = 0.01
+    for t in [x / 100 for x in range(99, 0, -1)]:
+        if prf(pairs, t)["recall"] >= target_recall:
+            chosen = t
+            break
+    return {"threshold": chosen, "target_recall": target_recall, "questions": len(questions),
+            "paragraphs": "gold + first distractors, 5 per question", "average_precision": average_precision(pairs),
+            "at_threshold": prf(pairs, chosen), "at_0.5": prf(pairs, 0.5)}
+
+
+def evaluate(model: str, data: str, *, threshold: float | None, limit: int | None, timing_questions: int,
+             tokenizer: str, threads: int) -> dict[str, Any]:
+    """Classifier metrics on HotpotQA-style data (see ``--eval-only``)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from ragzip.plugins.extractive.compressor import ExtractiveCompressor
+    from ragzip.plugins.extractive.config import ExtractiveConfig
+    from ragzip.tokens import load_token_counter
+    questions = load_hotpotqa(data, limit)
+    scorer = CrossEncoderScorer.from_pretrained(model, device="cpu")
+    t = scorer.default_threshold if threshold is None else threshold
+    counter = load_token_counter(tokenizer)
+    sentences = sorted({s for q in questions for p in q.paragraphs for s in p.sentences})
+    counts = dict(zip(sentences, counter.count_many(sentences), strict=True))
+    start = time.perf_counter()
+    all10 = score_questions(scorer, questions)
+    score_s = time.perf_counter() - start
+    gold = [(p, s) for p, s in all10 if p.gold]
+    chosen = {id(p) for q in questions for p in five_passages(q)}
+    top5 = [(p, s) for p, s in all10 if id(p) in chosen]
+    retrieved, sf_retrieved = retrieve_five(scorer, questions, all10)
+    sweep = {f"{x / 10:.1f}": prf(all10, x / 10, counts) for x in range(1, 10)}
+    result: dict[str, Any] = {
+        "data": Path(data).name,
+        "questions": len(questions),
+        "threshold": t,
+        "all_paragraphs": {**prf(all10, t, counts), "average_precision": average_precision(all10)},
+        "gold_paragraphs": prf(gold, t, counts),
+        "five_passages": {**prf(top5, t, counts), "average_precision": average_precision(top5)},
+        "retrieved_five": {**prf(retrieved, t, counts), "average_precision": average_precision(retrieved),
+                           "supporting_facts_retrieved": sf_retrieved},
+        "sweep_all_paragraphs": sweep,
+        "scoring_s_per_paragraph": round(score_s / max(len(all10), 1), 5),
+        "token_counter": tokenizer,
+    }
+    # Through the compressor as users call it: split the joined paragraph text, score, select, rebuild the text.
+    compressor = ExtractiveCompressor(ExtractiveConfig(tokenizer=tokenizer), scorer=scorer)
+    compressor.token_counter = counter
+    timed = questions[:timing_questions]
+    for q in timed[:3]:  # warm up
+        compressor.compress(q.query, _passages(five_passages(q)))
+    times, cpu, recalled, golds, before, after = [], [], 0, 0, 0, 0
+    for q in timed:
+        paras = five_passages(q)
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = compressor.compress(q.query, _passages(paras))
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        before += out.tokens_before
+        after += out.tokens_after
+        for para, res in zip(paras, out.results, strict=True):
+            for sentence, label in zip(para.sentences, para.labels, strict=True):
+                if label:
+                    golds += 1
+                    recalled += _covered(sentence, res.text)
+    times.sort()
+    result["compressor_five_passages"] = {
+        "questions": len(timed),
+        "compress_s_mean": round(sum(times) / len(times), 4),
+        "compress_s_p50": round(times[len(times) // 2], 4),
+        "compress_s_p90": round(times[int(0.9 * (len(times) - 1))], 4),
+        "compress_cpu_s_mean": round(sum(cpu) / len(cpu), 4),
+        "supporting_fact_recall": round(recalled / golds, 4) if golds else 0.0,
+        "kept_token_share": round(after / before, 4) if before else 0.0,
+        "threads": threads,
+    }
+    return result
+
+
+def retrieve_five(scorer: CrossEncoderScorer, questions: Sequence[Question],
+                  scored: Sequence[tuple[Paragraph, list[float]]]) -> tuple[list[tuple[Paragraph, list[float]]], float]:
+    """Top-5 dense retrieval (embedded MiniLM, cosine, exact) over all paragraphs of ``questions``, as a RAG
+    pipeline would retrieve, with every retrieved paragraph scored for its question.
+
+    Returns the (paragraph, scores) pairs and the share of supporting facts that were retrieved at all.
+    """
+    import numpy as np
+
+    from ragzip.models import load_sentence_transformer
+
+    known = {(p.query, p.title): (p, sc) for p, sc in scored}
+    corpus: dict[str, list[str]] = {}
+    for q in questions:
+        for p in q.paragraphs:
+            corpus.setdefault(p.title, p.sentences)
+    titles = list(corpus)
+    st = load_sentence_transformer("embedded:minilm")
+    docs = st.encode([f"{t}: {' '.join(corpus[t])}" for t in titles], batch_size=32, normalize_embeddings=True)
+    queries = st.encode([q.query for q in questions], batch_size=32, normalize_embeddings=True)
+    top = np.argsort(-(queries @ docs.T), axis=1)[:, :5]  # (Q, 5)
+    pairs: list[tuple[Paragraph, list[float]] | None] = []
+    missing: list[tuple[int, Paragraph]] = []
+    total_sf = found_sf = 0
+    for q, row in zip(questions, top, strict=True):
+        total_sf += sum(sum(p.labels) for p in q.paragraphs)
+        for j in row:
+            title = titles[int(j)]
+            if (q.query, title) in known:
+                pairs.append(known[(q.query, title)])
+                found_sf += sum(known[(q.query, title)][0].labels)
+            else:  # a paragraph of another question: no supporting fact of this one
+                missing.append((len(pairs), Paragraph(q.query, title, corpus[title], [0] * len(corpus[title]))))
+                pairs.append(None)
+    extra = scorer.score([ScoreItem(p.query, p.title, p.sentences) for _, p in missing]) if missing else []
+    for (i, p), sc in zip(missing, extra, strict=True):
+        pairs[i] = (p, sc)
+    return [x for x in pairs if x is not None], round(found_sf / total_sf, 4) if total_sf else 0.0
+
+
+def _passages(paragraphs: Sequence[Paragraph]) -> list[Any]:
+    from ragzip.types import Passage
+
+    return [Passage(" ".join(p.sentences), id=f"{p.title}", metadata={"title": p.title}) for p in paragraphs]
+
+
+def _covered(sentence: str, text: str) -> int:
+    """1 when the kept text contains the sentence (the splitter may cut it differently: half its words suffice)."""
+    if sentence in text:
+        return 1
+    words = sentence.split()
+    present = sum(1 for w in words if w in text)
+    return int(words and present / len(words) >= 0.5 and sentence[: len(sentence) // 2].strip() in text)
+
+
+# ========================================================================================================= the card
+def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_command: str = "") -> None:
+    """Write ``MODEL_CARD.md`` from ``config.json`` (and dev metrics when given)."""
+    cfg = json.loads((folder / CONFIG_NAME).read_text())
+    tr = cfg.get("training", {})
+    cal = cfg.get("metrics", {}).get("holdout_calibration", {})
+    lines = [
+        "# ragzip extractive sentence classifier (`type: extractive`, `backbone: crossencoder`)",
+        "",
+        "A context-aware sentence classifier in the style of EXIT (arXiv 2412.12559): P(sentence is useful for the "
+        "query | query, the sentence's own passage). One encoder pass per passage scores all its sentences "
+        "(`[CLS] query [SEP] title: s1 s2 ... [SEP]`, token states mean-pooled per sentence), as Provence does; "
+        + ("the head reads `[sentence; CLS; query*sentence; |query-sentence|]` plus an embedding of the sentence's "
+           "position in its passage." if cfg.get("head_type") == "interaction" else
+           "the head reads `[sentence; CLS]`."),
+        "",
+        "## What this artifact holds",
+        f"- Base encoder: `{cfg['base_model']}` ({cfg['base_model_id']}), loaded from the embedded package; its "
+        f"embeddings and bottom layers are used as they are.",
+        f"- Stored here (float32, `{WEIGHTS_NAME}`, {_size(folder / WEIGHTS_NAME)}): the top "
+        f"{cfg['trained_layers']} encoder layers, fine-tuned, and the sentence head ({cfg['head_hidden']} hidden, "
+        f"`{cfg.get('head_type')}`). Why this and not LoRA or float16 weights: fine-tuning whole top layers adapts "
+        "the bi-encoder to cross-encoding more than a low-rank update, stays small (only what was trained: about "
+        "7 MB a layer), and lets training cache the frozen bottom layers' outputs once, which made it affordable "
+        "on a shared 2-core CPU. The bottom layers and the 47 MB embedding matrix come from the base model named in "
+        "`config.json`.",
+        f"- Window: {cfg['window']} tokens; titles up to {cfg['max_title_tokens']} tokens. Longer passages are scored "
+        "in overlapping windows; a single sentence longer than the window is scored from its first part.",
+        f"- Default threshold: **{cfg['threshold']}**, calibrated on held-out *training* questions as the highest "
+        f"threshold whose supporting-fact recall reaches {cal.get('target_recall', '?')}.",
+        "",
+        "## Training",
+        f"- Data: `{tr.get('data')}` (sha256 {tr.get('data_sha256_16')}…), HotpotQA distractor train, "
+        f"{tr.get('questions')} questions: {tr.get('train_questions')} for training, {tr.get('holdout_questions')} "
+        "held out (verbatim records) for checkpoint selection and calibration. HotpotQA: Yang et al. 2018, "
+        "CC BY-SA 4.0.",
+        "- Recipe (EXIT's): positives = supporting-fact sentences; hard negatives = the other sentences of the "
+        "supporting paragraphs; random negatives = sentences of distractor paragraphs. Each example is a whole "
+        "paragraph with a label per sentence (BCE, positive weight "
+        f"{tr.get('pos_weight')}); each epoch uses every gold paragraph and {tr.get('distractors_per_question')} "
+        f"fresh random distractors per question; titles dropped with p={tr.get('title_dropout')}.",
+        f"- Steps: {tr.get('steps')} (best checkpoint: step {tr.get('best_step')}), batch {tr.get('batch_size')}, "
+        f"AdamW lr {tr.get('lr')} (head {tr.get('head_lr')}), linear warm-up/decay, seed {tr.get('seed')}, "
+        f"{tr.get('threads')} CPU thread(s), {tr.get('train_seconds')} s wall time (including caching the frozen "
+        "layers' outputs) on a 2-core CPU shared with other jobs (load average about 9: a fraction of one core).",
+        f"- Reproduce: `{tr.get('command')}`",
+    ]
+    if tr.get("stopped_early"):
+        lines.append(f"- Note: {tr['stopped_early']}.")
+    lines += ["", "## Measured quality", "",
+              f"Held-out training questions ({cal.get('questions')}), 5 paragraphs each (2 gold + 3 distractors), "
+              "at the default threshold: "
+              f"{_fmt(cal.get('at_threshold', {}))}; average precision {cal.get('average_precision')}.", ""]
+    if dev:
+        a, g, f, c = dev["all_paragraphs"], dev["gold_paragraphs"], dev["five_passages"], dev["compressor_five_passages"]
+        r = dev["retrieved_five"]
+        lines += [
+            f"HotpotQA **dev** (`{dev['data']}`, {dev['questions']} questions; never used for training or calibration), "
+            f"threshold {dev['threshold']}, sentence level against supporting facts (kept-token share in "
+            f"`{dev['token_counter']}` tokens):",
+            "",
+            "| paragraphs scored | precision | recall | F1 | tokens kept |",
+            "|---|---:|---:|---:|---:|",
+            f"| all 10 (2 gold + 8 distractors) | {a['precision']:.3f} | {a['recall']:.3f} | {a['f1']:.3f} | "
+            f"{100 * a['kept_token_share']:.1f}% |",
+            f"| 5 (2 gold + first 3 distractors) | {f['precision']:.3f} | {f['recall']:.3f} | {f['f1']:.3f} | "
+            f"{100 * f['kept_token_share']:.1f}% |",
+            f"| gold paragraphs only | {g['precision']:.3f} | {g['recall']:.3f} | {g['f1']:.3f} | "
+            f"{100 * g['kept_token_share']:.1f}% |",
+            f"| top-5 retrieved (MiniLM, over all {dev['questions']}x10 paragraphs; {100 * r['supporting_facts_retrieved']:.0f}% "
+            f"of supporting facts retrieved) | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
+            f"{100 * r['kept_token_share']:.1f}% |",
+            "",
+            f"Average precision: {a['average_precision']} (all 10), {f['average_precision']} (5 passages).",
+            "",
+            f"Through the compressor (own sentence splitter on the joined paragraph text, 5 passages, "
+            f"{c['questions']} questions, {c['threads']} threads, warm): compression "
+            f"{c['compress_s_mean']:.3f} s per question on average (p50 {c['compress_s_p50']:.3f}, p90 "
+            f"{c['compress_s_p90']:.3f}; {c['compress_cpu_s_mean']:.3f} CPU-seconds); supporting-fact recall {c['supporting_fact_recall']:.3f}; "
+            f"{100 * c['kept_token_share']:.1f}% of the context tokens kept.",
+            "",
+            "Threshold sweep (all 10 paragraphs): "
+            + "; ".join(f"{k}: R {v['recall']:.2f} P {v['precision']:.2f} kept {100 * v['kept_token_share']:.0f}%"
+                        for k, v in dev["sweep_all_paragraphs"].items()),
+            "",
+            f"Measured with: `{dev_command}`",
+            "",
+        ]
+    lines += [
+        "## Limits",
+        "- Trained on English Wikipedia multi-hop questions (HotpotQA) only; other domains and languages work "
+        "mechanically (WordPiece, uncased) but are not measured.",
+        "- Scores depend on the passage as context; a passage cut mid-way by the retriever loses context.",
+        "- The threshold trades recall for compression; set `threshold`, `max_tokens` or `top_k` in the config.",
+        "",
+    ]
+    (folder / CARD_NAME).write_text("\n".join(lines))
+
+
+def _fmt(m: dict[str, Any]) -> str:
+    if not m:
+        return "n/a"
+    return (f"precision {m['precision']:.3f}, recall {m['recall']:.3f}, F1 {m['f1']:.3f}, "
+            f"{100 * m['kept_token_share']:.1f}% of words kept")
+
+
+def _size(path: Path) -> str:
+    return f"{path.stat().st_size / 2**20:.1f} MiB" if path.exists() else "?"
+
+
+def _sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# ============================================================================================================== CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ragzip train extractive",
+        description="Train (or with --eval-only, evaluate) the extractive sentence classifier on HotpotQA-style JSONL.",
+    )
+    parser.add_argument("--data", required=True, help="HotpotQA-style JSONL (question, context, supporting_facts).")
+    parser.add_argument("--out", help="Output folder for the artifact, checkpoints and logs (training).")
+    parser.add_argument("--eval-only", action="store_true", help="Evaluate --model on --data; train nothing.")
+    parser.add_argument("--model", default="default", help="Artifact to evaluate (--eval-only): folder or `default`.")
+    parser.add_argument("--update-card", action="store_true",
+                        help="With --eval-only: write the metrics into the model's config.json and MODEL_CARD.md.")
+    parser.add_argument("--json", help="With --eval-only: also write the metrics to this file.")
+    parser.add_argument("--threshold", type=float, help="With --eval-only: threshold (default: the model's).")
+    parser.add_argument("--timing-questions", type=int, default=100, help="Questions timed through the compressor.")
+    parser.add_argument("--tokenizer", default="embedded:smollm2-135m", help="Generator tokenizer for token shares.")
+    parser.add_argument("--limit", type=int, help="Use only the first N records.")
+    parser.add_argument("--base-model", default="embedded:minilm", help="Encoder to fine-tune.")
+    parser.add_argument("--init", help="Start from this artifact instead of the base model.")
+    parser.add_argument("--trained-layers", type=int, default=2, help="Top encoder layers to fine-tune and store.")
+    parser.add_argument("--head-hidden", type=int, default=256)
+    parser.add_argument("--head-type", default="interaction", choices=["interaction", "concat"],
+                        help="interaction: [s; cls; q*s; |q-s|] + sentence position; concat: [s; cls].")
+    parser.add_argument("--window", type=int, default=256, help="Encoder window in tokens.")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=0, help="Total optimizer steps (0: --epochs worth).")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--head-lr", type=float, default=1e-3)
+    parser.add_argument("--pos-weight", type=float, default=3.0)
+    parser.add_argument("--distractors", type=int, default=4, help="Distractor paragraphs per question per epoch "
+                                                                   "(-1: all).")
+    parser.add_argument("--title-dropout", type=float, default=0.3)
+    parser.add_argument("--holdout", type=int, default=100, help="Training questions held out for calibration.")
+    parser.add_argument("--target-recall", type=float, default=0.88,
+                        help="Calibrate the default threshold to this held-out supporting-fact recall.")
+    parser.add_argument("--eval-every", type=int, default=0, help="Evaluate every N steps (0: each epoch).")
+    parser.add_argument("--log-every", type=int, default=20)
+    parser.add_argument("--max-minutes", type=float, default=50.0, help="Stop training after this long.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-file", help="Save (or reuse) the frozen layers' outputs here (several hundred MB).")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the CPU is shared: keep it small).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ragzip train extractive``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.eval_only:
+        result = evaluate(args.model, args.data, threshold=args.threshold, limit=args.limit,
+                          timing_questions=args.timing_questions, tokenizer=args.tokenizer, threads=args.threads)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        if args.update_card:
+            from ragzip.plugins.extractive.modeling import DEFAULT_ARTIFACT
+
+            folder = DEFAULT_ARTIFACT if args.model == "default" else Path(args.model)
+            cfg = json.loads((folder / CONFIG_NAME).read_text())
+            cfg.setdefault("metrics", {})["dev"] = result
+            (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
+            command = "python -m ragzip.plugins.extractive.train " + " ".join(shlex.quote(a) for a in argv)
+            write_model_card(folder, result, command)
+        return 0
+    if not args.out:
+        build_parser().error("--out is required for training (or pass --eval-only).")
+    return train(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

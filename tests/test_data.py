@@ -1,0 +1,133 @@
+"""QA data loading: HotpotQA-style and NQ/SQuAD-style JSONL, gold passages, the faiss corpus, seeded selection."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from ragzip.data import HOTPOTQA, SQUAD, corpus, load_qa, parse_record, passage_text, recall, select
+from ragzip.errors import InputError
+from ragzip.types import content_id
+
+HOTPOT = {
+    "id": "h1", "question": "Which city hosts the tower designed by Gustave Eiffel?", "answer": "Paris",
+    "type": "bridge", "level": "easy",
+    "context": [["Eiffel Tower", ["The Eiffel Tower is in Paris.", " It opened in 1889."]],
+                ["Gustave Eiffel", ["Gustave Eiffel was an engineer.", " He designed the tower."]],
+                ["Big Ben", ["Big Ben is in London."]]],
+    "supporting_facts": [["Eiffel Tower", 0], ["Gustave Eiffel", 1]],
+}
+SQUAD_REC = {"id": "s1", "question": "Who won Super Bowl 50?", "answers": ["Denver Broncos", "Denver Broncos", "Broncos"],
+             "context": "The Denver Broncos won Super Bowl 50.", "title": "Super_Bowl_50"}
+NQ_NONE = {"id": "n1", "question": "who won last year", "answers": ["South Carolina"], "context": None,
+           "context_title": None}
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_hotpotqa_record():
+    ex = parse_record(HOTPOT, where="t")
+    assert ex.kind == HOTPOTQA and ex.id == "h1" and ex.answers == ("Paris",)
+    assert [p.text for p in ex.passages] == [
+        "Eiffel Tower: The Eiffel Tower is in Paris. It opened in 1889.",
+        "Gustave Eiffel: Gustave Eiffel was an engineer. He designed the tower.",
+        "Big Ben: Big Ben is in London.",
+    ]
+    assert [p.metadata["title"] for p in ex.passages] == ["Eiffel Tower", "Gustave Eiffel", "Big Ben"]
+    assert ex.gold_ids == (ex.passages[0].id, ex.passages[1].id)
+    assert ex.passages[0].id == content_id(ex.passages[0].text)
+    assert ex.meta == {"type": "bridge", "level": "easy"}
+
+
+@pytest.mark.parametrize(
+    ("record", "texts", "answers", "n_gold"),
+    [
+        (SQUAD_REC, ["Super Bowl 50: The Denver Broncos won Super Bowl 50."], ("Denver Broncos", "Broncos"), 1),
+        ({**NQ_NONE, "context": "South Carolina won.", "context_title": "NCAA"}, ["NCAA: South Carolina won."],
+         ("South Carolina",), 1),
+        (NQ_NONE, [], ("South Carolina",), 0),
+        ({"question": "q?", "answers": "a", "context": "plain"}, ["plain"], ("a",), 1),
+    ],
+)
+def test_squad_and_nq_records(record, texts, answers, n_gold):
+    ex = parse_record(record, where="t", default_id="line1")
+    assert ex.kind == SQUAD
+    assert [p.text for p in ex.passages] == texts
+    assert ex.answers == answers
+    assert len(ex.gold_ids) == n_gold
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"answers": ["a"]}, "t: no `question` string."),
+        ({"question": "q?"}, "t: no `answer` (HotpotQA-style) or `answers` (NQ/SQuAD-style) field."),
+        ({"question": "q?", "answers": [" "]}, "t: `answers` has no non-empty answer string"),
+        ({"question": "q?", "answers": [1]}, "t: `answers` must be a string or a list of strings, got [1]."),
+        ({"question": "q?", "answer": "a", "context": [["only title"]]}, "t: context[0] must be [title, [sentences]]"),
+        ({"question": "q?", "answer": "a", "context": 3}, "t: `context` must be a string, null, or HotpotQA's"),
+    ],
+)
+def test_bad_records(record, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        parse_record(record, where="t")
+
+
+def test_load_qa_reads_both_shapes_and_skips_blank_lines(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps(HOTPOT) + "\n\n" + json.dumps(SQUAD_REC) + "\n", encoding="utf-8")
+    examples = load_qa(path)
+    assert [e.id for e in examples] == ["h1", "s1"]
+
+
+def test_load_qa_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(HOTPOT) + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(InputError, match=re.escape("bad.jsonl line 2 is not valid JSON")):
+        load_qa(path)
+    with pytest.raises(InputError, match=re.escape(f"data file {str(tmp_path / 'nope.jsonl')!r} does not exist.")):
+        load_qa(tmp_path / "nope.jsonl")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    with pytest.raises(InputError, match=re.escape("holds no questions")):
+        load_qa(empty)
+
+
+def test_corpus_deduplicates_shared_paragraphs():
+    other = {**HOTPOT, "id": "h2", "question": "Where is Big Ben?", "answer": "London",
+             "context": [HOTPOT["context"][2], ["Thames", ["The Thames flows through London."]]],
+             "supporting_facts": [["Big Ben", 0]]}
+    a, b = parse_record(HOTPOT, where="a"), parse_record(other, where="b")
+    passages = corpus([a, b])
+    assert [p.metadata["title"] for p in passages] == ["Eiffel Tower", "Gustave Eiffel", "Big Ben", "Thames"]
+    assert b.passages[0].id == a.passages[2].id
+
+
+def test_select_is_seeded_and_prefix_stable():
+    examples = [parse_record({"question": f"q{i}?", "answers": ["a"]}, where="t", default_id=str(i)) for i in range(20)]
+    five = select(examples, 5, seed=3)
+    assert [e.id for e in five] == [e.id for e in select(examples, 5, seed=3)]
+    assert [e.id for e in select(examples, 10, seed=3)][:5] == [e.id for e in five]
+    assert [e.id for e in select(examples, 5, seed=4)] != [e.id for e in five]
+    assert sorted(e.id for e in select(examples, None, seed=3)) == sorted(e.id for e in examples)
+    assert len(select(examples, 100)) == 20
+    with pytest.raises(InputError, match=re.escape("limit must be at least 1, got 0.")):
+        select(examples, 0)
+
+
+def test_recall():
+    ex = parse_record(HOTPOT, where="t")
+    assert recall(ex.passages, ex.gold_ids) == 1.0
+    assert recall(ex.passages[1:], ex.gold_ids) == 0.5
+    assert recall([], ex.gold_ids) == 0.0
+    assert recall(ex.passages, ()) is None
+
+
+def test_passage_text_without_title():
+    assert passage_text(None, " body ") == "body"
+    assert passage_text("T", "body") == "T: body"
