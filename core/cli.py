@@ -71,7 +71,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             compressor = build_compressor(method)
             compressor.bind(generator)
             contexts = compressor.compress_batch(queries, retrieved)
-        except RagzipError as err:
+        except (RagzipError, OSError) as err:  # e.g. a plugin whose trained artifact is not in this build
             print(f"## {method['type']}: skipped ({err})\n")
             continue
         answers = [generator.answer(q, c) for q, c in zip(queries, contexts)]

@@ -399,3 +399,39 @@ def test_code_blocks_stay_whole(tiny_compressor: ExtractiveCompressor) -> None:
     assert [u.text for u in out.results[0].units] == [
         "Call it like this:", "```python\nresult = f(x=1.5)\nprint(result)\n```", "It returns a float."]
     assert out.results[0].text == text
+
+
+# -------------------------------------------------------------------------------------------------------- training
+def _tiny_hotpot(path: Path, n: int = 4) -> Path:
+    records = []
+    for i in range(n):
+        context = [[f"Topic {i}", [f"Topic {i} is a thing.", f" It was made in {1900 + i}.", " Nothing else."]],
+                   [f"Other {i}", [f"Other {i} is unrelated.", " It rains there."]],
+                   [f"Third {i}", [f"Third {i} mentions topic {i}."]]]
+        records.append({"id": f"q{i}", "question": f"When was topic {i} made?", "answer": str(1900 + i),
+                        "context": context, "supporting_facts": [[f"Topic {i}", 1], [f"Third {i}", 0]]})
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path
+
+
+def test_train_main_writes_a_loadable_artifact_with_a_card(tiny_bert: Path, tmp_path: Path) -> None:
+    from ragzip.plugins.extractive.train import main
+
+    data = _tiny_hotpot(tmp_path / "train.jsonl")
+    out = tmp_path / "run"
+    status = main(["--data", str(data), "--out", str(out), "--base-model", str(tiny_bert), "--window", "64",
+                   "--trained-layers", "1", "--head-hidden", "8", "--steps", "3", "--holdout", "1", "--threads", "1"])
+    assert status == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["steps"] == 3 and config["training"]["seed"] == 0
+    assert 0.0 < config["threshold"] < 1.0
+    assert "ragzip train extractive --data" in (out / "MODEL_CARD.md").read_text()
+    scorer = CrossEncoderScorer.from_pretrained(out, device="cpu")
+    assert len(scorer.score([ScoreItem("when?", "", ["a.", "b."])])[0]) == 2
+
+
+def test_train_main_needs_out_unless_eval_only(tmp_path: Path) -> None:
+    from ragzip.plugins.extractive.train import main
+
+    with pytest.raises(SystemExit):
+        main(["--data", str(_tiny_hotpot(tmp_path / "d.jsonl"))])

@@ -29,8 +29,10 @@ def test_artifact_is_small_and_documented() -> None:
     assert config["type"] == "extractive" and config["base_model"] == "embedded:minilm"
     assert (DEFAULT_ARTIFACT / "model.safetensors").stat().st_size < 25 * 2**20
     card = (DEFAULT_ARTIFACT / "MODEL_CARD.md").read_text()
-    for needed in ("seed", "Steps", "HotpotQA **dev**", "recall", "Reproduce"):
+    for needed in ("seed", "Steps", "Measured quality", "recall", "Reproduce", "CC BY-SA 4.0"):
         assert needed in card
+    if "dev" in config.get("metrics", {}):  # written by `train --eval-only --update-card`
+        assert "HotpotQA **dev**" in card
 
 
 def test_supporting_sentence_outscores_distractors(shipped: CrossEncoderScorer) -> None:

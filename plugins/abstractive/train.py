@@ -1,0 +1,443 @@
+"""``ragzip train abstractive``: train the summarizer's LoRA adapter on HotpotQA oracle summaries.
+
+Targets (RECOMP's selective augmentation, with oracle summaries in place of GPT-3.5 ones):
+
+- **with gold passages**: the question's 3-5 passages are its gold paragraphs (both, or one with probability
+  ``--one-gold-frac``) plus distractors, shuffled; the target is the supporting-fact sentences of the gold paragraphs
+  present, in input order (a paragraph's sentences prefixed with its title when they do not name it);
+- **distractors only** (``--empty-frac``, ~30%): 3-5 distractor paragraphs; the target is empty (the end token
+  alone): "nothing here helps".
+
+Each passage is ``"{title}: {body}"`` (as ``ragzip.data`` builds them) cut to ``--max-passage-tokens`` at a sentence
+end, so sequences stay ~300-700 tokens; supporting sentences cut away leave the target. Loss is on the target only,
+the first target token (summarize or stay empty) weighted by ``--first-token-weight``.
+
+A teacher LM can write the targets instead (``--teacher MODEL``): it is asked for a short query-focused summary of
+the same passages; as RECOMP keeps only teacher summaries that help, a teacher summary is kept when it contains the
+gold answer and the oracle target is used otherwise. Distractor-only examples keep the empty target.
+
+After training, ``empty_threshold`` is calibrated on held-out training questions (never the dev set): the value that
+makes the most distractor-only inputs empty while at most ``--max-gold-empty`` of the inputs with gold passages are.
+
+Example:
+    ragzip train abstractive --out /tmp/abs --data ../shared/data/hotpotqa_train.jsonl --steps 150 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("ragzip.abstractive.train")
+
+DEFAULT_DATA = "../shared/data/hotpotqa_train.jsonl"
+KINDS = ("gold", "empty")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: the question, the passages in prompt order, the target summary ("" = empty)."""
+
+    question: str
+    docs: tuple[str, ...]
+    target: str
+    kind: str  # "gold" (some gold passage present) or "empty" (distractors only)
+    n_gold: int
+    answer: str = ""
+    source: str = "oracle"
+
+
+# ------------------------------------------------------------------------------------------------------------- data
+def read_hotpotqa(path: str | Path) -> list[dict[str, Any]]:
+    """HotpotQA-style records with at least one supporting fact and one distractor paragraph."""
+    from ragzip.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"training data {str(path)!r} does not exist; pass --data with a HotpotQA-style JSONL "
+                         f"(e.g. {DEFAULT_DATA}).")
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            titles = {sf[0] for sf in rec.get("supporting_facts") or ()}
+            context = rec.get("context") or []
+            if titles and any(t in titles for t, _ in context) and any(t not in titles for t, _ in context):
+                records.append(rec)
+    if not records:
+        raise InputError(f"{str(path)!r} holds no HotpotQA-style record with supporting_facts and distractors.")
+    return records
+
+
+def _oracle_piece(title: str, sentences: list[str]) -> str:
+    body = " ".join(s.strip() for s in sentences if s.strip())
+    return body if title.lower() in body.lower() else f"{title}: {body}"
+
+
+def make_example(record: dict[str, Any], kind: str, rng: random.Random, *, n_passages: int, one_gold: bool,
+                 cut: Any) -> Example:
+    """Build one example from a HotpotQA record; ``cut(text) -> text`` shortens a passage to the token budget."""
+    from ragzip.data import passage_text
+
+    support: dict[str, list[int]] = {}
+    for title, index in record["supporting_facts"]:
+        support.setdefault(title, []).append(int(index))
+    paragraphs = {title: sentences for title, sentences in record["context"]}
+    gold = [t for t in paragraphs if t in support]
+    distractors = [t for t in paragraphs if t not in support]
+    if kind == "gold":
+        chosen_gold = rng.sample(gold, 1) if one_gold or len(gold) == 1 else list(gold)
+    else:
+        chosen_gold = []
+    fill = rng.sample(distractors, min(len(distractors), max(n_passages - len(chosen_gold), 1)))
+    titles = chosen_gold + fill
+    rng.shuffle(titles)
+    docs, pieces = [], []
+    for title in titles:
+        sentences = paragraphs[title]
+        text = cut(passage_text(title, "".join(sentences)))
+        docs.append(text)
+        if title in support:
+            kept = [sentences[i] for i in sorted(set(support[title]))
+                    if i < len(sentences) and sentences[i].strip() and sentences[i].strip() in text]
+            if kept:
+                pieces.append(_oracle_piece(title, kept))
+    target = " ".join(pieces)
+    return Example(record["question"], tuple(docs), target, "gold" if target else "empty",
+                   sum(t in support for t in titles), str(record.get("answer", "")))
+
+
+def build_examples(records: Sequence[dict[str, Any]], n: int, rng: random.Random, *, empty_frac: float,
+                   one_gold_frac: float, min_passages: int, max_passages: int, cut: Any) -> list[Example]:
+    """``n`` examples, cycling through the shuffled records (each record once per pass)."""
+    order = list(range(len(records)))
+    out: list[Example] = []
+    while len(out) < n:
+        rng.shuffle(order)
+        for i in order:
+            if len(out) >= n:
+                break
+            kind = "empty" if rng.random() < empty_frac else "gold"
+            out.append(make_example(records[i], kind, rng, n_passages=rng.randint(min_passages, max_passages),
+                                    one_gold=rng.random() < one_gold_frac, cut=cut))
+    return out
+
+
+TEACHER_PROMPT = ("Write a short summary (at most 3 sentences) of only the facts in the documents that help answer "
+                  "the question. Copy names, dates and numbers exactly.\n\nQuestion: {question}\n\nDocuments:\n"
+                  "{documents}\n\nSummary:")
+
+
+def teacher_targets(examples: list[Example], teacher: str, *, max_new_tokens: int = 96) -> tuple[list[Example], dict]:
+    """Replace oracle targets by a teacher LM's summaries where the teacher's summary contains the gold answer."""
+    from ragzip.generation import GeneratorConfig, HFGenerator
+    from ragzip.metrics import has_answer
+
+    gen = HFGenerator(GeneratorConfig(model=teacher, max_new_tokens=max_new_tokens, stop=("\n\n",),
+                                      system_prompt="You write faithful, query-focused summaries."))
+    todo = [i for i, ex in enumerate(examples) if ex.kind == "gold"]
+    prompts = [gen._render([{"role": "user", "content": TEACHER_PROMPT.format(
+        question=examples[i].question, documents="\n".join(examples[i].docs))}]) for i in todo]
+    outputs = gen.generate(prompts) if prompts else []
+    out, kept = list(examples), 0
+    for i, g in zip(todo, outputs, strict=True):
+        ex = examples[i]
+        if g.text.strip() and has_answer(g.text, [ex.answer]):
+            out[i] = Example(ex.question, ex.docs, g.text.strip(), ex.kind, ex.n_gold, ex.answer, source="teacher")
+            kept += 1
+    return out, {"teacher": teacher, "asked": len(todo), "kept": kept}
+
+
+# -------------------------------------------------------------------------------------------------------- training
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="ragzip train abstractive",
+                                description="Train the abstractive compressor's LoRA adapter on HotpotQA.")
+    p.add_argument("--out", required=True, help="folder for the adapter, logs, checkpoints and loss curve")
+    p.add_argument("--data", default=DEFAULT_DATA, help="HotpotQA-style training JSONL (never the dev file)")
+    p.add_argument("--model", default="embedded:smollm2-135m", help="base summarizer (embedded name, HF id, folder)")
+    p.add_argument("--backbone", default="causal", choices=["causal", "seq2seq"])
+    p.add_argument("--steps", type=int, default=150, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=1, help="examples per forward pass")
+    p.add_argument("--accum", type=int, default=4, help="forward passes per optimizer step")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps with linear warm-up")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--alpha", type=float, default=16.0)
+    p.add_argument("--dropout", type=float, default=0.05)
+    p.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                   help="comma-separated Linear names to adapt")
+    p.add_argument("--first-layer", type=int, default=0,
+                   help="adapt only blocks >= this index; lower blocks skip the backward pass (faster on CPU)")
+    p.add_argument("--min-passages", type=int, default=3)
+    p.add_argument("--max-passages", type=int, default=5)
+    p.add_argument("--max-passage-tokens", type=int, default=128, help="cut each passage to this many tokens")
+    p.add_argument("--empty-frac", type=float, default=0.3, help="share of distractor-only (empty target) examples")
+    p.add_argument("--one-gold-frac", type=float, default=0.15, help="share of gold examples with one gold passage")
+    p.add_argument("--first-token-weight", type=float, default=3.0,
+                   help="loss weight of the first target token (the summarize-or-empty decision)")
+    p.add_argument("--holdout", type=int, default=30, help="training questions kept out for validation/calibration")
+    p.add_argument("--max-gold-empty", type=float, default=0.05,
+                   help="calibration: most inputs with gold passages allowed to come out empty")
+    p.add_argument("--teacher", default="", help="causal LM that writes the targets (kept when they hold the answer)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (shared machines: 2 at most)")
+    p.add_argument("--time-budget-min", type=float, default=40.0, help="stop (and save) after this many minutes")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="save the adapter every N steps (0 = never)")
+    p.add_argument("--val-every-checkpoint", action="store_true",
+                   help="also compute the held-out loss at each checkpoint (costs time on a busy CPU)")
+    p.add_argument("--log-every", type=int, default=5)
+    p.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"],
+                   help="dtype the adapter weights are stored in")
+    p.add_argument("--device", default="", help="torch device; empty = cuda when present, else cpu")
+    args = p.parse_args(list(argv))
+    if args.steps < 1 or args.accum < 1 or args.batch_size < 1:
+        p.error("--steps, --accum and --batch-size must be >= 1")
+    if not 0 <= args.empty_frac < 1 or not 0 <= args.one_gold_frac <= 1:
+        p.error("--empty-frac must lie in [0, 1) and --one-gold-frac in [0, 1]")
+    if not 1 <= args.min_passages <= args.max_passages:
+        p.error("need 1 <= --min-passages <= --max-passages")
+    return args
+
+
+def _lr_at(progress: float, base: float, warmup: float) -> float:
+    """Linear warm-up over the first ``warmup`` of training, then cosine decay to 10% of ``base``.
+
+    ``progress`` in [0, 1] is the larger of steps done / steps planned and time used / time budget, so a run cut
+    short by the budget (a busy shared CPU) still finishes its decay.
+    """
+    if progress < warmup:
+        return base * max(progress / warmup, 0.02)
+    rest = min((progress - warmup) / max(1 - warmup, 1e-9), 1.0)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * rest)))
+
+
+def first_token_p_end(summarizer: Any, examples: Sequence[Example]) -> list[float]:
+    """P(end token first) for each example's prompt: one prefill each (decides an empty summary)."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for ex in examples:
+            ids = summarizer.encode_prompt(summarizer.prompt(ex.question, list(ex.docs)))
+            res = summarizer.generate([ids], max_new_tokens=1)
+            out.append(res[0].p_end)
+    return out
+
+
+def calibrate(p_gold: Sequence[float], p_empty: Sequence[float], max_gold_empty: float) -> dict[str, float]:
+    """The threshold that empties the most distractor-only inputs while <= ``max_gold_empty`` of gold inputs empty."""
+    candidates = sorted(set(p_gold) | set(p_empty) | {0.5, 1.0})
+    best = {"threshold": 1.0, "gold_empty": 0.0, "distractor_empty": 0.0}
+    for t in candidates:
+        gold_rate = sum(p >= t for p in p_gold) / max(len(p_gold), 1)
+        empty_rate = sum(p >= t for p in p_empty) / max(len(p_empty), 1)
+        if gold_rate <= max_gold_empty and empty_rate > best["distractor_empty"]:
+            best = {"threshold": float(t), "gold_empty": gold_rate, "distractor_empty": empty_rate}
+    greedy = {"gold_empty_greedy": sum(p >= 0.5 for p in p_gold) / max(len(p_gold), 1),
+              "distractor_empty_greedy": sum(p >= 0.5 for p in p_empty) / max(len(p_empty), 1)}
+    return {**best, **greedy}
+
+
+def plot_losses(log: list[dict[str, Any]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed: no loss curve (pip install 'ragzip[train]')")
+        return
+    train = [r for r in log if "loss" in r]
+    val = [r for r in log if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train (mean of logged steps)")
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="held-out")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("target cross-entropy")
+    ax.set_title("abstractive LoRA on HotpotQA oracle summaries")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ragzip train abstractive``; returns the exit status."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logger.setLevel(logging.INFO)
+    import torch
+
+    from ragzip.models import infer_device
+    from ragzip.plugins.abstractive.modeling import LoRAConfig, Summarizer, cut_to_tokens
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    summarizer = Summarizer.load(args.model, backbone=args.backbone, device=infer_device(args.device or None),
+                                 private=True)
+    lora = LoRAConfig(rank=args.rank, alpha=args.alpha, dropout=args.dropout, first_layer=args.first_layer,
+                      target_modules=tuple(t.strip() for t in args.targets.split(",") if t.strip()))
+    summarizer.add_adapter(lora)
+
+    def cut(text: str) -> str:
+        return cut_to_tokens(text, args.max_passage_tokens, summarizer.tokenizer)[0]
+
+    records = read_hotpotqa(args.data)
+    rng.shuffle(records)
+    held, train_records = records[: args.holdout], records[args.holdout:]
+    n_train = args.steps * args.accum * args.batch_size
+    examples = build_examples(train_records, n_train, rng, empty_frac=args.empty_frac,
+                              one_gold_frac=args.one_gold_frac, min_passages=args.min_passages,
+                              max_passages=args.max_passages, cut=cut)
+    val_rng = random.Random(args.seed + 1)
+    val_gold = [make_example(r, "gold", val_rng, n_passages=val_rng.randint(args.min_passages, args.max_passages),
+                             one_gold=False, cut=cut) for r in held]
+    val_empty = [make_example(r, "empty", val_rng, n_passages=val_rng.randint(args.min_passages, args.max_passages),
+                              one_gold=False, cut=cut) for r in held]
+    teacher_info: dict[str, Any] = {}
+    if args.teacher:
+        examples, teacher_info = teacher_targets(examples, args.teacher)
+        logger.info("teacher %s: kept %d of %d summaries", args.teacher, teacher_info["kept"], teacher_info["asked"])
+
+    def encode(ex: Example) -> tuple[list[int], list[int]]:
+        return (summarizer.encode_prompt(summarizer.prompt(ex.question, list(ex.docs))),
+                summarizer.encode_target(ex.target))
+
+    encoded = [encode(ex) for ex in examples]
+    lengths = [len(a) + len(b) for a, b in encoded]
+    data_stats = {"train_records": len(train_records), "holdout_records": len(held), "examples": len(examples),
+                  "empty_examples": sum(ex.kind == "empty" for ex in examples),
+                  "mean_tokens": round(sum(lengths) / len(lengths), 1), "max_tokens": max(lengths),
+                  "mean_target_tokens": round(sum(len(b) for _, b in encoded) / len(encoded), 1)}
+    logger.info("data: %s", data_stats)
+    with open(out / "examples_preview.jsonl", "w", encoding="utf-8") as handle:
+        for ex in examples[:5]:
+            handle.write(json.dumps(asdict(ex), ensure_ascii=False) + "\n")
+
+    val_small = [encode(ex) for ex in (val_gold[:6] + val_empty[:2])]
+
+    def val_loss() -> float:
+        summarizer.model.eval()
+        with torch.inference_mode():
+            losses = [float(summarizer.loss([pair], first_token_weight=args.first_token_weight)) for pair in val_small]
+        summarizer.model.train()
+        return sum(losses) / len(losses)
+
+    def timed_val_loss() -> tuple[float, float]:
+        """The held-out loss and the seconds one held-out prefill takes (the first, warm-up call not counted)."""
+        summarizer.model.eval()
+        times = []
+        losses = []
+        with torch.inference_mode():
+            for pair in val_small:
+                start = time.perf_counter()
+                losses.append(float(summarizer.loss([pair], first_token_weight=args.first_token_weight)))
+                times.append(time.perf_counter() - start)
+        summarizer.model.train()
+        return sum(losses) / len(losses), sum(times[1:]) / max(len(times) - 1, 1)
+
+    params = summarizer.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    log: list[dict[str, Any]] = []
+    log_file = open(out / "train_log.jsonl", "w", encoding="utf-8")
+
+    def record(entry: dict[str, Any]) -> None:
+        log.append(entry)
+        log_file.write(json.dumps(entry) + "\n")
+        log_file.flush()
+
+    loss0, per_prefill = timed_val_loss()
+    record({"step": 0, "val_loss": loss0, "elapsed_s": round(time.perf_counter() - t0, 1)})
+    logger.info("step 0 held-out loss %.4f (setup %.0f s)", log[-1]["val_loss"], time.perf_counter() - t0)
+    summarizer.model.train()
+    t_train = time.perf_counter()
+    # Leave time for the final held-out loss and the calibration prefills (timed on the step-0 held-out loss).
+    reserve_s = 1.3 * per_prefill * (2 * len(held) + len(val_small))
+    budget_s = max(args.time_budget_min * 60 - (t_train - t0) - reserve_s, 60.0)
+    logger.info("training budget %.0f s (%.0f s kept for validation and calibration)", budget_s, reserve_s)
+    window: list[float] = []
+    step, cursor, stopped_early = 0, 0, False
+    for step in range(1, args.steps + 1):
+        progress = max((step - 1) / args.steps, (time.perf_counter() - t_train) / budget_s)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(progress, args.lr, args.warmup)
+        total = 0.0
+        for _ in range(args.accum):
+            batch = encoded[cursor: cursor + args.batch_size]
+            cursor += args.batch_size
+            loss = summarizer.loss(batch, first_token_weight=args.first_token_weight) / args.accum
+            loss.backward()
+            total += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        window.append(total)
+        elapsed = time.perf_counter() - t0
+        if step % args.log_every == 0 or step == args.steps:
+            record({"step": step, "loss": round(sum(window) / len(window), 4), "lr": optimizer.param_groups[0]["lr"],
+                    "elapsed_s": round(elapsed, 1), "s_per_step": round((time.perf_counter() - t_train) / step, 2)})
+            logger.info("step %d/%d loss %.4f (%.1f s/step, %.0f s)", step, args.steps, log[-1]["loss"],
+                        log[-1]["s_per_step"], elapsed)
+            window = []
+        if args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps:
+            if args.val_every_checkpoint:
+                record({"step": step, "val_loss": round(val_loss(), 4), "elapsed_s": round(elapsed, 1)})
+            summarizer.save_adapter(out / f"checkpoint-{step}", dtype=args.dtype)
+            plot_losses(log, out / "loss.png")
+            logger.info("checkpoint %d saved", step)
+        if time.perf_counter() - t_train > budget_s:
+            logger.warning("time budget of %.0f min reached: stopping at step %d of %d", args.time_budget_min, step,
+                           args.steps)
+            stopped_early = True
+            break
+    train_s = time.perf_counter() - t_train
+    summarizer.model.eval()
+    record({"step": step, "val_loss": round(val_loss(), 4), "elapsed_s": round(time.perf_counter() - t0, 1)})
+
+    t_cal = time.perf_counter()
+    cal = calibrate(first_token_p_end(summarizer, val_gold), first_token_p_end(summarizer, val_empty),
+                    args.max_gold_empty)
+    logger.info("calibration on %d held-out questions: %s (%.0f s)", len(held), cal, time.perf_counter() - t_cal)
+    train_card = {
+        "data": Path(args.data).name, "seed": args.seed, "steps": step, "steps_planned": args.steps,
+        "stopped_early": stopped_early, "batch_size": args.batch_size, "accum": args.accum, "lr": args.lr,
+        "lora": {"rank": args.rank, "alpha": args.alpha, "first_layer": args.first_layer, "targets": args.targets},
+        "first_token_weight": args.first_token_weight, "empty_frac": args.empty_frac,
+        "one_gold_frac": args.one_gold_frac, "passages": [args.min_passages, args.max_passages],
+        "max_passage_tokens": args.max_passage_tokens, "threads": args.threads, "train_s": round(train_s, 1),
+        "total_s": round(time.perf_counter() - t0, 1),
+        "loss_first": next((r["loss"] for r in log if "loss" in r), None),
+        "loss_last": next((r["loss"] for r in reversed(log) if "loss" in r), None),
+        "val_loss_start": log[0]["val_loss"], "val_loss_end": log[-1]["val_loss"], "calibration": cal,
+        "data_stats": data_stats, **({"teacher": teacher_info} if teacher_info else {}),
+        "command": "ragzip train abstractive " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    summarizer.save_adapter(out, dtype=args.dtype, empty_threshold=round(cal["threshold"], 4),
+                            max_passage_tokens=args.max_passage_tokens, base_model=args.model, train=train_card)
+    plot_losses(log, out / "loss.png")
+    log_file.close()
+    logger.info("saved adapter to %s (%.0f s in all)", out, time.perf_counter() - t0)
+    print(json.dumps(train_card, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""The ``refrag`` compressor: compress -> sense -> expand, delivered as text with soft-token placeholders."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ragzip.compressor import Compressor
+from ragzip.errors import ConfigError
+from ragzip.plugins.refrag.cache import CacheSpec, ChunkCache
+from ragzip.plugins.refrag.config import RefragConfig
+from ragzip.plugins.refrag.modeling import (
+    Chunk,
+    RefragModel,
+    budget,
+    chunk_passage,
+    policy_scalars,
+    roundtrip_exact,
+)
+from ragzip.softstore import PLACEHOLDER_RE
+from ragzip.types import CompressedContext, Passage, PassageResult, SoftSegment, Unit
+
+logger = logging.getLogger(__name__)
+
+
+def chunk_nll_scores(decoder: Any, chunked: Sequence[Sequence[Chunk]]) -> list[list[float]]:
+    """Mean decoder NLL of each chunk's tokens, the decoder reading each passage alone (the perplexity heuristic:
+    the chunks the decoder finds hardest to predict carry the most information, so they are expanded first)."""
+    device = decoder.get_input_embeddings().weight.device
+    scores: list[list[float]] = []
+    with torch.inference_mode():
+        for chunks in chunked:
+            ids = [i for c in chunks for i in c.ids]
+            if len(ids) < 2:
+                scores.append([0.0] * len(chunks))
+                continue
+            x = torch.tensor([ids], device=device)  # (1, n)
+            logits = decoder(input_ids=x).logits[0, :-1].float()  # (n-1, V)
+            nll = torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="none").cpu()  # (n-1,)
+            nll = torch.cat([nll.new_full((1,), float("nan")), nll])  # (n,): token 0 has no prediction
+            row = []
+            for c in chunks:
+                part = nll[c.token_start:c.token_start + len(c)]
+                part = part[~torch.isnan(part)]
+                row.append(float(part.mean()) if len(part) else 0.0)
+            scores.append(row)
+    return scores
+
+
+class RefragCompressor(Compressor):
+    """REFRAG (arXiv 2509.01092), re-implemented: each passage is cut into k-token chunks of the generator's tokens,
+    every chunk is encoded to one vector and projected into the generator's input-embedding space, and a policy keeps
+    a fraction ``p`` of the question's chunks as raw tokens.
+
+    Each passage comes out as text in which every run of compressed chunks is one placeholder (the store holds its
+    vectors, one per chunk) and expanded chunks stay as their exact text, in the original order. ``units`` holds one
+    :class:`~ragzip.Unit` per chunk (its policy score; ``kept`` = expanded) and ``tokens_after`` counts a compressed
+    chunk as one position. Only ragzip's generator reads the output; bind the compressor to it first.
+
+    Example:
+        >>> from ragzip.generation import HFGenerator
+        >>> gen = HFGenerator()  # doctest: +SKIP
+        >>> refrag = RefragCompressor(RefragConfig(k=16, p=0.25)); refrag.bind(gen)  # doctest: +SKIP
+        >>> ctx = refrag.compress("Who designed it?", ["The Eiffel Tower was designed by ..."])  # doctest: +SKIP
+        >>> gen.answer("Who designed it?", ctx).text  # doctest: +SKIP
+    """
+
+    name = "refrag"
+    config_class = RefragConfig
+    soft = True
+
+    def __init__(
+        self,
+        config: RefragConfig | None = None,
+        *,
+        token_counter: Any = None,
+        store: Any = None,
+        model: RefragModel | None = None,
+        tokenizer: Any = None,
+    ) -> None:
+        super().__init__(config, token_counter=token_counter, store=store)
+        self.config: RefragConfig
+        self._model = model
+        self._tokenizer = tokenizer
+        self._generator: Any = None
+        self._cache: ChunkCache | None = None
+        self._cache_checked = False
+        if model is not None:
+            self._check_k(model)
+
+    # ------------------------------------------------------------------------------------------------ components
+    @property
+    def model(self) -> RefragModel:
+        """The trained encoder/projector/policy, loaded from ``config.artifact`` on first use."""
+        if self._model is None:
+            model = RefragModel.from_pretrained(self.config.artifact)
+            model.to(self._device())
+            self._check_k(model)
+            self._model = model
+        return self._model
+
+    def _device(self) -> str:
+        if self.config.device:
+            return self.config.device
+        if self._generator is not None:
+            return str(self._generator.device)
+        from ragzip.models import infer_device
+
+        return infer_device(None)
+
+    def _check_k(self, model: RefragModel) -> None:
+        if model.config.k != self.config.k:
+            logger.warning("REFRAG artifact was trained on k=%d chunks but the compressor uses k=%d; chunk vectors "
+                           "will be less faithful. Train one for this k with `ragzip train refrag --k %d`.",
+                           model.config.k, self.config.k, self.config.k)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The generator's tokenizer: chunks are cut in the tokens the decoder reads."""
+        if self._tokenizer is None:
+            if self._generator is not None:
+                self._tokenizer = self._generator.tokenizer
+            else:
+                from ragzip.models import load_tokenizer
+
+                self._tokenizer = load_tokenizer(self.config.generator)
+        return self._tokenizer
+
+    @property
+    def space(self) -> str:
+        """The generator embedding space the soft tokens are made for (``HFGenerator.space``)."""
+        if self._generator is not None:
+            return str(self._generator.space)
+        return f"{self.config.generator}|d={self.model.config.decoder_hidden}"
+
+    def bind(self, generator: Any) -> None:
+        """Read for ``generator``: cut chunks with its tokenizer, share its store, check its embedding width."""
+        super().bind(generator)
+        self._generator = generator
+        self._tokenizer = generator.tokenizer
+        model_name = getattr(getattr(generator, "config", None), "model", None)
+        if model_name:
+            self.config.generator = model_name
+        hidden = int(generator.hidden_size)
+        if hidden != self.model.config.decoder_hidden:
+            raise ConfigError(
+                f"the REFRAG artifact {self.config.artifact!r} projects into a {self.model.config.decoder_hidden}-wide "
+                f"embedding space (decoder {self.model.config.decoder!r}), but the generator {model_name!r} has "
+                f"hidden size {hidden}. Train an artifact for this generator (`ragzip train refrag --decoder "
+                f"{model_name}`) or use the generator it was trained for."
+            )
+        if model_name and model_name != self.model.config.decoder:
+            logger.warning("REFRAG artifact was trained for decoder %r but reads into %r (same width %d); soft tokens "
+                           "may mean little to it.", self.model.config.decoder, model_name, hidden)
+        self.model.to(self._device())
+        self._cache_checked = False
+
+    def cache_spec(self) -> CacheSpec:
+        """What a chunk-embedding cache must have been built with for this compressor."""
+        model = self.model
+        return CacheSpec(encoder=model.config.encoder, fingerprint=model.encoder_fingerprint(), k=self.config.k,
+                         tokenizer=self.config.generator, dim=model.config.encoder_hidden)
+
+    @property
+    def cache(self) -> ChunkCache | None:
+        """The chunk-embedding cache named by ``config.cache`` (validated on first use), or ``None``."""
+        if not self._cache_checked:
+            self._cache = ChunkCache.open(self.config.cache, self.cache_spec()) if self.config.cache else None
+            self._cache_checked = True
+        return self._cache
+
+    # ----------------------------------------------------------------------------------------------- the steps
+    def chunk(self, text: str) -> list[Chunk]:
+        """Cut ``text`` into k-token chunks of the generator's tokens (the last one may be partial)."""
+        return chunk_passage(text, self.tokenizer, self.config.k)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Encoder vectors of chunk texts, ``(n, H)`` float32 (what the cache stores)."""
+        with torch.inference_mode():
+            return self.model.encode(list(texts), batch_size=self.config.batch_size).float().cpu().numpy()
+
+    def chunk_vectors(self, chunks: Sequence[Chunk]) -> tuple[torch.Tensor, list[bool]]:
+        """Encoder vectors of ``chunks`` ``(n, H)``: from the cache where present, encoded otherwise.
+
+        Returns the vectors and, per chunk, whether it came from the cache.
+        """
+        cache = self.cache
+        found = list(cache.lookup([c.key for c in chunks])) if cache is not None else [None] * len(chunks)
+        cached = [v is not None for v in found]
+        missing: dict[str, str] = {}
+        for c, v in zip(chunks, found):
+            if v is None:
+                missing.setdefault(c.key, c.text)
+        if missing:
+            encoded = dict(zip(missing, self.encode_texts(list(missing.values()))))
+            found = [encoded[c.key] if v is None else v for c, v in zip(chunks, found)]
+        if not found:
+            return torch.zeros(0, self.model.config.encoder_hidden), cached
+        return torch.from_numpy(np.stack([np.asarray(v, dtype=np.float32) for v in found])), cached  # (n, H)
+
+    def _perplexity_scores(self, chunked: list[list[Chunk]]) -> list[list[float]]:
+        decoder = self._generator.model if self._generator is not None else self._load_decoder()
+        return chunk_nll_scores(decoder, chunked)
+
+    def _load_decoder(self) -> Any:
+        from ragzip.models import load_causal_lm
+
+        return load_causal_lm(self.config.generator, self._device())[0]
+
+    def _input_embeddings(self) -> torch.nn.Embedding:
+        if self._generator is not None:
+            return self._generator.input_embeddings()
+        return self._load_decoder().get_input_embeddings()
+
+    def _scores(self, query: str, passages: list[Passage], chunked: list[list[Chunk]], c: torch.Tensor,
+                q: torch.Tensor | None) -> list[float | None]:
+        """One expansion score per chunk of the question (higher = expand first); ``None`` for policy 'none'."""
+        n = sum(len(chunks) for chunks in chunked)
+        policy = self.config.policy
+        if policy == "none":
+            return [None] * n
+        if policy == "random":
+            rng = random.Random(f"{self.config.seed}:{query}")
+            return [rng.random() for _ in range(n)]
+        if policy == "perplexity":
+            return [s for row in self._perplexity_scores(chunked) for s in row]
+        assert q is not None
+        positions = []
+        index = 0
+        for rank, chunks in enumerate(chunked):
+            for chunk in chunks:
+                positions.append((index, n, rank, len(chunk)))
+                index += 1
+        with torch.inference_mode():
+            logits = self.model.policy_logits(c.to(self.model.device), q.to(self.model.device),
+                                              policy_scalars(positions, self.config.k))
+        return [float(v) for v in logits.cpu()]
+
+    # --------------------------------------------------------------------------------------------- compression
+    def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:
+        start = time.perf_counter()
+        chunked = [[self.chunk(p.text) for p in items] for items in passages]
+        flat = [c for per_query in chunked for chunks in per_query for c in chunks]
+        vectors, cached = self.chunk_vectors(flat)  # (N, H)
+        queries_vec = None
+        if self.config.policy == "learned":
+            with torch.inference_mode():
+                queries_vec = self.model.encode(queries).cpu()  # (Q, H)
+        encode_s = (time.perf_counter() - start) / max(len(queries), 1)
+        outputs = []
+        offset = 0
+        for i, (query, items) in enumerate(zip(queries, passages)):
+            n = sum(len(chunks) for chunks in chunked[i])
+            out = self._compress_one(query, items, chunked[i], vectors[offset:offset + n],
+                                     None if queries_vec is None else queries_vec[i])
+            extra = {**out.extra, "cached_chunks": sum(cached[offset:offset + n]), "encode_s": round(encode_s, 4)}
+            outputs.append(self.context(query, out.results, extra=extra))
+            offset += n
+        return outputs
+
+    def _compress_one(self, query: str, passages: list[Passage], chunked: list[list[Chunk]], c: torch.Tensor,
+                      q: torch.Tensor | None) -> CompressedContext:
+        k, policy = self.config.k, self.config.policy
+        n = len(c)
+        total_tokens = sum(len(ch) for chunks in chunked for ch in chunks)
+        if 0 < total_tokens < k:
+            logger.warning("k=%d is larger than the whole context (%d tokens): each passage is one partial chunk. "
+                           "Use a smaller k to compress short contexts.", k, total_tokens)
+        scores = self._scores(query, passages, chunked, c, q)
+        m = 0 if policy == "none" else budget(self.config.p, n)
+        order = sorted(range(n), key=lambda j: (-(scores[j] or 0.0), j))
+        expanded = set(order[:m])
+        with torch.inference_mode():
+            projected = self.model.project(c.to(self.model.device)).float().cpu() if n else c  # (n, d)
+        results = []
+        offset = 0
+        for passage, chunks in zip(passages, chunked):
+            flags = [offset + j in expanded for j in range(len(chunks))]
+            results.append(self._passage_result(passage, chunks, flags, projected[offset:offset + len(chunks)],
+                                                scores[offset:offset + len(chunks)]))
+            offset += len(chunks)
+        extra = {"k": k, "p": self.config.p, "policy": policy, "chunks": n, "expanded_chunks": m}
+        return self.context(query, results, extra=extra)
+
+    def _passage_result(self, passage: Passage, chunks: list[Chunk], expanded: list[bool], projected: torch.Tensor,
+                        scores: list[float | None]) -> PassageResult:
+        k = self.config.k
+        n_tokens = sum(len(ch) for ch in chunks)
+        pieces: list[str] = []
+        segments: list[SoftSegment] = []
+        inexact = 0
+        j = 0
+        while j < len(chunks):
+            end = j
+            while end < len(chunks) and expanded[end] == expanded[j]:
+                end += 1
+            run = chunks[j:end]
+            if expanded[j]:
+                text = passage.text[run[0].char_start:run[-1].char_end]
+                ids = [i for ch in run for i in ch.ids]
+                if roundtrip_exact(self.tokenizer, text, ids):
+                    pieces.append(text)
+                else:  # re-tokenizing this text alone would change the ids: send the exact token embeddings instead
+                    inexact += 1
+                    with torch.inference_mode():
+                        table = self._input_embeddings()
+                        vecs = table(torch.tensor(ids, device=table.weight.device))  # (len, d)
+                    pieces.append(self._put(vecs, segments))
+            else:
+                pieces.append(self._put(projected[j:end], segments))  # (run, d): one vector per chunk
+            j = end
+        n_expanded = sum(expanded)
+        n_exp_tokens = sum(len(ch) for ch, e in zip(chunks, expanded) if e)
+        units = tuple(Unit(ch.index, ch.text, s, e) for ch, s, e in zip(chunks, scores, expanded))
+        reason = (f"{len(chunks)} chunk(s) of k={k}: {n_expanded} expanded as raw tokens, "
+                  f"{len(chunks) - n_expanded} compressed to one soft token each")
+        if len(chunks) == 1 and n_tokens < k:
+            reason += f"; the passage has {n_tokens} tokens, fewer than k={k}, so it is one partial chunk"
+        elif chunks and len(chunks[-1]) < k:
+            reason += f"; the last chunk is partial ({len(chunks[-1])} of {k} tokens)"
+        plain = n_expanded == len(chunks) and not segments  # every chunk expanded, all as exact text
+        return PassageResult(
+            passage, passage.text if plain else "".join(pieces), "kept" if plain else "soft", reason=reason,
+            units=units, tokens_before=n_tokens, tokens_after=(len(chunks) - n_expanded) + n_exp_tokens,
+            soft=tuple(segments),
+            extra={"k": k, "chunks": len(chunks), "expanded_chunks": n_expanded,
+                   **({"inexact_runs_sent_as_embeddings": inexact} if inexact else {})},
+        )
+
+    def _put(self, vectors: torch.Tensor, segments: list[SoftSegment]) -> str:
+        text = self.store.put(vectors, space=self.space)
+        match = PLACEHOLDER_RE.search(text)
+        assert match is not None
+        segments.append(SoftSegment(match.group(1), text, int(vectors.shape[0])))
+        return text
+
+    def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
+        return self._compress_batch([query], [passages])[0]
