@@ -594,6 +594,7 @@ def run_bench(
     progress: bool = True,
     command: str | None = None,
     index_cache: str | Path | None = None,
+    budget: int | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return the result dict (and write the files when ``out`` is given).
 
@@ -616,6 +617,8 @@ def run_bench(
         command: The command line to record (the CLI passes its own).
         index_cache: Folder where the ``faiss`` index is saved and reused (keyed by the embedder and the passages'
             content ids); ``None`` builds it every time.
+        budget: The equal budget (tokens) for plain ``truncate`` and ``longllmlingua``, instead of taking it from the
+            reference method (to add rows to an earlier run at its budget).
 
     Returns:
         The DESIGN §6 dict plus ``skipped``, ``setting``, ``seed``, ``budget``, ``command``, ``date``, ``machine``.
@@ -634,6 +637,8 @@ def run_bench(
         raise ConfigError(f"setting {setting!r} is not valid; choose faiss or given.")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"top_k = {top_k!r} must be a positive integer, e.g. 5.")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
+        raise ConfigError(f"budget = {budget!r} must be a non-negative integer (tokens), e.g. 300.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size = {batch_size!r} must be a positive integer (1 for exact per-question TTFT).")
     all_examples = load_qa(data)
@@ -656,7 +661,7 @@ def run_bench(
     results: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     failed: list[str] = []
-    budget: dict[str, Any] = {}
+    budget: dict[str, Any] = {} if budget is None else {"reference": "--budget", "tokens": budget}
     records_all: dict[str, list[dict[str, Any]]] = {}
     order = [s for s in specs if not s.budgeted] + [s for s in specs if s.budgeted]
     from ragzip.peers import missing_dependency
@@ -908,6 +913,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedder", default=None, help="Embedder of retrieval and the peers (default embedded:minilm).")
     parser.add_argument("--config", default=None,
                         help="YAML with `methods:` (label -> compressor config), `generator:` and `embedder:`.")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="Equal budget in tokens for plain truncate and longllmlingua (default: the mean tokens "
+                             "read by the first ragzip compressor in --methods).")
     parser.add_argument("--batch-size", type=int, default=1,
                         help="Questions decoded together; 1 (default) measures each question's TTFT exactly.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
@@ -940,7 +948,8 @@ def run(args: argparse.Namespace) -> int:
             args.data, args.methods, limit=args.limit, top_k=top_k, setting=args.setting, seed=args.seed,
             generator=generator, max_new_tokens=args.max_new_tokens, embedder=args.embedder or
             cfg.get("embedder", "embedded:minilm"), config=cfg, out=args.out, batch_size=args.batch_size,
-            warmup=not args.no_warmup, progress=not args.quiet, command=command, index_cache=index_cache)
+            warmup=not args.no_warmup, progress=not args.quiet, command=command, index_cache=index_cache,
+            budget=args.budget)
     except (ConfigError, InputError) as err:
         print(f"ragzip bench: error: {err}", file=sys.stderr)
         return 2

@@ -212,6 +212,14 @@ def test_plain_truncate_without_reference_is_skipped(data_file, generator, embed
                        progress=False)
     assert list(result["methods"]) == ["none"]
     assert result["skipped"]["truncate"].startswith("no reference method ran to take the equal budget from")
+    # An explicit budget (to add rows to an earlier run at its budget) needs no reference.
+    result = run_bench(data_file, "truncate", limit=1, setting="given", generator=generator, embedder=embedder,
+                       progress=False, warmup=False, budget=6)
+    assert result["budget"] == {"reference": "--budget", "tokens": 6}
+    assert result["methods"]["truncate"]["budget_from"] == "--budget"
+    assert result["methods"]["truncate"]["context_tokens"] == 6
+    with pytest.raises(ConfigError, match=re.escape("budget = -1 must be a non-negative integer (tokens), e.g. 300.")):
+        run_bench(data_file, "truncate", budget=-1, generator=object())
 
 
 def test_run_bench_rejects_bad_settings_before_loading(data_file):
