@@ -81,7 +81,7 @@ def test_benchmark_rows_follow_the_schema(tiny):
     assert [(r["method"], r["k"], r["cached"]) for r in runs] == [("none", None, None), ("refrag", 8, False),
                                                                  ("refrag", 8, True)]
     for r in runs:
-        assert {"method", "context_tokens", "k", "cached", "ttft_s", "decoder_positions"} <= set(r)
+        assert {"method", "context_tokens", "k", "cached", "ttft_s", "ttft_cpu_s", "decoder_positions"} <= set(r)
         assert r["ttft_s"] > 0 and r["context_tokens"] == 64
     full, fresh, cached = (r["decoder_positions"] for r in runs)
     assert fresh == cached == full - 64 + 8  # 64 tokens -> 8 chunk vectors

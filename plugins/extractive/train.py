@@ -694,6 +694,8 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
         "- Trained on English Wikipedia multi-hop questions (HotpotQA) only; other domains and languages work "
         "mechanically (WordPiece, uncased) but are not measured.",
         "- Scores depend on the passage as context; a passage cut mid-way by the retriever loses context.",
+        "- HotpotQA negatives are always on the question's topic, so a passage on an unrelated topic can still score "
+        "0.6 or more (seen on a hand-made example); the retriever filters most of these out.",
         "- The threshold trades recall for compression; set `threshold`, `max_tokens` or `top_k` in the config.",
         "",
     ]

@@ -157,7 +157,7 @@ class XRAGCompressor(Compressor):
         if not flat:
             return [self.context(q, []) for q in queries]
         embeddings, sources = self._embeddings(flat)
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: stored vectors must stay ordinary tensors
             weight = next(self.projector.parameters())
             soft = self.projector(torch.from_numpy(embeddings).to(weight.device, weight.dtype))  # (n, d_gen)
         if not torch.isfinite(soft).all():
@@ -166,7 +166,7 @@ class XRAGCompressor(Compressor):
         counts = self.token_counter.count_many([p.text for p in flat])
         results: list[PassageResult] = []
         for i, passage in enumerate(flat):
-            placeholder = self.store.put(soft[i:i + 1], space=self.space)
+            placeholder = self.store.put(soft[i:i + 1].clone(), space=self.space)  # own storage, not a batch view
             handle = PLACEHOLDER_RE.fullmatch(placeholder).group(1)  # type: ignore[union-attr]
             title = str(passage.metadata.get("title", ""))
             text = self.config.context_template.format(soft=placeholder, title=title)

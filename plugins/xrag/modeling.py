@@ -104,7 +104,7 @@ class XRAGProjector(nn.Module):
 
     @classmethod
     def from_pretrained(cls, spec: str | os.PathLike[str] = "default", *, embedder: str | None = None) -> XRAGProjector:
-        """Load a projector: ``default`` (shipped), a folder, or a published xRAG checkpoint (folder or hub id).
+        """Load a frozen projector (eval mode): ``default`` (shipped), a folder, or a published xRAG checkpoint.
 
         Args:
             spec: ``"default"``, a folder written by :meth:`save_pretrained` or ``ragzip train xrag``, or an

@@ -238,23 +238,13 @@ class FrozenLM:
         self.lm_head = self.model.get_output_embeddings()
         self.eos = self.tokenizer.eos_token_id
         self._prefixes: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self._affixes: tuple[list[int], list[int]] | None = None
 
     # prompts ------------------------------------------------------------------------------------------------
-    def _special_affixes(self) -> tuple[list[int], list[int]]:
-        """The ids the tokenizer adds around a text (what HFGenerator.embed_pieces puts around a prompt)."""
-        if self._affixes is None:
-            with_special = list(self.tokenizer("Paris", add_special_tokens=True)["input_ids"])
-            plain = list(self.tokenizer("Paris", add_special_tokens=False)["input_ids"])
-            n = len(plain)
-            starts = [i for i in range(len(with_special) - n + 1) if with_special[i:i + n] == plain]
-            self._affixes = (with_special[:starts[0]], with_special[starts[0] + n:]) if starts else ([], [])
-        return self._affixes
-
     def tokenize_prompt(self, prompt: str) -> tuple[list[int], list[int]]:
         """Token ids of a prompt with training marks; marks become ``-1 - j`` slots. Returns (ids, slot order)."""
-        bos = getattr(self.tokenizer, "bos_token", None)
-        prefix, suffix = ([], []) if bos and prompt.startswith(bos) else self._special_affixes()
+        # The generator's own rule for special tokens around a soft-token prompt (HFGenerator.embed_prompt).
+        adds = self.generator._adds_special_tokens(prompt)
+        prefix, suffix = self.generator._special_affixes() if adds else ([], [])
         ids: list[int] = list(prefix)
         slots: list[int] = []
         pos = 0
