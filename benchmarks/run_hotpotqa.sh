@@ -15,7 +15,7 @@ LIMIT=${LIMIT:-100}
 TOP_K=${TOP_K:-5}
 SEED=${SEED:-0}
 THREADS=${THREADS:-1}
-METHODS=${METHODS:-no_context,none,lc_embeddings_filter,li_sentence_optimizer,extractive,truncate,longllmlingua}
+METHODS=${METHODS:-no_context,none,truncate,extractive,lc_embeddings_filter,li_sentence_optimizer,longllmlingua}
 OUT=${OUT:-benchmarks/results/hotpotqa_dev_${LIMIT}.json}
 RAGZIP=${RAGZIP:-$( [ -x .venv/bin/ragzip ] && echo .venv/bin/ragzip || echo ragzip )}
 

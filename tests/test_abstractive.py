@@ -130,6 +130,35 @@ def test_target_is_summary_then_end_token_and_empty_is_end_alone(causal_dir):
     assert ids[-1] == s.end_ids[0] and len(ids) > 1
 
 
+def test_summary_prefix_starts_targets_and_is_stripped_from_outputs(causal_dir):
+    s = Summarizer.load(causal_dir, private=True)
+    s.summary_prefix = "Relevant:"
+    assert s.encode_target("") == [s.end_ids[0]]  # empty stays the end token alone
+    assert s.tokenizer.decode(s.encode_target("Paris")[:-1]) == "Relevant: Paris"
+    s.model.requires_grad_(False)
+    forced = s.tokenizer("Relevant: Paris", add_special_tokens=False)["input_ids"]
+
+    class Script:  # a logits processor that makes the tiny model say "Relevant: Paris" then </s>
+        def __init__(self):
+            self.start = None
+
+        def __call__(self, input_ids, scores):
+            self.start = self.start or input_ids.shape[1]
+            step = input_ids.shape[1] - self.start
+            target = forced[step] if step < len(forced) else s.end_ids[0]
+            out = torch.full_like(scores, float("-inf"))
+            out[:, target] = 0.0
+            return out
+
+    from transformers import LogitsProcessorList
+
+    original = s.model.generate
+    s.model.generate = lambda **kw: original(**{**kw, "logits_processor": LogitsProcessorList(
+        [*kw["logits_processor"], Script()])})
+    out = s.summarize([QUERY], [[PASSAGES[1].text]], max_new_tokens=16)[0]
+    assert out.text == "Paris" and out.stopped == "eos" and out.raw.startswith("Relevant:")
+
+
 def test_registered_and_built_from_yaml_dict():
     c = build_compressor({"type": "abstractive", "max_summary_tokens": 64, "on_empty": "keep_original"})
     assert isinstance(c, AbstractiveCompressor) and c.config.max_summary_tokens == 64
@@ -493,6 +522,20 @@ def test_training_examples_oracle_and_empty_targets(tokenizer):
     assert all(not d.startswith(("Derek Acorah", "Uri Geller")) for d in empty.docs)
 
 
+def test_paired_examples_put_the_empty_twin_right_after_its_question():
+    import random
+
+    from ragzip.plugins.abstractive.train import build_examples
+
+    records = [_hotpot_record(i) for i in range(40)]
+    ex = build_examples(records, 60, random.Random(0), empty_frac=0.3, one_gold_frac=0.0, min_passages=3,
+                        max_passages=3, cut=lambda t: t)
+    assert len(ex) == 60 and 0.15 < sum(e.kind == "empty" for e in ex) / 60 < 0.45
+    for i, e in enumerate(ex):
+        if e.kind == "empty":
+            assert ex[i - 1].kind == "gold" and ex[i - 1].question == e.question
+
+
 def test_calibration_picks_threshold_under_gold_constraint():
     from ragzip.plugins.abstractive.train import calibrate
 
@@ -513,6 +556,7 @@ def test_train_main_end_to_end_on_a_tiny_model(causal_dir, tmp_path):
     card = json.loads((out / "config.json").read_text())
     assert card["train"]["steps"] == 3 and card["train"]["data"] == "train.jsonl"
     assert 0.0 <= card["empty_threshold"] <= 1.0 and card["max_passage_tokens"] == 128
+    assert card["summary_prefix"] == "Relevant:" and card["train"]["paired"]
     assert (out / "model.safetensors").is_file() and (out / "checkpoint-2" / "model.safetensors").is_file()
     assert (out / "loss.png").is_file()
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from ragzip import InputError, ModelNotFoundError, Passage, SoftTokenError, SoftTokenStore, build_compressor
 from ragzip.errors import ConfigError
 from ragzip.generation import GeneratorConfig, HFGenerator
 from ragzip.plugins.xrag import ProjectorConfig, XRAGCompressor, XRAGConfig, XRAGProjector
 from ragzip.plugins.xrag.modeling import ARTIFACTS, LastTokenEncoder, SentenceTransformerEncoder
 from ragzip.softstore import PLACEHOLDER_RE
-from torch import nn
 
 GEN = "embedded:smollm2-135m"
 EMB = "hash:16"
@@ -395,8 +396,9 @@ def test_published_hub_id_offline_is_a_clear_error(monkeypatch):
 
 def test_published_path_end_to_end_with_last_token_encoder(tmp_path, tokenizer):
     """xrag-7b's path in miniature: the checkpoint is both generator and projector; SFR-style last-token vectors."""
-    from ragzip.models import load_causal_lm
     from transformers import MistralConfig, MistralModel
+
+    from ragzip.models import load_causal_lm
 
     xmistral_checkpoint(tmp_path / "xrag", tokenizer)
     spec = str(tmp_path / "xrag")

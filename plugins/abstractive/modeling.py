@@ -163,6 +163,7 @@ class AdapterConfig:
     prompt_template: str = RECOMP_TEMPLATE
     chat_template: bool = False
     empty_threshold: float | None = None
+    summary_prefix: str = ""
     max_passage_tokens: int = 0
     dtype: str = "float32"
     train: dict[str, Any] = field(default_factory=dict)
@@ -269,7 +270,7 @@ class Summarizer:
 
     def __init__(self, model: nn.Module, tokenizer: Any, *, backbone: str = "causal",
                  prompt_template: str = RECOMP_TEMPLATE, chat_template: bool = False,
-                 adapter: AdapterConfig | None = None, base_model: str = "") -> None:
+                 adapter: AdapterConfig | None = None, base_model: str = "", summary_prefix: str = "") -> None:
         check_choice("summarizer", "backbone", backbone, BACKBONES)
         check_template(prompt_template, "summarizer.prompt_template")
         self.model = model
@@ -279,6 +280,7 @@ class Summarizer:
         self.chat_template = chat_template
         self.adapter = adapter
         self.base_model = base_model
+        self.summary_prefix = summary_prefix
         if getattr(tokenizer, "pad_token_id", None) is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.end_ids = self._end_ids()
@@ -314,7 +316,8 @@ class Summarizer:
             tokenizer = load_tokenizer(model)
         summarizer = cls(lm, tokenizer, backbone=backbone,
                          prompt_template=card.prompt_template if card else RECOMP_TEMPLATE,
-                         chat_template=card.chat_template if card else False, adapter=card, base_model=model)
+                         chat_template=card.chat_template if card else False, adapter=card, base_model=model,
+                         summary_prefix=card.summary_prefix if card else "")
         if card is not None:
             summarizer.load_adapter(Path(adapter))  # type: ignore[arg-type]
         return summarizer
@@ -324,7 +327,8 @@ class Summarizer:
         self.model.requires_grad_(False)
         wrapped = add_lora(self.model, lora)
         self.adapter = AdapterConfig(base_model=self.base_model, backbone=self.backbone, lora=asdict(lora),
-                                     prompt_template=self.prompt_template, chat_template=self.chat_template)
+                                     prompt_template=self.prompt_template, chat_template=self.chat_template,
+                                     summary_prefix=self.summary_prefix)
         logger.info("LoRA r=%d on %d projections (%s, ...): %d trainable parameters", lora.rank, len(wrapped),
                     wrapped[0], sum(p.numel() for p in self.trainable_parameters()))
         return wrapped
@@ -345,6 +349,7 @@ class Summarizer:
         self.model.eval()
         self.adapter = card
         self.prompt_template, self.chat_template = card.prompt_template, card.chat_template
+        self.summary_prefix = card.summary_prefix
 
     def save_adapter(self, folder: str | Path, **card: Any) -> Path:
         """Write ``config.json`` and ``model.safetensors`` holding only the LoRA weights (``dtype`` from the card)."""
@@ -393,9 +398,15 @@ class Summarizer:
         return list(self.tokenizer(prompt, add_special_tokens=not self.chat_template)["input_ids"])
 
     def encode_target(self, target: str) -> list[int]:
-        """Target ids: the summary (no special tokens) then the end token; ``""`` gives the end token alone."""
-        ids = list(self.tokenizer(target, add_special_tokens=False)["input_ids"]) if target.strip() else []
-        return ids + [self.end_ids[0]]
+        """Target ids: ``summary_prefix``, the summary (no special tokens), the end token; ``""``: the end token alone.
+
+        A fixed prefix turns the first decoded token into a two-way choice (prefix or end token), so P(end) at step
+        one is a clean "nothing helps" probability rather than one competing with every possible first word.
+        """
+        if not target.strip():
+            return [self.end_ids[0]]
+        text = f"{self.summary_prefix} {target}" if self.summary_prefix else target
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + [self.end_ids[0]]
 
     def count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
@@ -446,6 +457,8 @@ class Summarizer:
             body = tokens if ended is None else tokens[:ended]
             raw = self.tokenizer.decode(body, skip_special_tokens=True)
             text = raw.strip()
+            if self.summary_prefix and text.startswith(self.summary_prefix):
+                text = text[len(self.summary_prefix):].strip()
             stopped = "length" if ended is None else ("eos" if text else "empty")
             results.append(SummaryOutput(text, raw, len(body), float(p_end[row]), stopped))
         return results

@@ -119,18 +119,29 @@ def make_example(record: dict[str, Any], kind: str, rng: random.Random, *, n_pas
 
 
 def build_examples(records: Sequence[dict[str, Any]], n: int, rng: random.Random, *, empty_frac: float,
-                   one_gold_frac: float, min_passages: int, max_passages: int, cut: Any) -> list[Example]:
-    """``n`` examples, cycling through the shuffled records (each record once per pass)."""
+                   one_gold_frac: float, min_passages: int, max_passages: int, cut: Any,
+                   paired: bool = True) -> list[Example]:
+    """``n`` examples, cycling through the shuffled records (each record once per pass).
+
+    With ``paired``, every distractor-only example directly follows a with-gold example of the *same question*
+    (so both land in one optimizer step): the question alone then cannot tell "summarize" from "empty", only
+    the passages can. A share ``empty_frac`` of all examples is distractor-only either way.
+    """
     order = list(range(len(records)))
     out: list[Example] = []
+    pair_prob = empty_frac / (1 - empty_frac)  # pairs hold 2 examples, one of them empty
     while len(out) < n:
         rng.shuffle(order)
         for i in order:
             if len(out) >= n:
                 break
-            kind = "empty" if rng.random() < empty_frac else "gold"
-            out.append(make_example(records[i], kind, rng, n_passages=rng.randint(min_passages, max_passages),
-                                    one_gold=rng.random() < one_gold_frac, cut=cut))
+            if paired:
+                kinds = ["gold", "empty"] if rng.random() < pair_prob else ["gold"]
+            else:
+                kinds = ["empty" if rng.random() < empty_frac else "gold"]
+            for kind in kinds[: n - len(out)]:
+                out.append(make_example(records[i], kind, rng, n_passages=rng.randint(min_passages, max_passages),
+                                        one_gold=rng.random() < one_gold_frac, cut=cut))
     return out
 
 
@@ -184,6 +195,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--max-passage-tokens", type=int, default=128, help="cut each passage to this many tokens")
     p.add_argument("--empty-frac", type=float, default=0.3, help="share of distractor-only (empty target) examples")
     p.add_argument("--one-gold-frac", type=float, default=0.15, help="share of gold examples with one gold passage")
+    p.add_argument("--summary-prefix", default="Relevant:",
+                   help="fixed words every non-empty target starts with (stripped at inference); '' for none")
+    p.add_argument("--unpaired", action="store_true",
+                   help="draw distractor-only examples independently instead of right after the same question's")
     p.add_argument("--first-token-weight", type=float, default=3.0,
                    help="loss weight of the first target token (the summarize-or-empty decision)")
     p.add_argument("--holdout", type=int, default=30, help="training questions kept out for validation/calibration")
@@ -193,6 +208,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (shared machines: 2 at most)")
     p.add_argument("--time-budget-min", type=float, default=40.0, help="stop (and save) after this many minutes")
+    p.add_argument("--budget-clock", choices=["cpu", "wall"], default="cpu",
+                   help="what the budget counts: this process's CPU seconds divided by --threads (time it actually "
+                        "ran: a shared machine may pause or starve it) or wall-clock seconds")
     p.add_argument("--checkpoint-every", type=int, default=50, help="save the adapter every N steps (0 = never)")
     p.add_argument("--val-every-checkpoint", action="store_true",
                    help="also compute the held-out loss at each checkpoint (costs time on a busy CPU)")
@@ -273,6 +291,50 @@ def plot_losses(log: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def write_model_card(out: Path, card: dict[str, Any], lora: dict[str, Any]) -> Path:
+    """``MODEL_CARD.md``: data, seed, steps, time, losses, calibration and the command that reproduces the adapter."""
+    cal = card["calibration"]
+    stats = card["data_stats"]
+    size = (out / "model.safetensors").stat().st_size if (out / "model.safetensors").is_file() else 0
+    text = f"""# abstractive adapter: LoRA for {card.get("base_model", "embedded:smollm2-135m")}
+
+RECOMP-style query-focused summarizer with selective augmentation (an empty summary means "nothing helps"),
+trained by `ragzip train abstractive`. Only the LoRA weights are stored ({size / 2**20:.2f} MiB,
+{card.get("dtype", "float16")}); `config.json` names the base model.
+
+## Training
+- Data: `{card["data"]}` (HotpotQA distractor train, CC BY-SA 4.0): {stats["train_records"]} questions for training,
+  {stats["holdout_records"]} held out for validation and calibration. The dev set was never used.
+- Examples: {stats["examples"]} built ({stats["empty_examples"]} distractor-only with an empty target,
+  {"each right after a with-gold example of the same question" if card.get("paired") else "drawn independently"}),
+  {card["passages"][0]}-{card["passages"][1]} passages each, cut to {card["max_passage_tokens"]} tokens; mean sequence
+  {stats["mean_tokens"]} tokens, mean target {stats["mean_target_tokens"]} tokens. Targets are oracle summaries
+  (supporting-fact sentences), prefixed with `{card.get("summary_prefix", "")}`.
+- LoRA: rank {lora["rank"]}, alpha {lora["alpha"]}, dropout {lora["dropout"]}, on
+  {", ".join(lora["target_modules"])} of blocks >= {lora["first_layer"]}.
+- Optimizer: AdamW lr {card["lr"]} (warm-up, cosine to 10%), batch {card["batch_size"]} x {card["accum"]} accumulation,
+  first-token loss weight {card["first_token_weight"]}, seed {card["seed"]}.
+- Steps: {card["steps"]} of {card["steps_planned"]} planned{" (stopped by the time budget)" if card["stopped_early"] else ""};
+  {card["threads"]} CPU thread(s); training {card["train_s"]:.0f} s wall ({card["train_clock_s"]:.0f} s on the
+  budget's {card["budget_clock"]} clock), {card["total_s"]:.0f} s wall in all.
+- Loss (target cross-entropy, first token weighted): train {card["loss_first"]} (first logged) -> {card["loss_last"]}
+  (last logged); held-out {card["val_loss_start"]:.4f} -> {card["val_loss_end"]:.4f}. Curve: `loss.png` in the
+  training folder.
+- Calibration on the held-out questions: `empty_threshold` = {cal["threshold"]:.4f} (summary empty when P(end token
+  first) reaches it): empty for {cal["gold_empty"]:.0%} of inputs with the gold passages and
+  {cal["distractor_empty"]:.0%} of distractor-only inputs (plain greedy: {cal["gold_empty_greedy"]:.0%} /
+  {cal["distractor_empty_greedy"]:.0%}).
+
+## Reproduce
+```
+{card["command"]}
+```
+"""
+    path = out / "MODEL_CARD.md"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ragzip train abstractive``; returns the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -286,15 +348,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+
+    def clock() -> float:
+        return time.process_time() / args.threads if args.budget_clock == "cpu" else time.perf_counter()
+
     rng = random.Random(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    c0 = clock()
 
     summarizer = Summarizer.load(args.model, backbone=args.backbone, device=infer_device(args.device or None),
                                  private=True)
     lora = LoRAConfig(rank=args.rank, alpha=args.alpha, dropout=args.dropout, first_layer=args.first_layer,
                       target_modules=tuple(t.strip() for t in args.targets.split(",") if t.strip()))
+    summarizer.summary_prefix = args.summary_prefix.strip()
     summarizer.add_adapter(lora)
 
     def cut(text: str) -> str:
@@ -306,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_train = args.steps * args.accum * args.batch_size
     examples = build_examples(train_records, n_train, rng, empty_frac=args.empty_frac,
                               one_gold_frac=args.one_gold_frac, min_passages=args.min_passages,
-                              max_passages=args.max_passages, cut=cut)
+                              max_passages=args.max_passages, cut=cut, paired=not args.unpaired)
     val_rng = random.Random(args.seed + 1)
     val_gold = [make_example(r, "gold", val_rng, n_passages=val_rng.randint(args.min_passages, args.max_passages),
                              one_gold=False, cut=cut) for r in held]
@@ -369,14 +437,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("step 0 held-out loss %.4f (setup %.0f s)", log[-1]["val_loss"], time.perf_counter() - t0)
     summarizer.model.train()
     t_train = time.perf_counter()
+    c_train = clock()
     # Leave time for the final held-out loss and the calibration prefills (timed on the step-0 held-out loss).
     reserve_s = 1.3 * per_prefill * (2 * len(held) + len(val_small))
-    budget_s = max(args.time_budget_min * 60 - (t_train - t0) - reserve_s, 60.0)
+    budget_s = max(args.time_budget_min * 60 - (c_train - c0) - reserve_s, 60.0)
     logger.info("training budget %.0f s (%.0f s kept for validation and calibration)", budget_s, reserve_s)
     window: list[float] = []
     step, cursor, stopped_early = 0, 0, False
     for step in range(1, args.steps + 1):
-        progress = max((step - 1) / args.steps, (time.perf_counter() - t_train) / budget_s)
+        progress = max((step - 1) / args.steps, (clock() - c_train) / budget_s)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(progress, args.lr, args.warmup)
         total = 0.0
@@ -403,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             summarizer.save_adapter(out / f"checkpoint-{step}", dtype=args.dtype)
             plot_losses(log, out / "loss.png")
             logger.info("checkpoint %d saved", step)
-        if time.perf_counter() - t_train > budget_s:
+        if clock() - c_train > budget_s:
             logger.warning("time budget of %.0f min reached: stopping at step %d of %d", args.time_budget_min, step,
                            args.steps)
             stopped_early = True
@@ -421,8 +490,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stopped_early": stopped_early, "batch_size": args.batch_size, "accum": args.accum, "lr": args.lr,
         "lora": {"rank": args.rank, "alpha": args.alpha, "first_layer": args.first_layer, "targets": args.targets},
         "first_token_weight": args.first_token_weight, "empty_frac": args.empty_frac,
+        "summary_prefix": summarizer.summary_prefix, "paired": not args.unpaired,
         "one_gold_frac": args.one_gold_frac, "passages": [args.min_passages, args.max_passages],
         "max_passage_tokens": args.max_passage_tokens, "threads": args.threads, "train_s": round(train_s, 1),
+        "budget_clock": args.budget_clock,
+        "train_clock_s": round(clock() - c_train, 1), "cpu_s": round(time.process_time(), 1),
         "total_s": round(time.perf_counter() - t0, 1),
         "loss_first": next((r["loss"] for r in log if "loss" in r), None),
         "loss_last": next((r["loss"] for r in reversed(log) if "loss" in r), None),
@@ -432,6 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     summarizer.save_adapter(out, dtype=args.dtype, empty_threshold=round(cal["threshold"], 4),
                             max_passage_tokens=args.max_passage_tokens, base_model=args.model, train=train_card)
+    write_model_card(out, {**train_card, "base_model": args.model, "dtype": args.dtype}, asdict(lora))
     plot_losses(log, out / "loss.png")
     log_file.close()
     logger.info("saved adapter to %s (%.0f s in all)", out, time.perf_counter() - t0)

@@ -94,12 +94,20 @@ def evaluate_continuation(trainer: Trainer, n: int, p: float, max_chunks: int, t
                                                   "max_context_chunks": max_chunks})
 
 
-def evaluate_qa(trainer: Trainer, n: int, p: float, seed: int) -> dict[str, Any]:
-    items = [it for it in trainer.corpus.eval_qa if it.passages and it.answer.strip()][:n]
+def evaluate_qa(trainer: Trainer, n: int, p: float, seed: int, *, offset: int = 0,
+                records: Path | None = None) -> dict[str, Any]:
+    """Answer NLL per variant over held-out questions ``offset .. offset + n``; each question's sums are appended to
+    ``records`` (JSONL) when given, so a long evaluation can run in pieces and be summarised with ``--summarize``."""
+    items = [it for it in trainer.corpus.eval_qa if it.passages and it.answer.strip()]
     rng = random.Random(seed)
     totals: dict[str, list[float]] = {}
     per_example: dict[str, list[float]] = {}
-    for item in items:
+    for index, item in enumerate(items):
+        if index >= offset + n:
+            break
+        if index < offset:
+            rng.random()  # keep the random policy's draws identical however the run is split
+            continue
         inputs = trainer.qa_inputs(item)
         with torch.no_grad():
             logits = trainer.model.policy_logits(inputs["c"], inputs["q"], inputs["scalars"])
@@ -116,12 +124,35 @@ def evaluate_qa(trainer: Trainer, n: int, p: float, seed: int) -> dict[str, Any]
         empty = {"chunked": [], "e": inputs["e"][:0]}
         seqs.append(trainer.qa_sequence(item, empty, set()))  # the prompt with an empty context
         names = [*variants, "no_context"]
-        for name, (total, count) in zip(names, _nll_sums(trainer, seqs)):
+        sums = dict(zip(names, _nll_sums(trainer, seqs)))
+        if records is not None:
+            with open(records, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"index": index, "chunks": n_chunks, "expanded": m, "sums": sums}) + "\n")
+        for name, (total, count) in sums.items():
             totals.setdefault(name, [0.0, 0])
             totals[name][0] += total
             totals[name][1] += count
             per_example.setdefault(name, []).append(total / max(count, 1))
-    return _summary(totals, per_example, p, extra={"examples": len(items)})
+        logger.info("qa %d: %s", index, {k: round(t / max(c, 1), 3) for k, (t, c) in sums.items()})
+    return _summary(totals, per_example, p, extra={"examples": len(per_example.get("full", []))})
+
+
+def summarize_records(path: Path, p: float) -> dict[str, Any]:
+    """Aggregate the per-question JSONL written by :func:`evaluate_qa` (first record per index wins)."""
+    seen: dict[int, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            seen.setdefault(int(row["index"]), row)
+    totals: dict[str, list[float]] = {}
+    per_example: dict[str, list[float]] = {}
+    for _, row in sorted(seen.items()):
+        for name, (total, count) in row["sums"].items():
+            totals.setdefault(name, [0.0, 0])
+            totals[name][0] += total
+            totals[name][1] += count
+            per_example.setdefault(name, []).append(total / max(count, 1))
+    return _summary(totals, per_example, p, extra={"examples": len(seen), "indices": sorted(seen)})
 
 
 def _summary(totals: dict[str, list[float]], per_example: dict[str, list[float]], p: float, *,
@@ -151,8 +182,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parts", default="continuation,qa", help="which evaluations to run")
+    parser.add_argument("--qa-offset", type=int, default=0, help="first held-out question to evaluate")
+    parser.add_argument("--qa-records", default="", help="append per-question sums to this JSONL")
+    parser.add_argument("--summarize", default="", help="only aggregate a --qa-records file and print it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.summarize:
+        print(json.dumps(summarize_records(Path(args.summarize), args.p), indent=2))
+        return 0
     torch.set_num_threads(args.threads)
     from ragzip.models import load_causal_lm
 
@@ -163,11 +201,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             "--decoder", model.config.decoder, "--seed", str(args.seed)])
     trainer = Trainer(train_args, load_corpus(args.data), model, decoder, tokenizer)
     result: dict[str, Any] = {"artifact": args.artifact, "k": model.config.k, "decoder": model.config.decoder}
-    result["continuation"] = evaluate_continuation(trainer, args.continuation_examples, args.p, args.max_chunks,
-                                                   args.target_tokens, args.seed)
-    logger.info("continuation: %s", json.dumps(result["continuation"]))
-    result["qa"] = evaluate_qa(trainer, args.qa_examples, args.p, args.seed)
-    logger.info("qa: %s", json.dumps(result["qa"]))
+    parts = {part.strip() for part in args.parts.split(",")}
+    if "continuation" in parts:
+        result["continuation"] = evaluate_continuation(trainer, args.continuation_examples, args.p, args.max_chunks,
+                                                       args.target_tokens, args.seed)
+        logger.info("continuation: %s", json.dumps(result["continuation"]))
+    if "qa" in parts:
+        result["qa"] = evaluate_qa(trainer, args.qa_examples, args.p, args.seed, offset=args.qa_offset,
+                                   records=Path(args.qa_records) if args.qa_records else None)
+        logger.info("qa: %s", json.dumps(result["qa"]))
     result["wall_s"] = round(time.perf_counter() - start, 1)
     text = json.dumps(result, indent=2)
     if args.out:

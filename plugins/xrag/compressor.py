@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from ragzip.compressor import Compressor
 from ragzip.errors import ConfigError, InputError, ModelNotFoundError, SoftTokenError
 from ragzip.plugins.xrag.config import WHERE, XRAGConfig

@@ -21,11 +21,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
+
 from ragzip.config_utils import from_dict
 from ragzip.errors import ConfigError, InputError, ModelNotFoundError
 from ragzip.models import EMBEDDED, hub_error, resolve
 from ragzip.plugins.xrag.config import ProjectorConfig
-from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +91,9 @@ class XRAGProjector(nn.Module):
     # ------------------------------------------------------------------------------------------------- persistence
     def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (the projector only) into ``folder``."""
-        import ragzip
         from safetensors.torch import save_file
+
+        import ragzip
 
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
@@ -301,8 +303,9 @@ class LastTokenEncoder:
 
     def __init__(self, spec: str, *, max_length: int = 180, device: str | None = None, model: Any = None,
                  tokenizer: Any = None, batch_size: int = 8) -> None:
-        from ragzip.models import infer_device
         from transformers import AutoModel, AutoTokenizer
+
+        from ragzip.models import infer_device
 
         self.name = spec
         self.max_length = max_length

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from ragzip.plugins.xrag.config import ProjectorConfig, check_context_template
 from ragzip.plugins.xrag.modeling import XRAGProjector
 
