@@ -12,9 +12,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ragzip.errors import RagzipError
 

@@ -7,7 +7,8 @@ import difflib
 import logging
 import types
 import typing
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from ragzip.errors import ConfigError
 

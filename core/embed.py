@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from ragzip.errors import ConfigError, InputError
 from ragzip.models import infer_device, load_sentence_transformer
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ragzip.config_utils import check_choice, check_range, from_dict
 from ragzip.corpus import Corpus, chunk_passages, load_corpus
 from ragzip.embed import Embedder

@@ -55,6 +55,7 @@ from langchain_core.messages import AIMessage, BaseMessage  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatResult, Generation, LLMResult  # noqa: E402
 from langchain_core.runnables import RunnableLambda  # noqa: E402
 from pydantic import ConfigDict, Field, PrivateAttr  # noqa: E402
+
 from ragzip.compressor import Compressor  # noqa: E402
 from ragzip.config_utils import unknown_key_message  # noqa: E402
 from ragzip.errors import ConfigError, InputError  # noqa: E402

@@ -61,6 +61,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM  # noqa: E402
 from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
+
 from ragzip.compressor import Compressor  # noqa: E402
 from ragzip.config_utils import unknown_key_message  # noqa: E402
 from ragzip.errors import ConfigError  # noqa: E402
@@ -369,8 +370,9 @@ def _context_length(generator: Any) -> int:
         return length
     positions = None
     try:
-        from ragzip.models import resolve
         from transformers import AutoConfig
+
+        from ragzip.models import resolve
 
         positions = getattr(AutoConfig.from_pretrained(resolve(generator.config.model)), "max_position_embeddings",
                             None)

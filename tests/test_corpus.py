@@ -9,6 +9,7 @@ import re
 from importlib import resources
 
 import pytest
+
 from ragzip import ConfigError, InputError, Passage
 from ragzip.corpus import Corpus, chunk_passages, chunk_text, load_corpus
 

@@ -13,6 +13,17 @@ import pytest
 pytest.importorskip("llama_index.core")
 
 import torch  # noqa: E402
+from adapter_helpers import (  # noqa: E402
+    QUERY,
+    TRUNCATE,
+    CountingCompressor,
+    SummaryCompressor,
+    ToySoftCompressor,
+    contains_row,
+    spy_embeddings,
+    tiny_causal_lm,
+    tiny_generator,
+)
 from llama_index.core import StorageContext, VectorStoreIndex  # noqa: E402
 from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
 from llama_index.core.base.llms.types import ChatMessage, MessageRole  # noqa: E402
@@ -29,7 +40,7 @@ from llama_index.core.schema import (  # noqa: E402
     RelatedNodeInfo,
     TextNode,
 )
-from ragzip import Compressor, CompressorConfig, PassageResult, SoftSegment  # noqa: E402
+
 from ragzip.errors import ConfigError, InputError, SoftTokenError  # noqa: E402
 from ragzip.integrations.llamaindex import (  # noqa: E402
     RagzipEmbedding,
@@ -38,10 +49,6 @@ from ragzip.integrations.llamaindex import (  # noqa: E402
     SoftTokenGuard,
 )
 from ragzip.softstore import PLACEHOLDER_RE, SoftTokenStore, placeholder  # noqa: E402
-from ragzip.tokens import WhitespaceTokenCounter  # noqa: E402
-
-TRUNCATE = {"type": "truncate", "max_tokens": 6, "tokenizer": "whitespace"}
-QUERY = "Who designed the Eiffel Tower?"
 
 
 # ------------------------------------------------------------------------------------------------- test helpers
@@ -61,115 +68,14 @@ def make_nodes() -> list[NodeWithScore]:
     ]
 
 
-class SummaryCompressor(Compressor):
-    """Test-only abstractive-style compressor: fuses the passages into one summary (or an empty one)."""
-
-    name = "test-summary"
-
-    def __init__(self, summary: str) -> None:
-        super().__init__(CompressorConfig(tokenizer="whitespace"), token_counter=WhitespaceTokenCounter())
-        self.summary = summary
-
-    def _compress(self, query, passages):
-        results = [PassageResult(p, "", "summarized", tokens_before=len(p.text.split())) for p in passages]
-        return self.context(query, results, summary=self.summary, summary_tokens=len(self.summary.split()))
-
-
-class CountingCompressor(Compressor):
-    """Keeps everything; records the number of questions in each batch it is given."""
-
-    name = "test-counting"
-
-    def __init__(self) -> None:
-        super().__init__(CompressorConfig(tokenizer="whitespace"), token_counter=WhitespaceTokenCounter())
-        self.batches: list[int] = []
-
-    def _compress_batch(self, queries, passages):
-        self.batches.append(len(queries))
-        return super()._compress_batch(queries, passages)
-
-    def _compress(self, query, passages):
-        return self.context(query, [PassageResult(p, p.text, "kept") for p in passages])
-
-
-class ToySoftCompressor(Compressor):
-    """Test-only soft compressor: one soft token per passage, a fixed random vector in the generator's space."""
-
-    name = "test-soft"
-    soft = True
-
-    def __init__(self, space: str, dim: int, store: SoftTokenStore) -> None:
-        super().__init__(CompressorConfig(tokenizer="whitespace"), token_counter=WhitespaceTokenCounter(),
-                         store=store)
-        self.space, self.dim = space, dim
-        self.vectors: list[torch.Tensor] = []
-
-    def _compress(self, query, passages):
-        results = []
-        for p in passages:
-            vector = torch.randn(1, self.dim)
-            self.vectors.append(vector)
-            text = self.store.put(vector, space=self.space)
-            handle = PLACEHOLDER_RE.fullmatch(text).group(1)
-            results.append(PassageResult(p, text, "soft", tokens_before=len(p.text.split()), tokens_after=1,
-                                         soft=(SoftSegment(handle, text, 1),)))
-        return self.context(query, results)
-
-
-def tiny_tokenizer():
-    """A byte-level BPE tokenizer trained in memory, with a chat template: no download."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(["The Eiffel Tower in Paris was designed by Gustave Eiffel. Who? Context:"] * 3, trainer)
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    hf.chat_template = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-                        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-    return hf
-
-
 @pytest.fixture(scope="module")
 def tiny_parts():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    return LlamaForCausalLM(config).eval(), tokenizer
+    return tiny_causal_lm()
 
 
 @pytest.fixture()
 def generator(tiny_parts):
-    from ragzip.generation import GeneratorConfig, HFGenerator
-
-    model, tokenizer = tiny_parts
-    return HFGenerator(GeneratorConfig(model="tiny-llama", max_new_tokens=3), store=SoftTokenStore(),
-                       model=model, tokenizer=tokenizer)
-
-
-def spy_embeddings(generator) -> list[torch.Tensor]:
-    """Record every (T, d) prompt embedding the generator builds."""
-    seen: list[torch.Tensor] = []
-    inner = generator.embed_prompt
-
-    def embed_prompt(prompt):
-        out = inner(prompt)
-        seen.append(out.detach().clone())
-        return out
-
-    generator.embed_prompt = embed_prompt
-    return seen
-
-
-def contains_row(embeds: torch.Tensor, vector: torch.Tensor) -> bool:
-    return bool((embeds == vector.reshape(1, -1)).all(dim=-1).any())
+    return tiny_generator(tiny_parts)
 
 
 def hash_embedding() -> RagzipEmbedding:

@@ -12,6 +12,7 @@ from importlib import resources
 
 import numpy as np
 import pytest
+
 from ragzip import ConfigError, IndexCorruptError, InputError, Passage
 from ragzip.config_utils import from_dict
 from ragzip.embed import Embedder, HashEmbeddingModel

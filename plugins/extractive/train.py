@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import shlex
 import shutil
@@ -262,6 +263,7 @@ def train(args: argparse.Namespace) -> int:
         log_file.write(json.dumps(fields) + "\n")
         log_file.flush()
 
+    load_start = os.getloadavg()[0]
     questions = load_hotpotqa(args.data, args.limit)
     train_qs, held_qs = split_holdout(questions, args.holdout, args.seed)
     logger.info("%d questions: %d train, %d held out", len(questions), len(train_qs), len(held_qs))
@@ -294,17 +296,26 @@ def train(args: argparse.Namespace) -> int:
         idx = list(range(pos, pos + len(q.paragraphs)))
         groups.append(([i for i in idx if train_paragraphs[i].gold], [i for i in idx if not train_paragraphs[i].gold]))
         pos += len(q.paragraphs)
+    n_own = len(train_paragraphs)
     for _ in range(n_epochs):
         chosen = []
-        for gold, others in groups:
+        for q, (gold, others) in zip(train_qs, groups, strict=True):
             k = len(others) if args.distractors < 0 else min(args.distractors, len(others))
             chosen.extend(gold + rng.sample(others, k))
+            for _ in range(args.foreign):  # cross-question negative: another question's paragraph, all labels 0
+                other = train_qs[rng.randrange(len(train_qs))]
+                if other is q or not other.paragraphs:
+                    continue
+                para = rng.choice(other.paragraphs)
+                train_paragraphs.append(Paragraph(q.query, para.title, para.sentences, [0] * len(para.sentences)))
+                chosen.append(len(train_paragraphs) - 1)
         epoch_sets.append(chosen)
+    logger.info("%d own paragraphs, %d cross-question negatives", n_own, len(train_paragraphs) - n_own)
     used = sorted({i for chosen in epoch_sets for i in chosen})
     t0 = time.perf_counter()
     key = {"data": _sha256(args.data), "limit": args.limit, "holdout": args.holdout, "seed": args.seed,
            "base": args.base_model, "init": args.init, "layers": scorer.config.trained_layers,
-           "window": scorer.window, "title_dropout": args.title_dropout, "used": used}
+           "window": scorer.window, "title_dropout": args.title_dropout, "foreign": args.foreign, "used": used}
     cached = _load_cache(args.cache_file, key)
     if cached is None:
         cached = cache_bottom(scorer, [train_paragraphs[i] for i in used], args.title_dropout, rng)
@@ -382,8 +393,10 @@ def train(args: argparse.Namespace) -> int:
         "head_lr": args.head_lr,
         "pos_weight": args.pos_weight,
         "distractors_per_question": args.distractors,
+        "foreign_per_question": args.foreign,
         "title_dropout": args.title_dropout,
         "threads": args.threads,
+        "load_average": round(load_start, 1),
         "train_seconds": round(train_s),
         "stopped_early": stopped_early,
         "command": "ragzip train extractive " + " ".join(shlex.quote(a) for a in args.argv),
@@ -641,11 +654,13 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
         "supporting paragraphs; random negatives = sentences of distractor paragraphs. Each example is a whole "
         "paragraph with a label per sentence (BCE, positive weight "
         f"{tr.get('pos_weight')}); each epoch uses every gold paragraph and {tr.get('distractors_per_question')} "
-        f"fresh random distractors per question; titles dropped with p={tr.get('title_dropout')}.",
+        f"fresh random distractors per question, plus {tr.get('foreign_per_question', 0)} cross-question negative(s) "
+        "(a paragraph of another question under this question, every sentence labelled 0); titles dropped with "
+        f"p={tr.get('title_dropout')}.",
         f"- Steps: {tr.get('steps')} (best checkpoint: step {tr.get('best_step')}), batch {tr.get('batch_size')}, "
         f"AdamW lr {tr.get('lr')} (head {tr.get('head_lr')}), linear warm-up/decay, seed {tr.get('seed')}, "
         f"{tr.get('threads')} CPU thread(s), {tr.get('train_seconds')} s wall time (including caching the frozen "
-        "layers' outputs) on a 2-core CPU shared with other jobs (load average about 9: a fraction of one core).",
+        f"layers' outputs) on a 2-core CPU (load average {tr.get('load_average', '?')} at the start).",
         f"- Reproduce: `{tr.get('command')}`",
     ]
     if tr.get("stopped_early"):
@@ -749,6 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pos-weight", type=float, default=3.0)
     parser.add_argument("--distractors", type=int, default=4, help="Distractor paragraphs per question per epoch "
                                                                    "(-1: all).")
+    parser.add_argument("--foreign", type=int, default=1,
+                        help="Cross-question negatives per question per epoch: a paragraph of another question, "
+                             "paired with this question, every sentence labelled 0 (teaches off-topic = useless).")
     parser.add_argument("--title-dropout", type=float, default=0.3)
     parser.add_argument("--holdout", type=int, default=100, help="Training questions held out for calibration.")
     parser.add_argument("--target-recall", type=float, default=0.88,
