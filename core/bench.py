@@ -442,12 +442,13 @@ def _summarise(records: Sequence[dict[str, Any]], rss: RSSSampler, extra: dict[s
         "context_tokens": _mean([r["tokens_after"] for r in records]),
         "compression_ratio": (before / after) if after else (None if before else 1.0),
         "compress_s": _mean([r["compress_s"] for r in records]),
-        "ttft_s": _mean([r["ttft_s"] for r in records]),
+        "ttft_s": _mean([r["ttft_s"] for r in records if r["ttft_s"] is not None]),
         "total_s": _mean([r["total_s"] for r in records]),
         "peak_rss_mb": round(rss.peak_mb, 1),
         "n": len(records),
         "tokens_before": _mean([r["tokens_before"] for r in records]),
-        "gen_ttft_s": _mean([r["gen_ttft_s"] for r in records]),
+        "gen_ttft_s": _mean([r["gen_ttft_s"] for r in records if r["gen_ttft_s"] is not None]),
+        "ttft_n": sum(r["ttft_s"] is not None for r in records),
         "gen_s": _mean([r["gen_s"] for r in records]),
         "new_tokens": _mean([r["new_tokens"] for r in records]),
         "empty_context": _mean([float(r["tokens_after"] == 0) for r in records]),
@@ -459,7 +460,7 @@ def _summarise(records: Sequence[dict[str, Any]], rss: RSSSampler, extra: dict[s
 
 def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[Any], passages: Sequence[list[Any]],
                 recalls: Sequence[float | None], *, generator: Any, embedder: Any, batch_size: int, warmup: bool,
-                progress: bool, seed: int) -> _Run:
+                progress: bool, seed: int, ttft_questions: int = 0) -> _Run:
     import torch
     from tqdm import tqdm
 
@@ -475,6 +476,8 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
         generations: list[Any] = []
         bar = tqdm(total=len(questions), desc=spec.label, file=sys.stderr, disable=not progress, leave=True,
                    dynamic_ncols=True)
+        ttft: dict[int, float] = {}
+        loop_start = time.perf_counter()
         try:
             pending: list[int] = []
             for i, (question, items) in enumerate(zip(questions, passages, strict=False)):
@@ -486,6 +489,10 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
                     generations.append(generator.answer(question, contexts[-1] if compressor is not None else None))
                     bar.update(1)
                     continue
+                if i < ttft_questions:  # exact TTFT of this question alone (a batch's prefill is shared)
+                    ctx = contexts[-1] if compressor is not None else None
+                    prompt = generator.format_prompt(question, generator._context_text(ctx))
+                    ttft[i] = generator.generate([prompt], max_new_tokens=1)[0].ttft_s
                 pending.append(i)
                 if len(pending) == batch_size or i == len(questions) - 1:
                     ctxs = [contexts[j] if compressor is not None else None for j in pending]
@@ -494,6 +501,7 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
                     pending = []
         finally:
             bar.close()
+        loop_s = time.perf_counter() - loop_start
         config = None
         if compressor is not None:
             try:
@@ -505,7 +513,12 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
         del compressor
         gc.collect()
     records = _records(spec, examples, contexts, generations, recalls)
-    extra: dict[str, Any] = {"kind": spec.kind}
+    if batch_size > 1:  # TTFT only where it was measured alone; the batch's shared prefill is not a TTFT
+        for i, r in enumerate(records):
+            r["batch_ttft_s"] = r["gen_ttft_s"]
+            r["gen_ttft_s"] = round(ttft[i], 5) if i in ttft else None
+            r["ttft_s"] = round(r["compress_s"] + ttft[i], 5) if i in ttft else None
+    extra: dict[str, Any] = {"kind": spec.kind, "wall_per_question_s": round(loop_s / max(len(records), 1), 4)}
     if config is not None:
         extra["config"] = _jsonable(config)
     return _Run(_summarise(records, rss, extra), records)
@@ -595,6 +608,7 @@ def run_bench(
     command: str | None = None,
     index_cache: str | Path | None = None,
     budget: int | None = None,
+    ttft_questions: int = 20,
 ) -> dict[str, Any]:
     """Run the benchmark and return the result dict (and write the files when ``out`` is given).
 
@@ -612,6 +626,8 @@ def run_bench(
         config: A bench YAML path or an already-parsed mapping (see :func:`load_bench_config`).
         out: Where to write the JSON; ``.jsonl``, ``.md`` and ``.png`` go beside it with the same stem.
         batch_size: Questions decoded together (1: exact per-question TTFT).
+        ttft_questions: With ``batch_size > 1``: the first N questions of each method are also run alone to the first
+            token, and ``ttft_s`` is their mean (a batch's shared prefill is not any question's TTFT).
         warmup: Run each method once, untimed, on the first question before measuring.
         progress: Show a progress bar per method on stderr.
         command: The command line to record (the CLI passes its own).
@@ -641,6 +657,8 @@ def run_bench(
         raise ConfigError(f"budget = {budget!r} must be a non-negative integer (tokens), e.g. 300.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size = {batch_size!r} must be a positive integer (1 for exact per-question TTFT).")
+    if isinstance(ttft_questions, bool) or not isinstance(ttft_questions, int) or ttft_questions < 0:
+        raise ConfigError(f"ttft_questions = {ttft_questions!r} must be a non-negative integer, e.g. 20.")
     all_examples = load_qa(data)
     examples = select(all_examples, limit, seed)
 
@@ -692,7 +710,8 @@ def run_bench(
         logger.info("running %s on %d questions", spec.label, len(examples))
         try:
             run = _run_method(spec, options, examples, passages, recalls, generator=gen, embedder=emb,
-                              batch_size=batch_size, warmup=warmup, progress=progress, seed=seed)
+                              batch_size=batch_size, warmup=warmup, progress=progress, seed=seed,
+                              ttft_questions=ttft_questions if batch_size > 1 else 0)
         except (MissingDependencyError, ModelNotFoundError) as err:  # not installed / no trained artifact here
             logger.warning("method %s skipped: %s", spec.label, err)
             skipped[spec.label] = f"not available: {err}"
@@ -721,7 +740,8 @@ def run_bench(
         "limit": limit,
         "budget": budget or None,
         "generator_config": _generator_config(gen),
-        "timing": {"batch_size": batch_size, "warmup": warmup, "per_question": batch_size == 1},
+        "timing": {"batch_size": batch_size, "warmup": warmup, "per_question": batch_size == 1,
+                   "ttft_questions": len(examples) if batch_size == 1 else min(ttft_questions, len(examples))},
         "command": command,
         "date": started_at,
         "machine": {**_machine(), "load_avg_1m_start": load_at_start, "load_avg_1m_end": _load_avg()},
@@ -841,6 +861,17 @@ def markdown_table(result: Mapping[str, Any], image: str | None = None) -> str:
         "Means per question. `acc`: a gold answer occurs in the normalised output; EM/F1: SQuAD normalisation. "
         "Tokens are counted with the generator's tokenizer; ratio = uncompressed / read tokens (sum over questions). "
         "TTFT and total include compression. Peak RSS is the whole process (shared models included).",
+    ]
+    timing = result.get("timing") or {}
+    if timing.get("batch_size", 1) > 1:
+        walls = ", ".join(f"{name} {_fmt(m.get('wall_per_question_s'))}"
+                          for name, m in (result.get("methods") or {}).items() if m.get("wall_per_question_s"))
+        lines.append(f"Decoded in batches of {timing['batch_size']}: `total s` is a question's latency inside its "
+                     f"batch (the batch's prefill and its own decoding); `TTFT s` is measured on the first "
+                     f"{timing.get('ttft_questions')} questions of each method, each run alone to its first token. "
+                     f"Wall seconds per question (the method's whole run / questions, TTFT probes included): "
+                     f"{walls}.")
+    lines += [
         "",
         f"Command: `{result.get('command') or 'run_bench(...)'}`",
         "",
@@ -918,6 +949,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "read by the first ragzip compressor in --methods).")
     parser.add_argument("--batch-size", type=int, default=1,
                         help="Questions decoded together; 1 (default) measures each question's TTFT exactly.")
+    parser.add_argument("--ttft-questions", type=int, default=20,
+                        help="With --batch-size > 1: the first N questions of each method are also run alone to the "
+                             "first token, and TTFT is their mean (default 20).")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
     parser.add_argument("--index-cache", default=None,
                         help="Folder to save and reuse the FAISS index of the data file (default: the ragzip cache, "
@@ -949,7 +983,7 @@ def run(args: argparse.Namespace) -> int:
             generator=generator, max_new_tokens=args.max_new_tokens, embedder=args.embedder or
             cfg.get("embedder", "embedded:minilm"), config=cfg, out=args.out, batch_size=args.batch_size,
             warmup=not args.no_warmup, progress=not args.quiet, command=command, index_cache=index_cache,
-            budget=args.budget)
+            budget=args.budget, ttft_questions=args.ttft_questions)
     except (ConfigError, InputError) as err:
         print(f"ragzip bench: error: {err}", file=sys.stderr)
         return 2

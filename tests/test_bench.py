@@ -207,6 +207,23 @@ def test_run_bench_given_setting_batched(data_file, generator, embedder):
     assert result["timing"]["per_question"] is False
 
 
+def test_batched_run_times_ttft_alone_on_the_first_questions(data_file, generator, embedder, tmp_path):
+    out = tmp_path / "b.json"
+    result = run_bench(data_file, ["none"], limit=3, setting="given", generator=generator, embedder=embedder,
+                       batch_size=3, ttft_questions=2, warmup=False, progress=False, out=out)
+    none = result["methods"]["none"]
+    assert result["timing"]["ttft_questions"] == 2 and none["ttft_n"] == 2
+    records = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert [r["ttft_s"] is not None for r in records] == [True, True, False]
+    assert all(r["batch_ttft_s"] > 0 for r in records)
+    probed = [r["gen_ttft_s"] for r in records[:2]]
+    assert none["gen_ttft_s"] == pytest.approx(sum(probed) / 2, abs=1e-5)
+    assert none["wall_per_question_s"] > 0
+    assert "each run alone to its first token" in out.with_suffix(".md").read_text()
+    with pytest.raises(ConfigError, match="ttft_questions"):
+        run_bench(data_file, "none", ttft_questions=-1, generator=object())
+
+
 def test_plain_truncate_without_reference_is_skipped(data_file, generator, embedder):
     result = run_bench(data_file, "none,truncate", limit=1, setting="given", generator=generator, embedder=embedder,
                        progress=False)

@@ -427,8 +427,11 @@ class CrossEncoderScorer:
         model.requires_grad_(False)
         return cls(model, tokenizer, device=device, **kwargs)
 
-    def save_pretrained(self, path: str | Path, **config_updates: Any) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (only the trained layers and head, float32)."""
+    def save_pretrained(self, path: str | Path, *, weights_dtype: str = "float32", **config_updates: Any) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (only the trained layers and head).
+
+        ``weights_dtype="float16"`` halves the file; loading casts back to the model's dtype (float32 on a CPU).
+        """
         from safetensors.torch import save_file
 
         import ragzip
@@ -438,7 +441,10 @@ class CrossEncoderScorer:
         for key, value in config_updates.items():
             setattr(self.config, key, value)
         self.config.ragzip_version = ragzip.__version__
-        state = {k: v.detach().to("cpu", _torch().float32).contiguous()
+        if weights_dtype not in ("float32", "float16"):
+            raise ConfigError(f"weights_dtype = {weights_dtype!r}: use 'float32' or 'float16'.")
+        dtype = getattr(_torch(), weights_dtype)
+        state = {k: v.detach().to("cpu", dtype).contiguous()
                  for k, v in self.model.trained_parameters().items()}
         save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
         (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")

@@ -402,7 +402,8 @@ def train(args: argparse.Namespace) -> int:
         "command": "ragzip train extractive " + " ".join(shlex.quote(a) for a in args.argv),
     }
     metrics = {"holdout_calibration": calibration}
-    final.save_pretrained(out, threshold=calibration["threshold"], training=training, metrics=metrics)
+    final.save_pretrained(out, weights_dtype=args.save_dtype, threshold=calibration["threshold"], training=training,
+                          metrics=metrics)
     write_model_card(out)
     record(done=True, **training, threshold=calibration["threshold"])
     logger.info("wrote %s (%s)", out, _size(out / WEIGHTS_NAME))
@@ -633,13 +634,13 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
         "## What this artifact holds",
         f"- Base encoder: `{cfg['base_model']}` ({cfg['base_model_id']}), loaded from the embedded package; its "
         f"embeddings and bottom layers are used as they are.",
-        f"- Stored here (float32, `{WEIGHTS_NAME}`, {_size(folder / WEIGHTS_NAME)}): the top "
-        f"{cfg['trained_layers']} encoder layers, fine-tuned, and the sentence head ({cfg['head_hidden']} hidden, "
-        f"`{cfg.get('head_type')}`). Why this and not LoRA or float16 weights: fine-tuning whole top layers adapts "
-        "the bi-encoder to cross-encoding more than a low-rank update, stays small (only what was trained: about "
-        "7 MB a layer), and lets training cache the frozen bottom layers' outputs once, which made it affordable "
-        "on a shared 2-core CPU. The bottom layers and the 47 MB embedding matrix come from the base model named in "
-        "`config.json`.",
+        f"- Stored here ({_weights_dtype(folder / WEIGHTS_NAME)}, `{WEIGHTS_NAME}`, {_size(folder / WEIGHTS_NAME)}): "
+        f"the top {cfg['trained_layers']} encoder layers, fine-tuned, and the sentence head ({cfg['head_hidden']} "
+        f"hidden, `{cfg.get('head_type')}`); loading casts them to float32 on a CPU. Why whole layers and not LoRA: "
+        "fine-tuning whole top layers adapts the bi-encoder to cross-encoding more than a low-rank update, stays "
+        "small (only what was trained: about 3.5 MB a layer in float16), and lets training cache the frozen bottom "
+        "layers' outputs once, which makes it affordable on a 2-core CPU. The bottom layers and the 47 MB embedding "
+        "matrix come from the base model named in `config.json`.",
         f"- Window: {cfg['window']} tokens; titles up to {cfg['max_title_tokens']} tokens. Longer passages are scored "
         "in overlapping windows; a single sentence longer than the window is scored from its first part.",
         f"- Default threshold: **{cfg['threshold']}**, calibrated on held-out *training* questions as the highest "
@@ -724,6 +725,15 @@ def _fmt(m: dict[str, Any]) -> str:
             f"{100 * m['kept_token_share']:.1f}% of words kept")
 
 
+def _weights_dtype(path: Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())
+        return str(handle.get_slice(keys[0]).get_dtype()).lower().replace("f16", "float16").replace(
+            "f32", "float32") if keys else "empty"
+
+
 def _size(path: Path) -> str:
     return f"{path.stat().st_size / 2**20:.1f} MiB" if path.exists() else "?"
 
@@ -777,6 +787,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-file", help="Save (or reuse) the frozen layers' outputs here (several hundred MB).")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the CPU is shared: keep it small).")
+    parser.add_argument("--save-dtype", default="float16", choices=["float16", "float32"],
+                        help="Dtype of the final artifact's weights (float16 halves the file; scores change by "
+                             "<1e-3).")
     return parser
 
 
