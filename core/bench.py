@@ -443,7 +443,7 @@ def _summarise(records: Sequence[dict[str, Any]], rss: RSSSampler, extra: dict[s
         "compression_ratio": (before / after) if after else (None if before else 1.0),
         "compress_s": _mean([r["compress_s"] for r in records]),
         "ttft_s": _mean([r["ttft_s"] for r in records if r["ttft_s"] is not None]),
-        "total_s": _mean([r["total_s"] for r in records]),
+        "total_s": _mean([r["total_s"] for r in records if r["total_s"] is not None]),
         "peak_rss_mb": round(rss.peak_mb, 1),
         "n": len(records),
         "tokens_before": _mean([r["tokens_before"] for r in records]),
@@ -513,12 +513,18 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
         del compressor
         gc.collect()
     records = _records(spec, examples, contexts, generations, recalls)
-    if batch_size > 1:  # TTFT only where it was measured alone; the batch's shared prefill is not a TTFT
+    wall = round(loop_s / max(len(records), 1), 5)
+    extra: dict[str, Any] = {"kind": spec.kind, "wall_per_question_s": wall}
+    if batch_size > 1:
+        # A batch shares its prefill and decoding: no question has a TTFT or a total time of its own. TTFT is kept
+        # where it was measured alone; the time per question is the method's wall time over the questions.
         for i, r in enumerate(records):
-            r["batch_ttft_s"] = r["gen_ttft_s"]
+            r["batch_ttft_s"], r["batch_total_s"] = r["gen_ttft_s"], r["total_s"]
             r["gen_ttft_s"] = round(ttft[i], 5) if i in ttft else None
             r["ttft_s"] = round(r["compress_s"] + ttft[i], 5) if i in ttft else None
-    extra: dict[str, Any] = {"kind": spec.kind, "wall_per_question_s": round(loop_s / max(len(records), 1), 4)}
+            r["total_s"] = None
+        extra["total_s"] = wall
+        extra["batch_latency_s"] = _mean([r["batch_total_s"] for r in records])
     if config is not None:
         extra["config"] = _jsonable(config)
     return _Run(_summarise(records, rss, extra), records)
@@ -864,13 +870,10 @@ def markdown_table(result: Mapping[str, Any], image: str | None = None) -> str:
     ]
     timing = result.get("timing") or {}
     if timing.get("batch_size", 1) > 1:
-        walls = ", ".join(f"{name} {_fmt(m.get('wall_per_question_s'))}"
-                          for name, m in (result.get("methods") or {}).items() if m.get("wall_per_question_s"))
-        lines.append(f"Decoded in batches of {timing['batch_size']}: `total s` is a question's latency inside its "
-                     f"batch (the batch's prefill and its own decoding); `TTFT s` is measured on the first "
-                     f"{timing.get('ttft_questions')} questions of each method, each run alone to its first token. "
-                     f"Wall seconds per question (the method's whole run / questions, TTFT probes included): "
-                     f"{walls}.")
+        lines.append(f"Decoded in batches of {timing['batch_size']}: `total s` is the method's wall time over the "
+                     f"questions (compression, batched decoding and the TTFT probes); `TTFT s` is measured on the "
+                     f"first {timing.get('ttft_questions')} questions of each method, each run alone to its first "
+                     "token.")
     lines += [
         "",
         f"Command: `{result.get('command') or 'run_bench(...)'}`",
@@ -908,7 +911,10 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
     left.grid(alpha=0.3)
     compress = [methods[n]["compress_s"] for n in names]
     prefill = [methods[n].get("gen_ttft_s", 0.0) for n in names]
-    decode = [max(methods[n].get("gen_s", 0.0) - methods[n].get("gen_ttft_s", 0.0), 0.0) for n in names]
+    batched = (result.get("timing") or {}).get("batch_size", 1) > 1
+    # One at a time: the generation's own time; batched: the wall time per question less compression and TTFT.
+    decode = [max((methods[n]["total_s"] - methods[n]["compress_s"] if batched else methods[n].get("gen_s", 0.0))
+                  - methods[n].get("gen_ttft_s", 0.0), 0.0) for n in names]
     ys = range(len(names))
     right.barh(ys, compress, label="compress")
     right.barh(ys, prefill, left=compress, label="prefill + first token")
@@ -916,7 +922,8 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
     right.set_yticks(list(ys), names, fontsize=8)
     right.invert_yaxis()
     right.set_xlabel("seconds per question")
-    right.set_title("time per question")
+    right.set_title("time per question" + (f" (batches of {result['timing']['batch_size']}: wall / questions)"
+                                          if batched else ""))
     right.legend(fontsize=8)
     right.grid(alpha=0.3, axis="x")
     fig.tight_layout()

@@ -218,7 +218,8 @@ def test_batched_run_times_ttft_alone_on_the_first_questions(data_file, generato
     assert all(r["batch_ttft_s"] > 0 for r in records)
     probed = [r["gen_ttft_s"] for r in records[:2]]
     assert none["gen_ttft_s"] == pytest.approx(sum(probed) / 2, abs=1e-5)
-    assert none["wall_per_question_s"] > 0
+    assert none["wall_per_question_s"] > 0 and none["total_s"] == none["wall_per_question_s"]
+    assert all(r["total_s"] is None and r["batch_total_s"] > 0 for r in records)
     assert "each run alone to its first token" in out.with_suffix(".md").read_text()
     with pytest.raises(ConfigError, match="ttft_questions"):
         run_bench(data_file, "none", ttft_questions=-1, generator=object())

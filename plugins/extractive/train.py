@@ -710,8 +710,13 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
         "- Trained on English Wikipedia multi-hop questions (HotpotQA) only; other domains and languages work "
         "mechanically (WordPiece, uncased) but are not measured.",
         "- Scores depend on the passage as context; a passage cut mid-way by the retriever loses context.",
-        "- HotpotQA negatives are always on the question's topic, so a passage on an unrelated topic can still score "
-        "0.6 or more (seen on a hand-made example); the retriever filters most of these out.",
+        ("- HotpotQA's distractors are on the question's topic; the cross-question negatives (paragraphs of other "
+         "questions) are what teach the model that off-topic text is useless."
+         if tr.get("foreign_per_question") else
+         "- HotpotQA negatives are always on the question's topic, so a passage on an unrelated topic can still "
+         "score high; train with `--foreign 1` (cross-question negatives) to teach that off-topic text is useless."),
+        "- The threshold was calibrated on HotpotQA; on other data check it against the sweep above or set "
+        "`max_tokens` (a budget) instead.",
         "- The threshold trades recall for compression; set `threshold`, `max_tokens` or `top_k` in the config.",
         "",
     ]
