@@ -7,6 +7,7 @@ fake scorer with fixed scores. The shipped artifact is tested in test_extractive
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import string
@@ -425,9 +426,30 @@ def test_train_main_writes_a_loadable_artifact_with_a_card(tiny_bert: Path, tmp_
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["steps"] == 3 and config["training"]["seed"] == 0
     assert 0.0 < config["threshold"] < 1.0
-    assert "ragzip train extractive --data" in (out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "ragzip train extractive --data" in card
+    assert config["training"]["foreign_per_question"] == 1 and "1 cross-question negative" in card
+    assert "float16, `model.safetensors`" in card  # the final artifact is saved in half precision by default
     scorer = CrossEncoderScorer.from_pretrained(out, device="cpu")
+    assert next(scorer.model.parameters()).dtype == torch.float32  # cast back on load
     assert len(scorer.score([ScoreItem("when?", "", ["a.", "b."])])[0]) == 2
+    log = (out / "train_log.jsonl").read_text()
+    assert '"foreign_per_question": 1' in log
+
+
+def test_cross_question_negatives_pair_a_query_with_another_questions_paragraph(tiny_bert: Path, tmp_path: Path,
+                                                                                 caplog) -> None:
+    from ragzip.plugins.extractive.train import main
+
+    data = _tiny_hotpot(tmp_path / "train.jsonl", n=5)
+    with caplog.at_level(logging.INFO, logger="ragzip.train.extractive"):
+        main(["--data", str(data), "--out", str(tmp_path / "run"), "--base-model", str(tiny_bert), "--window", "64",
+              "--trained-layers", "1", "--head-hidden", "8", "--steps", "1", "--holdout", "1", "--threads", "1",
+              "--foreign", "2", "--epochs", "2"])
+    counts = next(r.getMessage() for r in caplog.records if "cross-question negatives" in r.getMessage())
+    own, foreign = (int(x) for x in re.findall(r"\d+", counts)[:2])
+    assert own == 4 * 3  # 4 training questions x 3 paragraphs
+    assert 0 < foreign <= 4 * 2 * 2  # up to --foreign per question per epoch (a draw of the question itself is skipped)
 
 
 def test_train_main_needs_out_unless_eval_only(tmp_path: Path) -> None:
