@@ -13,7 +13,7 @@ LIMIT=${LIMIT:-20}
 THREADS=${THREADS:-2}
 BATCH=${BATCH:-8}
 : "${BUDGET:?set BUDGET to the equal budget (tokens) of the main run, e.g. BUDGET=240}"
-OUT=${OUT:-benchmarks/results/hotpotqa_dev_${LIMIT}_longllmlingua.json}
+OUT=${OUT:-benchmarks/results/hotpotqa_dev_${LIMIT}_longllmlingua_b${BUDGET}.json}
 RAGZIP=${RAGZIP:-$( [ -x .venv/bin/ragzip ] && echo .venv/bin/ragzip || echo ragzip )}
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
