@@ -491,8 +491,7 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
                     continue
                 if i < ttft_questions:  # exact TTFT of this question alone (a batch's prefill is shared)
                     ctx = contexts[-1] if compressor is not None else None
-                    prompt = generator.format_prompt(question, generator._context_text(ctx))
-                    ttft[i] = generator.generate([prompt], max_new_tokens=1)[0].ttft_s
+                    ttft[i] = generator.generate([generator.answer_prompt(question, ctx)], max_new_tokens=1)[0].ttft_s
                 pending.append(i)
                 if len(pending) == batch_size or i == len(questions) - 1:
                     ctxs = [contexts[j] if compressor is not None else None for j in pending]

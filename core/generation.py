@@ -498,8 +498,12 @@ class HFGenerator:
         if len(questions) != len(contexts):
             raise InputError(f"answer_batch got {len(questions)} questions but {len(contexts)} contexts; "
                              "pass one context per question (None for no context).")
-        prompts = [self.format_prompt(q, self._context_text(c)) for q, c in zip(questions, contexts, strict=True)]
+        prompts = [self.answer_prompt(q, c) for q, c in zip(questions, contexts, strict=True)]
         return self.generate(prompts)
+
+    def answer_prompt(self, question: str, context: CompressedContext | str | None) -> str:
+        """The prompt :meth:`answer` sends for ``question`` and ``context`` (e.g. to time its prefill alone)."""
+        return self.format_prompt(question, self._context_text(context))
 
     def chat(self, messages: list[dict[str, str]], **kw: Any) -> Generation:
         """Answer a chat (``[{"role": ..., "content": ...}, ...]``); contents may hold placeholders.
