@@ -3,7 +3,7 @@
 # file, top-5, the embedded SmolLM2-135M reader, every method that fits in 30 minutes on 2 cores, one process.
 # Answers are decoded in batches of 8 (decoding is memory-bound: a batch of 8 costs about what one question costs);
 # TTFT is measured on the first 20 questions of each method, each run alone to its first token.
-# LongLLMLingua (~10-55 s of compression per question on this CPU) runs separately on 20 questions at the same
+# LongLLMLingua (6.6-55 s of compression per question on this CPU) runs separately on 20 questions at the same
 # budget: benchmarks/run_longllmlingua.sh.
 #
 #   bash benchmarks/run_hotpotqa.sh                 # full run (100 questions), writes benchmarks/results/hotpotqa_dev_100.*
