@@ -16,14 +16,13 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ragzip.errors import ModelNotFoundError
+from ragzip.fsutil import atomic_folder
 
 logger = logging.getLogger(__name__)
 
@@ -94,20 +93,13 @@ def _converted_smollm2() -> Path:
         logger.info("converting %s to a float32 Hugging Face folder in %s (once)", gguf.name, target)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tmp = Path(tempfile.mkdtemp(prefix=f".{_CONVERTED_NAME}.", dir=cache_dir()))
-        try:
+        with atomic_folder(target) as tmp:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
             if getattr(model, "hf_quantizer", None) is not None:
                 model.hf_quantizer.remove_quantization_config(model)  # weights are already dequantized to f32
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

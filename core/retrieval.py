@@ -22,9 +22,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,6 +35,7 @@ from ragzip.config_utils import check_choice, check_range, from_dict
 from ragzip.corpus import Corpus, chunk_passages, load_corpus
 from ragzip.embed import Embedder
 from ragzip.errors import ConfigError, IndexCorruptError, InputError
+from ragzip.fsutil import atomic_folder
 from ragzip.models import EMBEDDED, infer_device
 from ragzip.types import Passage, check_query
 
@@ -382,9 +381,7 @@ class FaissRetriever:
         if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / META_FILE).exists())):
             raise InputError(f"cannot save the index to {str(target)!r}: it exists and is not a ragzip index folder. "
                              "Choose a new or empty folder, or remove it.")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with atomic_folder(target) as tmp:
             _faiss().write_index(self._cpu_index, str(tmp / INDEX_FILE))
             with open(tmp / PASSAGES_FILE, "w", encoding="utf-8") as handle:
                 for p in self.passages:
@@ -403,16 +400,6 @@ class FaissRetriever:
                 "files": files, "stats": self.stats,
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-            old = None
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         logger.info("saved %d passages to %s", len(self), target)
 
     @classmethod

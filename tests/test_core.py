@@ -152,3 +152,21 @@ def test_unknown_type_and_key_errors_suggest_the_close_match():
 
 def test_registry_lists_builtins():
     assert {"none", "truncate"} <= set(ragzip.registered_compressors())
+
+
+def test_atomic_folder_swaps_on_success_and_keeps_the_old_folder_on_error(tmp_path):
+    from ragzip.fsutil import atomic_folder
+
+    target = tmp_path / "index"
+    with atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError, match="half-written"):
+        with atomic_folder(target) as tmp:
+            (tmp / "a.txt").write_text("two")
+            raise RuntimeError("half-written")
+    assert (target / "a.txt").read_text() == "one"
+    with atomic_folder(target) as tmp:
+        (tmp / "b.txt").write_text("three")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no temporary or old folders left behind

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragzip.errors import ConfigError
+from ragzip.fsutil import atomic_folder
 from ragzip.types import Passage
 
 if TYPE_CHECKING:
@@ -230,21 +228,9 @@ def write_cache(target: Path, keys: Sequence[str], vectors: np.ndarray, meta: Ma
     from ragzip import __version__
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(keys), -1)  # (n, H)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:
         np.save(tmp / KEYS_FILE, np.array(list(keys), dtype="S32"), allow_pickle=False)
         np.save(tmp / VECTORS_FILE, vectors, allow_pickle=False)
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "count": len(keys),
                 "ragzip_version": __version__}
         (tmp / META_FILE).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

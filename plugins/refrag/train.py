@@ -287,6 +287,16 @@ class Trainer:
             groups.append({"params": enc, "lr": lr_enc, "base_lr": lr_enc})
         return torch.optim.AdamW(groups, weight_decay=0.01)
 
+    def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, b: Budget, params: Any) -> float:
+        """One optimizer step on the stage's schedule (gradients clipped to norm 1); returns the gradient norm."""
+        self._set_lr(opt, lr_factor(b.fraction))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        b.steps += 1
+        return float(norm)
+
     @staticmethod
     def _set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
         for group in opt.param_groups:
@@ -331,14 +341,9 @@ class Trainer:
                 offset += len(w)
             embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
             loss, _ = lm_nll(self.decoder, embeds, mask, labels)
-            self._set_lr(opt, lr_factor(b.fraction))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(self.trainable(policy=False), 1.0)
-            opt.step()
-            b.steps += 1
+            norm = self._step(opt, loss, b, self.trainable(policy=False))
             self._record("stage1", b, loss=loss.item(), max_chunks=float(max(len(w) for w in windows)),
-                         batch=float(len(windows)), grad_norm=float(norm))
+                         batch=float(len(windows)), grad_norm=norm)
         self.save_checkpoint("stage1")
 
     # ------------------------------------------------------------------------------------------ stage 2
@@ -392,14 +397,9 @@ class Trainer:
                 offset += len(chunks)
             embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
             loss, _ = lm_nll(self.decoder, embeds, mask, labels)
-            self._set_lr(opt, lr_factor(b.fraction))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(self.trainable(policy=False), 1.0)
-            opt.step()
-            b.steps += 1
+            norm = self._step(opt, loss, b, self.trainable(policy=False))
             self._record("stage2", b, loss=loss.item(), max_chunks=float(max(len(e[4]) for e in examples)),
-                         batch=float(len(examples)), grad_norm=float(norm))
+                         batch=float(len(examples)), grad_norm=norm)
         self.save_checkpoint("stage2")
 
     # ------------------------------------------------------------------------------------------ stage 3
@@ -491,12 +491,7 @@ class Trainer:
             if not losses:
                 continue
             loss = torch.stack(losses).mean()
-            self._set_lr(opt, lr_factor(b.fraction))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.policy.parameters(), 1.0)
-            opt.step()
-            b.steps += 1
+            self._step(opt, loss, b, self.model.policy.parameters())
             self._record("stage3", b, loss=loss.item(), reward=sum(rewards) / len(rewards),
                          reward_spread=sum(gaps) / len(gaps))
         self.save_checkpoint("stage3")
