@@ -154,6 +154,22 @@ def load_tokenizer(spec: str) -> Any:
         raise hub_error(spec, err) from None
 
 
+def load_seq2seq_lm(spec: str, device: str = "cpu") -> tuple[Any, Any]:
+    """Load an encoder-decoder LM (T5 style) and its tokenizer in float32 eval mode, frozen; not cached."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+
+    path = resolve(spec)
+    with _load_lock:
+        try:
+            model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch.float32)
+        except OSError as err:
+            raise hub_error(spec, err) from None
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return model, load_tokenizer(spec)
+
+
 @functools.lru_cache(maxsize=4)
 def load_causal_lm(spec: str, device: str = "cpu") -> tuple[Any, Any]:
     """Load (and cache per process) a causal LM and its tokenizer in float32 eval mode, frozen."""

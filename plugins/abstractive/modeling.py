@@ -293,7 +293,7 @@ class Summarizer:
 
         ``private`` copies a shared (cached) causal LM even without an adapter, for training a new one.
         """
-        from ragzip.models import hub_error, load_causal_lm, load_tokenizer, resolve
+        from ragzip.models import load_causal_lm, load_seq2seq_lm
 
         card = read_adapter_config(adapter) if adapter else None
         if card is not None and card.backbone != backbone:
@@ -304,16 +304,7 @@ class Summarizer:
             if card is not None or private:
                 lm = copy.deepcopy(lm)  # the cached model may be the generator's: never adapt it in place
         else:
-            from transformers import AutoModelForSeq2SeqLM
-
-            path = resolve(model)
-            try:
-                lm = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch.float32)
-            except OSError as err:
-                raise hub_error(model, err) from None
-            lm.to(device).eval()
-            lm.requires_grad_(False)
-            tokenizer = load_tokenizer(model)
+            lm, tokenizer = load_seq2seq_lm(model, device)
         summarizer = cls(lm, tokenizer, backbone=backbone,
                          prompt_template=card.prompt_template if card else RECOMP_TEMPLATE,
                          chat_template=card.chat_template if card else False, adapter=card, base_model=model,
