@@ -17,6 +17,7 @@ from ragzip import Passage, build_compressor
 from ragzip.errors import ConfigError
 from ragzip.plugins.abstractive import AbstractiveCompressor, AbstractiveConfig
 from ragzip.plugins.abstractive.compressor import EMPTY_REASON, content_words, support
+from ragzip.plugins.extractive import ExtractiveCompressor, ExtractiveConfig
 from ragzip.plugins.abstractive.modeling import (
     LoRAConfig,
     LoRALinear,
@@ -104,8 +105,10 @@ class ScriptedSummarizer(Summarizer):
 def scripted(causal_dir, words):
     def make(outputs: list[str], **cfg) -> tuple[AbstractiveCompressor, ScriptedSummarizer]:
         fake = ScriptedSummarizer(Summarizer.load(causal_dir), outputs)
+        gate = cfg.pop("gate", None)
+        cfg.setdefault("relevance_gate", "extractive" if gate is not None else "none")
         config = AbstractiveConfig(model=causal_dir, adapter="none", tokenizer="whitespace", **cfg)
-        return AbstractiveCompressor(config, token_counter=words, summarizer=fake), fake
+        return AbstractiveCompressor(config, token_counter=words, summarizer=fake, gate=gate), fake
     return make
 
 
@@ -176,6 +179,10 @@ def test_registered_and_built_from_yaml_dict():
      "compressor[abstractive].max_summary_tokens = 0 is out of range; it must lie in [1, inf]."),
     ({"empty_threshold": 1.5},
      "compressor[abstractive].empty_threshold = 1.5 is out of range; it must lie in [0.0, 1.0]."),
+    ({"relevance_gate": "bm25"},
+     "compressor[abstractive].relevance_gate = 'bm25' is not allowed; choose one of 'extractive', 'none'."),
+    ({"gate_threshold": -0.1},
+     "compressor[abstractive].gate_threshold = -0.1 is out of range; it must lie in [0.0, 1.0]."),
 ])
 def test_bad_config_errors_say_how_to_fix(cfg, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -250,7 +257,8 @@ def test_unknown_key_in_saved_adapter_is_a_warning(causal_dir, tmp_path, caplog)
 
 # --------------------------------------------------------------------------------------------- real tiny decoding
 def test_threshold_zero_gives_empty_summary_and_no_context(causal_dir, words):
-    config = AbstractiveConfig(model=causal_dir, adapter="none", tokenizer="whitespace", empty_threshold=0.0)
+    config = AbstractiveConfig(model=causal_dir, adapter="none", tokenizer="whitespace",
+                               relevance_gate="none", empty_threshold=0.0)
     ctx = AbstractiveCompressor(config, token_counter=words).compress(QUERY, PASSAGES)
     assert ctx.summary == "" and ctx.text == "" and ctx.tokens_after == 0
     assert ctx.extra["empty"] is True and ctx.reason.startswith(EMPTY_REASON)
@@ -259,8 +267,8 @@ def test_threshold_zero_gives_empty_summary_and_no_context(causal_dir, words):
 
 
 def test_threshold_one_never_empty_and_length_limit_flags_truncated(causal_dir, words):
-    config = AbstractiveConfig(model=causal_dir, adapter="none", tokenizer="whitespace", empty_threshold=1.0,
-                               max_summary_tokens=7)
+    config = AbstractiveConfig(model=causal_dir, adapter="none", tokenizer="whitespace",
+                               relevance_gate="none", empty_threshold=1.0, max_summary_tokens=7)
     c = AbstractiveCompressor(config, token_counter=words)
     ctx = c.compress(QUERY, PASSAGES)
     # the end token is barred at step one; this random tiny model never says </s>: it runs to the limit, flagged
@@ -269,7 +277,8 @@ def test_threshold_one_never_empty_and_length_limit_flags_truncated(causal_dir, 
 
 
 def test_batch_equals_single_with_real_decoding(causal_dir, words):
-    config = AbstractiveConfig(model=causal_dir, adapter="none", tokenizer="whitespace", empty_threshold=1.0,
+    config = AbstractiveConfig(model=causal_dir, adapter="none", tokenizer="whitespace",
+                               relevance_gate="none", empty_threshold=1.0,
                                max_summary_tokens=6, batch_size=3)
     c = AbstractiveCompressor(config, token_counter=words)
     queries = [QUERY, "Where is the Eiffel Tower?", "Who is Uri Geller?"]
@@ -281,13 +290,14 @@ def test_batch_equals_single_with_real_decoding(causal_dir, words):
 
 def test_seq2seq_backbone_with_a_tiny_t5(t5_dir, words):
     config = AbstractiveConfig(model=t5_dir, backbone="seq2seq", adapter="none", tokenizer="whitespace",
-                               max_summary_tokens=5, empty_threshold=1.0)
+                               relevance_gate="none", max_summary_tokens=5, empty_threshold=1.0)
     c = AbstractiveCompressor(config, token_counter=words)
     ctx = c.compress(QUERY, PASSAGES)
     assert c.summarizer.backbone == "seq2seq" and ctx.extra["stopped"] != "empty"
     assert 0 < ctx.extra["summary_raw_tokens"] <= 5
     empty = AbstractiveCompressor(AbstractiveConfig(model=t5_dir, backbone="seq2seq", adapter="none",
-                                                    tokenizer="whitespace", empty_threshold=0.0),
+                                                    tokenizer="whitespace", relevance_gate="none",
+                                                    empty_threshold=0.0),
                                   token_counter=words).compress(QUERY, PASSAGES)
     assert empty.summary == "" and empty.extra["empty"]
 
@@ -471,10 +481,65 @@ def test_split_sentences_keeps_quotes_and_cjk():
     "emoji 🚀🚀 and control \x00 chars \u200b here",
 ])
 def test_non_english_passages_do_not_crash(causal_dir, words, text):
-    config = AbstractiveConfig(model=causal_dir, adapter="none", tokenizer="whitespace", max_summary_tokens=4,
+    config = AbstractiveConfig(model=causal_dir, adapter="none", tokenizer="whitespace",
+                               relevance_gate="none", max_summary_tokens=4,
                                faithfulness_check=True, empty_threshold=1.0)
     ctx = AbstractiveCompressor(config, token_counter=words).compress("埃菲尔铁塔在哪里？", [text, "Paris."])
     assert len(ctx.results) == 2 and isinstance(ctx.text, str)
+
+
+class KeywordScorer:
+    """Sentence scorer for the gate tests: P(useful) = 0.9 when the sentence holds the keyword, else 0.05."""
+
+    default_threshold = 0.5
+
+    def __init__(self, keyword: str) -> None:
+        self.keyword = keyword
+        self.calls = 0
+
+    def score(self, items):
+        self.calls += 1
+        return [[0.9 if self.keyword in s else 0.05 for s in it.sentences] for it in items]
+
+
+def _gate(keyword: str) -> ExtractiveCompressor:
+    return ExtractiveCompressor(ExtractiveConfig(), scorer=KeywordScorer(keyword))
+
+
+def test_gate_below_threshold_is_empty_without_calling_the_summarizer(scripted):
+    c, fake = scripted([], gate=_gate("Haunted"), gate_threshold=0.4)
+    ctx = c.compress("Who painted the Mona Lisa?", PASSAGES[:1] + PASSAGES[2:])
+    assert fake.prompts == [] and ctx.text == "" and ctx.summary == ""
+    assert ctx.extra["gated"] and ctx.extra["empty"] and ctx.extra["gate_score"] == 0.05
+    assert ctx.extra["p_end"] is None and ctx.extra["stopped"] == "gated"
+    assert [r.decision for r in ctx.results] == ["dropped", "dropped"]
+    assert all("relevance gate found no sentence with P(useful) >= 0.4 (best 0.050)" in r.reason for r in ctx.results)
+    assert c.stats()["gated_rate"] == 1.0 and c.stats()["empty_rate"] == 1.0
+
+
+def test_gate_above_threshold_summarizes_and_reports_the_score(scripted):
+    c, fake = scripted(["Derek Acorah is best known for Most Haunted."], gate=_gate("Haunted"))
+    ctx = c.compress(QUERY, PASSAGES)
+    assert len(fake.prompts) == 1 and ctx.text == "Derek Acorah is best known for Most Haunted."
+    assert not ctx.extra["gated"] and ctx.extra["gate_score"] == 0.9
+
+
+def test_gate_in_a_batch_scores_once_and_summarizes_only_the_passing_questions(scripted):
+    gate = _gate("Haunted")
+    c, fake = scripted(["Acorah, Most Haunted."], gate=gate, on_empty="keep_original")
+    out = c.compress_batch(["Who painted it?", QUERY, "Where is it?"], [PASSAGES[2:], PASSAGES, PASSAGES[:1]])
+    assert gate.scorer.calls == 1 and len(fake.prompts) == 1 and QUERY in fake.prompts[0]
+    assert [o.extra["gated"] for o in out] == [True, False, True]
+    # on_empty=keep_original also applies to a gated question: its passages pass through, marked kept
+    assert out[0].text == PASSAGES[2].text and out[0].results[0].decision == "kept"
+    assert out[1].text == "Acorah, Most Haunted."
+
+
+def test_gate_none_or_zero_threshold_never_loads_a_gate(scripted):
+    c, _ = scripted(["x."])
+    assert c.gate is None and c.compress(QUERY, PASSAGES).extra["gate_score"] is None
+    c0, _ = scripted(["x."], gate=_gate("nothing"), gate_threshold=0.0)
+    assert c0.gate is None and not c0.compress(QUERY, PASSAGES).extra["gated"]
 
 
 def test_empty_and_duplicate_passages_are_reported(scripted):
@@ -562,7 +627,7 @@ def test_train_main_end_to_end_on_a_tiny_model(causal_dir, tmp_path):
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
     c = AbstractiveCompressor(AbstractiveConfig(model=causal_dir, adapter=str(out), tokenizer="whitespace",
-                                                max_summary_tokens=4))
+                                                relevance_gate="none", max_summary_tokens=4))
     ctx = c.compress(QUERY, PASSAGES)
     assert ctx.extra["p_end"] >= 0.0
     assert c._passage_tokens() == 128 and c._threshold() == card["empty_threshold"]  # defaults from the adapter
@@ -598,7 +663,13 @@ def test_shipped_adapter_summarizes_gold_and_stays_empty_on_unrelated():
         "work on the paranormal reality television series Most Haunted.",
         "Paris: Paris is the capital and most populous city of France."])
     assert gold.text and "Acorah" in gold.text
-    off = c.compress("Which psychic is best known for the show Most Haunted?", [
-        "Gardening: Gardening is the practice of growing and cultivating plants as part of horticulture.",
-        "Rowing: Rowing is the propelling of a boat by means of oars."])
-    assert off.extra["p_end"] > gold.extra["p_end"]
+    unrelated = ["Gardening: Gardening is the practice of growing and cultivating plants as part of horticulture.",
+                 "Rowing: Rowing is the propelling of a boat by means of oars."]
+    off = c.compress("Which psychic is best known for the show Most Haunted?", unrelated)
+    # The shipped extractive gate stops it before the summarizer; without the gate the summarizer's own P(end) is
+    # higher on the unrelated passages than on the gold ones.
+    assert not gold.extra["gated"] and gold.extra["gate_score"] >= c.config.gate_threshold
+    assert off.extra["gated"] and off.extra["empty"] and off.text == "" and off.extra["p_end"] is None
+    ungated = AbstractiveCompressor(AbstractiveConfig(relevance_gate="none"), summarizer=c.summarizer)
+    assert ungated.compress("Which psychic is best known for the show Most Haunted?", unrelated).extra["p_end"] > \
+        gold.extra["p_end"]

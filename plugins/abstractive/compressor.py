@@ -2,6 +2,9 @@
 
 What happens to one question:
 
+0. With ``relevance_gate: extractive`` (the default) the extractive classifier scores every sentence first; when no
+   sentence reaches ``gate_threshold`` the summary is empty ("nothing helps") and the summarizer is not called.
+   ``extra["gate_score"]`` holds the best sentence's score either way, ``extra["gated"]`` the decision.
 1. Each passage is cut to ``max_passage_tokens`` summarizer tokens (at a sentence end where one fits); by default
    the length the adapter was trained on (the shipped one: 96), since a small summarizer copes worst with inputs
    longer than it saw.
@@ -26,6 +29,7 @@ then answers from the question alone (its ``no_context_template``). Every passag
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from collections import Counter
@@ -96,6 +100,8 @@ class _Job:
     output: SummaryOutput | None = None
     calls: int = 0
     reduce_rounds: int = 0
+    gate_score: float | None = None
+    gated: bool = False
 
 
 class AbstractiveCompressor(Compressor):
@@ -113,10 +119,12 @@ class AbstractiveCompressor(Compressor):
     config_class = AbstractiveConfig
 
     def __init__(self, config: AbstractiveConfig | None = None, *, token_counter: TokenCounter | None = None,
-                 store: SoftTokenStore | None = None, summarizer: Summarizer | None = None) -> None:
+                 store: SoftTokenStore | None = None, summarizer: Summarizer | None = None,
+                 gate: Any = None) -> None:
         super().__init__(config, token_counter=token_counter, store=store)
         self.config: AbstractiveConfig
         self._summarizer = summarizer
+        self._gate = gate
         self._load_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._stats: Counter[str] = Counter()
@@ -155,6 +163,32 @@ class AbstractiveCompressor(Compressor):
                                                        adapter=self.adapter_path(),
                                                        device=infer_device(self.config.device))
         return self._summarizer
+
+    @property
+    def gate(self) -> Any:
+        """The extractive compressor whose sentence scores decide "nothing helps" first; None when gating is off."""
+        cfg = self.config
+        if cfg.relevance_gate == "none" or cfg.gate_threshold <= 0:
+            return None
+        if self._gate is None:
+            with self._load_lock:
+                if self._gate is None:
+                    from ragzip.plugins.extractive.compressor import ExtractiveCompressor
+                    from ragzip.plugins.extractive.config import ExtractiveConfig
+
+                    self._gate = ExtractiveCompressor(ExtractiveConfig(model=cfg.gate_model, device=cfg.device or ""))
+        return self._gate
+
+    def _apply_gate(self, jobs: list[_Job]) -> None:
+        """Score every sentence once for all jobs; a job whose best sentence is below the threshold is gated."""
+        gate = self.gate
+        if gate is None or not jobs:
+            return
+        scores = gate.score_sentences([j.query for j in jobs], [j.passages for j in jobs])
+        for job, per_passage in zip(jobs, scores, strict=True):
+            finite = [x for row in per_passage for x in row if math.isfinite(x)]
+            job.gate_score = max(finite, default=0.0)
+            job.gated = job.gate_score < self.config.gate_threshold
 
     def _template(self) -> None:
         if self.config.prompt_template:
@@ -326,7 +360,11 @@ class AbstractiveCompressor(Compressor):
     def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:
         self._template()
         jobs = [self._plan(q, p) for q, p in zip(queries, passages, strict=True) if p]
-        self._summarize(jobs)
+        self._apply_gate(jobs)
+        for job in jobs:
+            if job.gated:
+                job.output = SummaryOutput("", "", 0, 1.0, "gated")
+        self._summarize([j for j in jobs if not j.gated])
         done = iter(jobs)
         return [self._finish(next(done)) if p else self.context(q, [], reason="no passages")
                 for q, p in zip(queries, passages, strict=True)]
@@ -340,10 +378,18 @@ class AbstractiveCompressor(Compressor):
         before = self.token_counter.count_many([p.text for p in job.passages])
         extra: dict[str, Any] = {
             "empty": False, "echo": False, "truncated": out.stopped == "length", "stopped": out.stopped,
-            "p_end": round(out.p_end, 4),
+            "p_end": None if job.gated else round(out.p_end, 4),
             "summarizer_calls": job.calls, "map_reduce": len(job.groups) > 1, "groups": len(job.groups),
             "reduce_rounds": job.reduce_rounds, "passages_cut": sum(job.cut), "summary_raw_tokens": out.n_tokens,
+            "gated": job.gated,
+            "gate_score": None if job.gate_score is None else round(job.gate_score, 4),
         }
+        if job.gated:
+            extra["empty"] = True
+            self._count(questions=1, empty=1, gated=1)
+            return self._empty(job, before, extra,
+                               f"the relevance gate found no sentence with P(useful) >= {self.config.gate_threshold} "
+                               f"(best {job.gate_score:.3f})")
         summary = out.text
         echo = self._is_echo(summary, job) if summary else ""
         if echo:
@@ -430,7 +476,7 @@ class AbstractiveCompressor(Compressor):
             counts = dict(self._stats)
         n = counts.get("questions", 0) + counts.get("echo", 0)
         out: dict[str, float] = {k: float(v) for k, v in counts.items()}
-        for key in ("empty", "echo", "truncated", "map_reduce"):
+        for key in ("empty", "echo", "truncated", "map_reduce", "gated"):
             out[f"{key}_rate"] = counts.get(key, 0) / n if n else 0.0
         checked = counts.get("faithfulness_checked", 0)
         out["faithfulness_fire_rate"] = counts.get("faithfulness_fired", 0) / checked if checked else 0.0

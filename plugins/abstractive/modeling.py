@@ -221,7 +221,8 @@ class SummaryOutput:
     raw: str
     n_tokens: int
     p_end: float
-    stopped: str  # "empty" (end marker first), "eos" (end marker after text) or "length" (hit max_new_tokens)
+    stopped: str  # "empty" (end marker first), "eos" (end marker after text), "length" (hit max_new_tokens),
+    #               or "gated" (the compressor's relevance gate decided before decoding)
 
 
 class _FirstStepGate:

@@ -73,19 +73,30 @@ class ExtractiveCompressor(Compressor):
     def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
         return self._compress_batch([query], [passages])[0]
 
-    def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:
-        splits = [[self.split(p.text) for p in ps] for ps in passages]
+    def score_sentences(self, queries: list[str], passages: list[list[Passage]],
+                        splits: list[list[list[Sentence]]] | None = None) -> list[list[list[float]]]:
+        """P(useful) of every sentence, ``[question][passage][sentence]``, all questions in one scorer call.
+
+        Other compressors use it too: the abstractive one gates "nothing helps" on the best score.
+        """
+        if splits is None:
+            splits = [[self.split(p.text) for p in ps] for ps in passages]
         items = [
             ScoreItem(q, _title(p) if self.config.use_title else "", [s.text for s in sents])
             for q, ps, ss in zip(queries, passages, splits, strict=True) for p, sents in zip(ps, ss, strict=True)
         ]
-        scores = iter(self.scorer.score(items) if items else [])
+        flat = iter(self.scorer.score(items) if items else [])
+        return [[next(flat) for _ in ps] for ps in passages]
+
+    def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:
+        splits = [[self.split(p.text) for p in ps] for ps in passages]
+        per_question = iter(self.score_sentences(queries, passages, splits))
         counter = self.token_counter
         sentence_tokens = iter(counter.count_many([s.text for ss in splits for sents in ss for s in sents]))
         passage_tokens = iter(counter.count_many([p.text for ps in passages for p in ps]))
         outputs = []
         for query, ps, ss in zip(queries, passages, splits, strict=True):
-            scored = [next(scores) for _ in ps]
+            scored = next(per_question)
             tokens = [[next(sentence_tokens) for _ in sents] for sents in ss]
             before = [next(passage_tokens) for _ in ps]
             outputs.append(self._select(query, ps, ss, scored, tokens, before))
