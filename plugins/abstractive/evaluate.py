@@ -11,9 +11,16 @@ For each it reports the summary's tokens against the input's (the generator's to
 empty-summary rate, how often the faithfulness rule would drop a sentence, and with ``--answer`` the generator's
 acc/F1 reading the full passages, the summary, and no context.
 
+``--gate-sweep`` runs the relevance gate alone (no summarizer): the best sentence score of every input in both
+settings, the empty rates at a range of thresholds and the ROC AUC. ``--heldout-train`` takes the questions the
+shipped extractive classifier held out from its training (``--data`` must then be the HotpotQA train file): the
+gate's default threshold was calibrated there.
+
 Example:
     python -m ragzip.plugins.abstractive.evaluate --data ../shared/data/hotpotqa_dev.jsonl --limit 50 --answer \\
         --out /tmp/abs_eval.json
+    python -m ragzip.plugins.abstractive.evaluate --gate-sweep --heldout-train \\
+        --data ../shared/data/hotpotqa_train.jsonl
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("ragzip.abstractive.evaluate")
@@ -40,6 +49,35 @@ def _settings(example: Any, rng: random.Random, n_distractors: int) -> dict[str,
     return {"gold": with_gold, "distractors": only}
 
 
+def _heldout_train(path: str, examples: list[Any]) -> list[Any]:
+    """The training questions the shipped extractive classifier held out (its card's holdout size and seed)."""
+    from ragzip.plugins.extractive.modeling import ARTIFACTS
+    from ragzip.plugins.extractive.train import load_hotpotqa, split_holdout
+
+    card = json.loads((ARTIFACTS / "default" / "config.json").read_text(encoding="utf-8"))["training"]
+    _, held = split_holdout(load_hotpotqa(path), card["holdout_questions"], card["seed"])
+    ids = {q.id for q in held}
+    return [e for e in examples if e.id in ids]
+
+
+def gate_sweep(examples: list[Any], rng: random.Random, n_distractors: int, gate_model: str) -> dict[str, Any]:
+    """The gate's best sentence score per input, and the empty rates it gives at a range of thresholds."""
+    from ragzip.plugins.extractive import ExtractiveCompressor, ExtractiveConfig
+
+    gate = ExtractiveCompressor(ExtractiveConfig(model=gate_model))
+    best: dict[str, list[float]] = {"gold": [], "distractors": []}
+    for ex in examples:
+        for setting, passages in _settings(ex, rng, n_distractors).items():
+            if passages:
+                scores = gate.score_sentences([ex.question], [passages])[0]
+                best[setting].append(max((x for row in scores for x in row), default=0.0))
+    gold, only = best["gold"], best["distractors"]
+    auc = statistics.fmean((g > d) + 0.5 * (g == d) for g in gold for d in only)
+    sweep = [{"threshold": t / 20, "empty_gold": statistics.fmean(x < t / 20 for x in gold),
+              "empty_distractors": statistics.fmean(x < t / 20 for x in only)} for t in range(1, 20)]
+    return {"n_gold": len(gold), "n_distractors": len(only), "roc_auc": auc, "sweep": sweep, "best": best}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ragzip.plugins.abstractive.evaluate")
     p.add_argument("--data", default="../shared/data/hotpotqa_dev.jsonl")
@@ -50,6 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-summary-tokens", type=int, default=128)
     p.add_argument("--empty-threshold", type=float, default=None)
     p.add_argument("--answer", action="store_true", help="also answer with the generator (full / summary / none)")
+    p.add_argument("--relevance-gate", choices=["extractive", "none"], default="extractive")
+    p.add_argument("--gate-threshold", type=float, default=None, help="empty: the config's default")
+    p.add_argument("--gate-sweep", action="store_true", help="score with the relevance gate only (no summarizer)")
+    p.add_argument("--heldout-train", action="store_true",
+                   help="the questions the shipped extractive classifier held out (with a HotpotQA train --data)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -64,11 +107,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ragzip.plugins.abstractive.modeling import split_sentences
 
     torch.set_num_threads(args.threads)
-    examples = [e for e in select(load_qa(args.data), args.limit, args.seed) if len(e.gold_ids) == 2]
+    if args.heldout_train:
+        examples = [e for e in _heldout_train(args.data, load_qa(args.data)) if len(e.gold_ids) == 2]
+    else:
+        examples = [e for e in select(load_qa(args.data), args.limit, args.seed) if len(e.gold_ids) == 2]
     rng = random.Random(args.seed)
+    if args.gate_sweep:
+        report = {"data": args.data, "heldout_train": args.heldout_train, "n": len(examples), "seed": args.seed,
+                  **gate_sweep(examples, rng, args.distractors, "default")}
+        print(json.dumps({k: v for k, v in report.items() if k != "best"}, indent=1))
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1), encoding="utf-8")
+        return 0
     generator = HFGenerator(GeneratorConfig())
+    gate_cfg = {"relevance_gate": args.relevance_gate}
+    if args.gate_threshold is not None:
+        gate_cfg["gate_threshold"] = args.gate_threshold
     compressor = AbstractiveCompressor(AbstractiveConfig(adapter=args.adapter, empty_threshold=args.empty_threshold,
-                                                         max_summary_tokens=args.max_summary_tokens))
+                                                         max_summary_tokens=args.max_summary_tokens, **gate_cfg))
     compressor.bind(generator)
     compressor.compress("warm-up?", ["Warm-up passage."])
     rows: list[dict[str, Any]] = []
@@ -79,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             unsupported = sum(support(s, [q.text for q in passages])[0] < 0.6 for s in sentences)
             row = {"id": ex.id, "setting": setting, "tokens_in": ctx.tokens_before, "tokens_summary": ctx.tokens_after,
                    "empty": bool(ctx.extra.get("empty")), "p_end": ctx.extra.get("p_end"),
+                   "gated": bool(ctx.extra.get("gated")), "gate_score": ctx.extra.get("gate_score"),
                    "truncated": bool(ctx.extra.get("truncated")), "echo": bool(ctx.extra.get("echo")),
                    "compress_s": ctx.compress_s, "unsupported_sentences": unsupported, "sentences": len(sentences),
                    "answer_in_summary": score(ctx.text, list(ex.answers))["acc"] if ctx.text else 0.0,
@@ -96,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rows[-2]["compress_s"], rows[-2]["tokens_summary"], rows[-2]["empty"])
     report: dict[str, Any] = {"data": args.data, "n": len(examples), "seed": args.seed,
                               "distractors": args.distractors, "adapter": str(compressor.adapter_path()),
-                              "empty_threshold": compressor._threshold(), "settings": {}}
+                              "empty_threshold": compressor._threshold(), "relevance_gate": args.relevance_gate,
+                              "gate_threshold": compressor.config.gate_threshold, "settings": {}}
     for setting in ("gold", "distractors"):
         sub = [r for r in rows if r["setting"] == setting]
         if not sub:
@@ -107,10 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         entry = {"n": len(sub), "tokens_in": mean("tokens_in"), "tokens_summary": mean("tokens_summary"),
                  "summary_share": sum(r["tokens_summary"] for r in sub) / max(sum(r["tokens_in"] for r in sub), 1),
-                 "empty_rate": mean("empty"), "truncated_rate": mean("truncated"), "echo_rate": mean("echo"),
+                 "empty_rate": mean("empty"), "gated_rate": mean("gated"), "truncated_rate": mean("truncated"),
+                 "echo_rate": mean("echo"),
                  "compress_s": mean("compress_s"), "answer_in_summary": mean("answer_in_summary"),
                  "faithfulness_would_fire": statistics.fmean(r["unsupported_sentences"] > 0 for r in sub),
-                 "p_end_median": statistics.median(r["p_end"] for r in sub)}
+                 "p_end_median": statistics.median([r["p_end"] for r in sub if r["p_end"] is not None] or [math.nan])}
         for label in ("full", "summary", "no_context"):
             if f"{label}_acc" in sub[0]:
                 entry[f"{label}_acc"] = mean(f"{label}_acc")
