@@ -17,7 +17,6 @@ from ragzip import Passage, build_compressor
 from ragzip.errors import ConfigError
 from ragzip.plugins.abstractive import AbstractiveCompressor, AbstractiveConfig
 from ragzip.plugins.abstractive.compressor import EMPTY_REASON, content_words, support
-from ragzip.plugins.extractive import ExtractiveCompressor, ExtractiveConfig
 from ragzip.plugins.abstractive.modeling import (
     LoRAConfig,
     LoRALinear,
@@ -26,6 +25,7 @@ from ragzip.plugins.abstractive.modeling import (
     cut_to_tokens,
     split_sentences,
 )
+from ragzip.plugins.extractive import ExtractiveCompressor, ExtractiveConfig
 
 CORPUS = [
     "Question: Document: Summary: the of and a in is was by for to",

@@ -70,7 +70,7 @@ def gate_sweep(examples: list[Any], rng: random.Random, n_distractors: int, gate
         for setting, passages in _settings(ex, rng, n_distractors).items():
             if passages:
                 scores = gate.score_sentences([ex.question], [passages])[0]
-                best[setting].append(max((x for row in scores for x in row), default=0.0))
+                best[setting].append(max((x for row in scores for x in row if math.isfinite(x)), default=0.0))
     gold, only = best["gold"], best["distractors"]
     auc = statistics.fmean((g > d) + 0.5 * (g == d) for g in gold for d in only)
     sweep = [{"threshold": t / 20, "empty_gold": statistics.fmean(x < t / 20 for x in gold),
