@@ -154,37 +154,31 @@ def load_tokenizer(spec: str) -> Any:
         raise hub_error(spec, err) from None
 
 
-def load_seq2seq_lm(spec: str, device: str = "cpu") -> tuple[Any, Any]:
-    """Load an encoder-decoder LM (T5 style) and its tokenizer in float32 eval mode, frozen; not cached."""
+def _load_frozen_lm(auto_class: str, spec: str, device: str) -> tuple[Any, Any]:
+    """``transformers.<auto_class>`` for ``spec`` in float32 eval mode with gradients off, and its tokenizer."""
     import torch
-    from transformers import AutoModelForSeq2SeqLM
+    import transformers
 
     path = resolve(spec)
     with _load_lock:
         try:
-            model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch.float32)
+            model = getattr(transformers, auto_class).from_pretrained(path, dtype=torch.float32)
         except OSError as err:
             raise hub_error(spec, err) from None
     model.to(device).eval()
     model.requires_grad_(False)
     return model, load_tokenizer(spec)
+
+
+def load_seq2seq_lm(spec: str, device: str = "cpu") -> tuple[Any, Any]:
+    """Load an encoder-decoder LM (T5 style) and its tokenizer in float32 eval mode, frozen; not cached."""
+    return _load_frozen_lm("AutoModelForSeq2SeqLM", spec, device)
 
 
 @functools.lru_cache(maxsize=4)
 def load_causal_lm(spec: str, device: str = "cpu") -> tuple[Any, Any]:
     """Load (and cache per process) a causal LM and its tokenizer in float32 eval mode, frozen."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    path = resolve(spec)
-    with _load_lock:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        except OSError as err:
-            raise hub_error(spec, err) from None
-    model.to(device).eval()
-    model.requires_grad_(False)
-    return model, load_tokenizer(spec)
+    return _load_frozen_lm("AutoModelForCausalLM", spec, device)
 
 
 @functools.lru_cache(maxsize=4)

@@ -535,6 +535,14 @@ def test_gate_in_a_batch_scores_once_and_summarizes_only_the_passing_questions(s
     assert out[1].text == "Acorah, Most Haunted."
 
 
+def test_gate_scores_are_the_best_sentence_and_need_a_gate(scripted):
+    c, _ = scripted([], gate=_gate("Haunted"))
+    assert c.gate_scores([QUERY, "Where?"], [PASSAGES, PASSAGES[2:]]) == [0.9, 0.05]
+    off, _ = scripted([])
+    with pytest.raises(ConfigError, match="set relevance_gate: extractive"):
+        off.gate_scores([QUERY], [PASSAGES])
+
+
 def test_gate_none_or_zero_threshold_never_loads_a_gate(scripted):
     c, _ = scripted(["x."])
     assert c.gate is None and c.compress(QUERY, PASSAGES).extra["gate_score"] is None

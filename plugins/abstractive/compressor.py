@@ -35,7 +35,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragzip.compressor import Compressor
 from ragzip.errors import ConfigError
@@ -45,6 +45,9 @@ from ragzip.types import CompressedContext, Passage, PassageResult
 
 from .config import AbstractiveConfig
 from .modeling import ENDS_SENTENCE, Summarizer, SummaryOutput, cut_to_tokens, read_adapter_config, split_sentences
+
+if TYPE_CHECKING:
+    from ragzip.plugins.extractive.compressor import ExtractiveCompressor
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ class AbstractiveCompressor(Compressor):
 
     def __init__(self, config: AbstractiveConfig | None = None, *, token_counter: TokenCounter | None = None,
                  store: SoftTokenStore | None = None, summarizer: Summarizer | None = None,
-                 gate: Any = None) -> None:
+                 gate: ExtractiveCompressor | None = None) -> None:
         super().__init__(config, token_counter=token_counter, store=store)
         self.config: AbstractiveConfig
         self._summarizer = summarizer
@@ -165,7 +168,7 @@ class AbstractiveCompressor(Compressor):
         return self._summarizer
 
     @property
-    def gate(self) -> Any:
+    def gate(self) -> ExtractiveCompressor | None:
         """The extractive compressor whose sentence scores decide "nothing helps" first; None when gating is off."""
         cfg = self.config
         if cfg.relevance_gate == "none" or cfg.gate_threshold <= 0:
@@ -179,16 +182,26 @@ class AbstractiveCompressor(Compressor):
                     self._gate = ExtractiveCompressor(ExtractiveConfig(model=cfg.gate_model, device=cfg.device or ""))
         return self._gate
 
-    def _apply_gate(self, jobs: list[_Job]) -> None:
-        """Score every sentence once for all jobs; a job whose best sentence is below the threshold is gated."""
+    def gate_scores(self, queries: list[str], passages: list[list[Passage]]) -> list[float]:
+        """The gate's score of each question: its best sentence's P(useful) (0 without a finite score).
+
+        One scorer call for all questions; needs the gate on (``relevance_gate: extractive``, threshold > 0).
+        """
         gate = self.gate
-        if gate is None or not jobs:
+        if gate is None:
+            raise ConfigError("compressor[abstractive] has no relevance gate (relevance_gate: none or "
+                              "gate_threshold: 0); set relevance_gate: extractive to score with it.")
+        scores = gate.score_sentences(queries, passages) if queries else []
+        return [max((x for row in per_passage for x in row if math.isfinite(x)), default=0.0)
+                for per_passage in scores]
+
+    def _apply_gate(self, jobs: list[_Job]) -> None:
+        """Mark the jobs whose best sentence is below the threshold as gated (no-op when the gate is off)."""
+        if self.gate is None or not jobs:
             return
-        scores = gate.score_sentences([j.query for j in jobs], [j.passages for j in jobs])
-        for job, per_passage in zip(jobs, scores, strict=True):
-            finite = [x for row in per_passage for x in row if math.isfinite(x)]
-            job.gate_score = max(finite, default=0.0)
-            job.gated = job.gate_score < self.config.gate_threshold
+        for job, best in zip(jobs, self.gate_scores([j.query for j in jobs], [j.passages for j in jobs]), strict=True):
+            job.gate_score = best
+            job.gated = best < self.config.gate_threshold
 
     def _template(self) -> None:
         if self.config.prompt_template:

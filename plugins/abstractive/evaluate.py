@@ -60,17 +60,16 @@ def _heldout_train(path: str, examples: list[Any]) -> list[Any]:
     return [e for e in examples if e.id in ids]
 
 
-def gate_sweep(examples: list[Any], rng: random.Random, n_distractors: int, gate_model: str) -> dict[str, Any]:
+def gate_sweep(examples: list[Any], rng: random.Random, n_distractors: int) -> dict[str, Any]:
     """The gate's best sentence score per input, and the empty rates it gives at a range of thresholds."""
-    from ragzip.plugins.extractive import ExtractiveCompressor, ExtractiveConfig
+    from ragzip.plugins.abstractive import AbstractiveCompressor, AbstractiveConfig
 
-    gate = ExtractiveCompressor(ExtractiveConfig(model=gate_model))
+    compressor = AbstractiveCompressor(AbstractiveConfig())  # only its gate is used: the summarizer is never loaded
     best: dict[str, list[float]] = {"gold": [], "distractors": []}
     for ex in examples:
         for setting, passages in _settings(ex, rng, n_distractors).items():
             if passages:
-                scores = gate.score_sentences([ex.question], [passages])[0]
-                best[setting].append(max((x for row in scores for x in row if math.isfinite(x)), default=0.0))
+                best[setting].extend(compressor.gate_scores([ex.question], [passages]))
     gold, only = best["gold"], best["distractors"]
     auc = statistics.fmean((g > d) + 0.5 * (g == d) for g in gold for d in only)
     sweep = [{"threshold": t / 20, "empty_gold": statistics.fmean(x < t / 20 for x in gold),
@@ -114,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = random.Random(args.seed)
     if args.gate_sweep:
         report = {"data": args.data, "heldout_train": args.heldout_train, "n": len(examples), "seed": args.seed,
-                  **gate_sweep(examples, rng, args.distractors, "default")}
+                  **gate_sweep(examples, rng, args.distractors)}
         print(json.dumps({k: v for k, v in report.items() if k != "best"}, indent=1))
         if args.out:
             Path(args.out).write_text(json.dumps(report, indent=1), encoding="utf-8")
