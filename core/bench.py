@@ -71,7 +71,7 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,9 @@ class MethodSpec:
         config: The full compressor config (a dict with ``type``, or a list for a chain) for ragzip methods.
         budgeted: True for plain ``truncate`` and plain ``longllmlingua``: their budget comes from the reference
             method.
+        family: The operating curve this setting is a point of: ``name:key=*`` (plus the other options) for a
+            sweep ``name:key=a/b/c``, else the label itself.
+        knob: The swept option (``None`` outside a sweep).
     """
 
     label: str
@@ -117,6 +120,8 @@ class MethodSpec:
     options: dict[str, Any] = field(default_factory=dict)
     config: Any = None
     budgeted: bool = False
+    family: str = ""
+    knob: str | None = None
 
 
 def _plugin_names() -> tuple[list[str], list[str]]:
@@ -226,10 +231,48 @@ def parse_method(text: str, custom: Mapping[str, Any] | None = None) -> MethodSp
                       "(with optional :variant, e.g. truncate:256, extractive:t0.3, lc_embeddings_filter:k=3).")
 
 
+def expand_sweep(item: str) -> list[tuple[str, str, str | None]]:
+    """``name:key=a/b/c`` (or ``name:<alias>a/b/c``, ``truncate:64/128``) -> one ``(label, family, knob)`` per value.
+
+    Only numeric values sweep; an entry without ``/`` is returned as itself (family = label, knob None).
+
+    Example:
+        >>> [x[0] for x in expand_sweep("truncate:64/128")]
+        ['truncate:64', 'truncate:128']
+    """
+    name, colon, variant = item.strip().partition(":")
+    number = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+    parts = variant.split(",") if "=" in variant else [variant]
+    for i, part in enumerate(parts):
+        key, eq, value = part.rpartition("=") if "=" in part else ("", "", part)
+        match = re.fullmatch(rf"([A-Za-z_]*)((?:{number})(?:/(?:{number}))+)", value.strip())
+        if not colon or match is None:
+            continue
+        letters, values = match.group(1), match.group(2).split("/")
+        knob = key.strip() + eq if eq else letters
+        out = []
+        for v in values:
+            new = parts[:i] + [f"{key}{eq}{letters}{v}"] + parts[i + 1:]
+            out.append((f"{name}:{','.join(new)}", f"{name}:{','.join(parts[:i] + [f'{knob}*'] + parts[i + 1:])}",
+                        knob.rstrip("=") or "value"))
+        return out
+    return [(item.strip(), item.strip(), None)]
+
+
 def parse_methods(text: str | Sequence[str], custom: Mapping[str, Any] | None = None) -> list[MethodSpec]:
-    """Parse a comma-separated ``--methods`` value (or a list of entries); duplicates are an error."""
+    """Parse a comma-separated ``--methods`` value (or a list of entries); duplicates are an error.
+
+    An entry ``name:key=a/b/c`` is a sweep: one setting per value, reported together as an operating curve.
+    """
     items = _split_methods(text) if isinstance(text, str) else list(text)
-    specs = [parse_method(item, custom) for item in items]
+    specs = []
+    for item in items:
+        group = [(parse_method(label, custom), family) for label, family, _ in expand_sweep(item)]
+        knob = None
+        if len(group) > 1:  # the option whose value changes along the sweep
+            knob = next((k for k in group[0][0].options if len({repr(g.options.get(k)) for g, _ in group}) > 1),
+                        None)
+        specs.extend(replace(spec, family=family, knob=knob) for spec, family in group)
     seen: set[str] = set()
     for spec in specs:
         if spec.label in seen:
@@ -410,31 +453,58 @@ def _no_context(question: str, passages: Sequence[Any], counter: Any) -> Any:
         for p, n in zip(passages, counts, strict=False)), NO_CONTEXT)
 
 
-def _records(spec: MethodSpec, examples: Sequence[Any], contexts: Sequence[Any], generations: Sequence[Any],
+def _records(spec: MethodSpec, examples: Sequence[Any], contexts: Sequence[Any], generations: Sequence[Any] | None,
              recalls: Sequence[float | None]) -> list[dict[str, Any]]:
+    """One record per question: what the generator read (``context_text``, placeholders as they are), the evidence
+    metrics and, when the reader ran, its answer and scores."""
+    from ragzip.evidence import evidence
     from ragzip.metrics import score
 
     out = []
-    for ex, ctx, gen, rec in zip(examples, contexts, generations, recalls, strict=False):
-        scores = score(gen.text, ex.answers)
-        out.append({
+    gens: Sequence[Any] = generations if generations is not None else [None] * len(examples)
+    for ex, ctx, gen, rec in zip(examples, contexts, gens, recalls, strict=True):
+        text = ctx.text
+        record: dict[str, Any] = {
             "id": ex.id, "method": spec.label, "question": ex.question, "golds": list(ex.answers),
-            "prediction": gen.text, "raw_prediction": gen.raw_text, **scores,
+            **evidence(text, ex.answers, getattr(ex, "supporting", ())),
             "tokens_before": ctx.tokens_before, "tokens_after": ctx.tokens_after,
-            "compress_s": round(ctx.compress_s, 5), "gen_ttft_s": round(gen.ttft_s, 5), "gen_s": round(gen.total_s, 5),
-            "ttft_s": round(ctx.compress_s + gen.ttft_s, 5), "total_s": round(ctx.compress_s + gen.total_s, 5),
-            "prompt_positions": gen.prompt_positions, "new_tokens": gen.new_tokens,
-            "finish_reason": getattr(gen, "finish_reason", ""), "recall": rec,
-            "gold_passages": list(ex.gold_ids),
+            "compress_s": round(ctx.compress_s, 5),
+        }
+        if gen is not None:
+            record.update({
+                "prediction": gen.text, "raw_prediction": gen.raw_text, **score(gen.text, ex.answers),
+                "gen_ttft_s": round(gen.ttft_s, 5), "gen_s": round(gen.total_s, 5),
+                "ttft_s": round(ctx.compress_s + gen.ttft_s, 5), "total_s": round(ctx.compress_s + gen.total_s, 5),
+                "prompt_positions": gen.prompt_positions, "new_tokens": gen.new_tokens,
+                "finish_reason": getattr(gen, "finish_reason", ""),
+            })
+        record.update({
+            "recall": rec, "gold_passages": list(ex.gold_ids), "context_text": text,
             "passages": [{**r.provenance(), "title": r.passage.metadata.get("title")} for r in ctx.results],
             **({"reason": ctx.reason} if ctx.reason else {}),
         })
+        out.append(record)
     return out
 
 
 def _summarise(records: Sequence[dict[str, Any]], rss: RSSSampler, extra: dict[str, Any]) -> dict[str, Any]:
+    from ragzip.evidence import EVIDENCE_KEYS, mean_defined
+
     before = sum(r["tokens_before"] for r in records)
     after = sum(r["tokens_after"] for r in records)
+    evidence: dict[str, Any] = {}
+    for key in EVIDENCE_KEYS:
+        evidence[key] = mean_defined([r[key] for r in records])
+        evidence[f"{key}_n"] = sum(r[key] is not None for r in records)
+    if records and "acc" not in records[0]:  # --no-generate: evidence and compression cost only
+        return {
+            **evidence, "context_tokens": _mean([r["tokens_after"] for r in records]),
+            "compression_ratio": (before / after) if after else (None if before else 1.0),
+            "compress_s": _mean([r["compress_s"] for r in records]), "peak_rss_mb": round(rss.peak_mb, 1),
+            "n": len(records), "tokens_before": _mean([r["tokens_before"] for r in records]),
+            "empty_context": _mean([float(r["tokens_after"] == 0) for r in records]),
+            "rss_delta_mb": round(rss.peak_mb - rss.start_mb, 1), **extra,
+        }
     summary: dict[str, Any] = {
         "acc": _mean([r["acc"] for r in records]),
         "em": _mean([r["em"] for r in records]),
@@ -453,6 +523,7 @@ def _summarise(records: Sequence[dict[str, Any]], rss: RSSSampler, extra: dict[s
         "new_tokens": _mean([r["new_tokens"] for r in records]),
         "empty_context": _mean([float(r["tokens_after"] == 0) for r in records]),
         "rss_delta_mb": round(rss.peak_mb - rss.start_mb, 1),
+        **evidence,
     }
     summary.update(extra)
     return summary
@@ -460,17 +531,34 @@ def _summarise(records: Sequence[dict[str, Any]], rss: RSSSampler, extra: dict[s
 
 def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[Any], passages: Sequence[list[Any]],
                 recalls: Sequence[float | None], *, generator: Any, embedder: Any, batch_size: int, warmup: bool,
-                progress: bool, seed: int, ttft_questions: int = 0) -> _Run:
+                progress: bool, seed: int, ttft_questions: int = 0, generate: bool = True,
+                shared: dict[str, Any] | None = None) -> _Run:
+    """Compress (and, with ``generate``, answer) every question with one method.
+
+    ``shared`` maps a sweep's family to the compressor its first setting built: a compressor that can re-select
+    without re-scoring (it has ``memoize_scores``) is reused for the family's other settings with only the swept
+    option changed, so a sweep scores each sentence once.
+    """
     import torch
     from tqdm import tqdm
 
     torch.manual_seed(seed)
     questions = [ex.question for ex in examples]
+    reused_from = None
     with RSSSampler() as rss:
         compressor = None
         if spec.kind != NO_CONTEXT:
-            compressor = _compressor_for(spec, options, embedder=embedder, generator=generator)
-            if warmup and questions:
+            base = (shared or {}).get(spec.family) if spec.knob else None
+            if base is not None:
+                compressor = _variant(base, options)
+                reused_from = getattr(base, "_bench_label", None)
+            else:
+                compressor = _compressor_for(spec, options, embedder=embedder, generator=generator)
+                if spec.knob and shared is not None and hasattr(compressor, "memoize_scores"):
+                    compressor.memoize_scores()
+                    compressor._bench_label = spec.label
+                    shared[spec.family] = compressor
+            if warmup and questions and base is None:
                 compressor.compress(questions[0], passages[0])
         contexts: list[Any] = []
         generations: list[Any] = []
@@ -485,6 +573,9 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
                     contexts.append(_no_context(question, items, generator.token_counter))
                 else:
                     contexts.append(compressor.compress(question, items))
+                if not generate:
+                    bar.update(1)
+                    continue
                 if batch_size <= 1:
                     generations.append(generator.answer(question, contexts[-1] if compressor is not None else None))
                     bar.update(1)
@@ -511,10 +602,14 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
                 config = None
         del compressor
         gc.collect()
-    records = _records(spec, examples, contexts, generations, recalls)
+    records = _records(spec, examples, contexts, generations if generate else None, recalls)
     wall = round(loop_s / max(len(records), 1), 5)
-    extra: dict[str, Any] = {"kind": spec.kind, "wall_per_question_s": wall}
-    if batch_size > 1:
+    extra: dict[str, Any] = {"kind": spec.kind, "wall_per_question_s": wall, "family": spec.family}
+    if spec.knob:
+        extra["knob"] = spec.knob
+    if reused_from:
+        extra["scores_from"] = reused_from  # selection only: the sentences were scored by that setting
+    if generate and batch_size > 1:
         # A batch shares its prefill and decoding: no question has a TTFT or a total time of its own. TTFT is kept
         # where it was measured alone; the time per question is the method's wall time over the questions.
         for i, r in enumerate(records):
@@ -527,6 +622,44 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
     if config is not None:
         extra["config"] = _jsonable(config)
     return _Run(_summarise(records, rss, extra), records)
+
+
+def _variant(compressor: Any, options: Mapping[str, Any]) -> Any:
+    """A shallow copy of ``compressor`` (sharing its models and score memo) with config ``options`` changed."""
+    import copy
+    import dataclasses
+
+    clone = copy.copy(compressor)
+    clone.config = dataclasses.replace(compressor.config, **options)
+    return clone
+
+
+class MemoEmbedder:
+    """An embedder that remembers every text it encoded, so the peers of a sweep embed each text once."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._docs: dict[str, Any] = {}
+        self._queries: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def encode(self, texts: Sequence[str], **kwargs: Any) -> Any:
+        import numpy as np
+
+        missing = list(dict.fromkeys(t for t in texts if t not in self._docs))
+        if missing:
+            for t, v in zip(missing, self.inner.encode(missing, **kwargs), strict=True):
+                self._docs[t] = v
+        if not texts:
+            return self.inner.encode([], **kwargs)
+        return np.stack([self._docs[t] for t in texts])
+
+    def encode_query(self, text: str) -> Any:
+        if text not in self._queries:
+            self._queries[text] = self.inner.encode_query(text)
+        return self._queries[text]
 
 
 def _jsonable(value: Any) -> Any:
@@ -570,13 +703,16 @@ def _faiss_retriever(passages: Sequence[Any], embedder: Any, top_k: int, cache: 
 
 
 def _retrieve(examples: Sequence[Any], all_examples: Sequence[Any], setting: str, top_k: int,
-              embedder: Any, cache: str | Path | None = None,
-              label: str = "corpus") -> tuple[list[list[Any]], dict[str, Any]]:
-    from ragzip.data import corpus, recall
+              embedder: Any, cache: str | Path | None = None, label: str = "corpus", *, distractors: int = 0,
+              seed: int = 0) -> tuple[list[list[Any]], dict[str, Any]]:
+    from ragzip.data import corpus, recall, same_article_distractors
 
-    if setting == "given":
+    if setting == "given" and distractors:
+        passages = same_article_distractors(examples, all_examples, distractors, seed)
+        info: dict[str, Any] = {"mode": "given", "top_k": None, "distractors": distractors}
+    elif setting == "given":
         passages = [list(ex.passages) for ex in examples]
-        info: dict[str, Any] = {"mode": "given", "top_k": None}
+        info = {"mode": "given", "top_k": None}
     elif setting == "faiss":
         start = time.perf_counter()
         retriever, cached = _faiss_retriever(corpus(all_examples), embedder, top_k, cache, label)
@@ -614,6 +750,12 @@ def run_bench(
     index_cache: str | Path | None = None,
     budget: int | None = None,
     ttft_questions: int = 20,
+    generate: bool = True,
+    distractors: int = 0,
+    require_gold: bool = False,
+    reference: str | None = None,
+    budgets: Sequence[int] = (64, 128, 256),
+    resamples: int = 1000,
 ) -> dict[str, Any]:
     """Run the benchmark and return the result dict (and write the files when ``out`` is given).
 
@@ -640,6 +782,15 @@ def run_bench(
             content ids); ``None`` builds it every time.
         budget: The equal budget (tokens) for plain ``truncate`` and ``longllmlingua``, instead of taking it from the
             reference method (to add rows to an earlier run at its budget).
+        generate: Run the reader. ``False`` (``--no-generate``) measures only what survives compression (the
+            evidence metrics) and the compression cost; the generator's model is then never loaded for text methods.
+        distractors: ``given`` setting: add this many other passages of the same article (``metadata["title"]``,
+            from the whole file) to each question's own, shuffled (SQuAD's same-topic distractor setting).
+        require_gold: Keep only questions whose record names a gold passage (NQ-open: those with a ``context``).
+        reference: A method label (or a sweep family) every row is also compared with (``diff_ci_ref``); the
+            ``at_budget`` table compares every curve with it.
+        budgets: Tokens-read budgets at which each curve is read (interpolated between its measured settings).
+        resamples: Bootstrap resamples of the paired 95% intervals.
 
     Returns:
         The DESIGN §6 dict plus ``skipped``, ``setting``, ``seed``, ``budget``, ``command``, ``date``, ``machine``.
@@ -664,8 +815,16 @@ def run_bench(
         raise ConfigError(f"batch_size = {batch_size!r} must be a positive integer (1 for exact per-question TTFT).")
     if isinstance(ttft_questions, bool) or not isinstance(ttft_questions, int) or ttft_questions < 0:
         raise ConfigError(f"ttft_questions = {ttft_questions!r} must be a non-negative integer, e.g. 20.")
+    if isinstance(distractors, bool) or not isinstance(distractors, int) or distractors < 0:
+        raise ConfigError(f"distractors = {distractors!r} must be a non-negative integer, e.g. 4.")
+    if distractors and setting != "given":
+        raise ConfigError("distractors only apply to --setting given (same-article passages added to each question's "
+                          "own); with faiss, retrieval picks the passages.")
     all_examples = load_qa(data)
-    examples = select(all_examples, limit, seed)
+    pool = [ex for ex in all_examples if ex.gold_ids] if require_gold else all_examples
+    if not pool:
+        raise InputError(f"no question of {data} names a gold passage; drop --require-gold.")
+    examples = select(pool, limit, seed)
 
     gen = _make_generator(generator, cfg.get("generator"), max_new_tokens, batch_size)
     emb = embedder
@@ -674,12 +833,15 @@ def run_bench(
         from ragzip.embed import Embedder
 
         emb = Embedder(cfg.get("embedder", emb))
-    passages, retrieval = _retrieve(examples, all_examples, setting, top_k, emb, index_cache, Path(data).stem)
+    passages, retrieval = _retrieve(examples, all_examples, setting, top_k, emb, index_cache, Path(data).stem,
+                                    distractors=distractors, seed=seed)
     recalls = retrieval.pop("recalls")
     retrieval["embedder"] = getattr(emb, "name", str(emb)) if setting == "faiss" else None
+    peer_embedder = MemoEmbedder(emb) if emb is not None and not isinstance(emb, str) else emb
 
-    if warmup and examples:  # first-call costs (allocator, kernels) of the shared generator are not charged to anyone
+    if generate and warmup and examples:  # first-call costs of the shared generator are not charged to anyone
         gen.answer(examples[0].question, None)
+    shared: dict[str, Any] = {}
 
     results: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
@@ -714,9 +876,10 @@ def run_bench(
                 extra["budget_from"] = budget["reference"]
         logger.info("running %s on %d questions", spec.label, len(examples))
         try:
-            run = _run_method(spec, options, examples, passages, recalls, generator=gen, embedder=emb,
+            run = _run_method(spec, options, examples, passages, recalls, generator=gen, embedder=peer_embedder,
                               batch_size=batch_size, warmup=warmup, progress=progress, seed=seed,
-                              ttft_questions=ttft_questions if batch_size > 1 else 0)
+                              ttft_questions=ttft_questions if batch_size > 1 and generate else 0,
+                              generate=generate, shared=shared)
         except (MissingDependencyError, ModelNotFoundError) as err:  # not installed / no trained artifact here
             logger.warning("method %s skipped: %s", spec.label, err)
             skipped[spec.label] = f"not available: {err}"
@@ -732,7 +895,11 @@ def run_bench(
         results[spec.label] = run.summary
         records_all[spec.label] = run.records
 
+    shared.clear()
     ordered = {s.label: results[s.label] for s in specs if s.label in results}
+    from ragzip.evidence import add_intervals, curves
+
+    add_intervals(ordered, {k: records_all[k] for k in ordered}, reference=reference, resamples=resamples, seed=seed)
     result: dict[str, Any] = {
         "data": str(data),
         "n": len(examples),
@@ -752,6 +919,12 @@ def run_bench(
         "machine": {**_machine(), "load_avg_1m_start": load_at_start, "load_avg_1m_end": _load_avg()},
         "wall_s": round(time.perf_counter() - started, 1),
         "failed": failed,
+        "generate": generate,
+        "distractors": distractors,
+        "require_gold": require_gold,
+        "reference": reference,
+        "curves": curves(ordered, {k: records_all[k] for k in ordered}, budgets, reference=reference,
+                         resamples=resamples, seed=seed),
     }
     result = _jsonable(result)
     if out is not None:
@@ -827,48 +1000,128 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _ci(interval: Any) -> str:
+    """``[-0.05, 0.02]``, with ``*`` when the interval excludes zero."""
+    from ragzip.evidence import excludes_zero
+
+    if not interval:
+        return "–"
+    return f"[{interval[0]:+.3f}, {interval[1]:+.3f}]" + ("*" if excludes_zero(interval) else "")
+
+
 def markdown_table(result: Mapping[str, Any], image: str | None = None) -> str:
-    """The run as Markdown: a header saying what was run, one row per method, skipped methods, the command."""
+    """The run as Markdown: what was run, the evidence table, the end-to-end table (when the reader ran), each
+    curve's value at the budgets, skipped methods and the command."""
     r = result.get("retrieval") or {}
     gcfg = result.get("generator_config") or {}
-    retrieval = (f"FAISS top-{r.get('top_k')} over {r.get('corpus_passages')} passages ({r.get('embedder')}), "
-                 f"recall@{r.get('top_k')} = {_fmt(r.get('recall_at_k'))}" if r.get("mode") == "faiss" else
-                 f"given passages ({_fmt(r.get('passages_per_question'), 1)} per question)")
+    if r.get("mode") == "faiss":
+        retrieval = (f"FAISS top-{r.get('top_k')} over {r.get('corpus_passages')} passages ({r.get('embedder')}), "
+                     f"recall@{r.get('top_k')} = {_fmt(r.get('recall_at_k'))}")
+    else:
+        extra = f", own passage(s) + {r['distractors']} same-article passages, shuffled" if r.get("distractors") else ""
+        retrieval = f"given passages ({_fmt(r.get('passages_per_question'), 1)} per question{extra})"
+    generate = result.get("generate", True)
     lines = [
         f"# ragzip bench: {Path(str(result.get('data'))).name}",
         "",
         f"- **{result.get('n')} questions** (seed {result.get('seed')}), {retrieval}",
-        f"- generator `{result.get('generator')}`, greedy, max {gcfg.get('max_new_tokens', '?')} new tokens, "
-        f"stop {gcfg.get('stop', '?')!r}",
     ]
+    if generate:
+        lines.append(f"- generator `{result.get('generator')}`, greedy, max {gcfg.get('max_new_tokens', '?')} new "
+                     f"tokens, stop {gcfg.get('stop', '?')!r}")
+    else:
+        lines.append(f"- no reader (`--no-generate`): what survives compression; tokens counted with "
+                     f"`{result.get('generator')}`'s tokenizer")
     budget = result.get("budget")
     if budget and budget.get("tokens") is not None:
         lines.append(f"- equal budget for plain truncate / longllmlingua: {budget['tokens']} tokens "
                      f"(mean read by `{budget['reference']}`)")
+    methods = result.get("methods") or {}
+    ref = result.get("reference")
     lines += [
         "",
-        "| method | acc | EM | F1 | tokens read | ratio | compress s | TTFT s | total s | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "## Evidence kept",
+        "",
+        "| method | tokens read | ans_in_ctx | sf_recall | sf_all | compress s | Δ ans_in_ctx vs none | "
+        f"Δ sf_all vs none |{f' Δ ans_in_ctx vs {ref} | Δ sf_all vs {ref} |' if ref else ''}",
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if ref else ""),
     ]
-    for name, m in (result.get("methods") or {}).items():
-        ratio = m.get("compression_ratio")
-        lines.append(
-            f"| {name} | {_fmt(m.get('acc'))} | {_fmt(m.get('em'))} | {_fmt(m.get('f1'))} | "
-            f"{_fmt(m.get('context_tokens'), 1)} | {'∞' if ratio is None else f'{ratio:.2f}x'} | "
-            f"{_fmt(m.get('compress_s'))} | {_fmt(m.get('ttft_s'))} | {_fmt(m.get('total_s'))} | "
-            f"{_fmt(m.get('peak_rss_mb'), 0)} |")
+    for name, m in methods.items():
+        ci, cr = m.get("diff_ci") or {}, m.get("diff_ci_ref") or {}
+        row = (f"| {name} | {_fmt(m.get('context_tokens'), 1)} | {_fmt(m.get('ans_in_ctx'))} | "
+               f"{_fmt(m.get('sf_recall'))} | {_fmt(m.get('sf_all'))} | {_fmt(m.get('compress_s'))} | "
+               f"{_ci(ci.get('ans_in_ctx'))} | {_ci(ci.get('sf_all'))} |")
+        if ref:
+            row += f" {_ci(cr.get('ans_in_ctx'))} | {_ci(cr.get('sf_all'))} |"
+        lines.append(row)
+    if generate:
+        lines += [
+            "",
+            "## End to end",
+            "",
+            "| method | acc | EM | F1 | ans_in_ctx | tokens read | ratio | compress s | TTFT s | total s | peak RSS MB "
+            "| Δ acc vs none | Δ F1 vs none |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, m in methods.items():
+            ratio = m.get("compression_ratio")
+            ci = m.get("diff_ci") or {}
+            lines.append(
+                f"| {name} | {_fmt(m.get('acc'))} | {_fmt(m.get('em'))} | {_fmt(m.get('f1'))} | "
+                f"{_fmt(m.get('ans_in_ctx'))} | {_fmt(m.get('context_tokens'), 1)} | "
+                f"{'∞' if ratio is None else f'{ratio:.2f}x'} | {_fmt(m.get('compress_s'))} | {_fmt(m.get('ttft_s'))} | "
+                f"{_fmt(m.get('total_s'))} | {_fmt(m.get('peak_rss_mb'), 0)} | {_ci(ci.get('acc'))} | "
+                f"{_ci(ci.get('f1'))} |")
+    curves_ = (result.get("curves") or {}).get("families") or {}
+    budgets = (result.get("curves") or {}).get("budgets") or []
+    metrics = ["ans_in_ctx", "sf_all"] + (["acc"] if generate else [])
+    rows = []
+    for family, c in curves_.items():
+        for metric in metrics:
+            cells = []
+            for b in budgets:
+                cell = (c.get("at") or {}).get(str(b), {}).get(metric)
+                if not cell:
+                    cells.append("–")
+                    continue
+                vs = f" {_ci(cell['diff_ci_ref'])}" if cell.get("diff_ci_ref") else ""
+                cells.append(f"{cell['value']:.3f}{vs} ({' / '.join(f'`{x}`' for x in cell['between'])})")
+            if any(x != "–" for x in cells):
+                rows.append(f"| {family} | {metric} | " + " | ".join(cells) + " |")
+    if rows:
+        lines += [
+            "",
+            "## At equal budgets (tokens read)",
+            "",
+            "Each curve read at the budget, interpolated linearly between the two measured settings named in "
+            "brackets; `–` where the curve does not reach the budget (no extrapolation)."
+            + (f" Interval: paired 95% bootstrap of the difference to `{(result.get('curves') or {}).get('reference')}`"
+               " at the same budget." if (result.get("curves") or {}).get("reference") else ""),
+            "",
+            "| curve | metric | " + " | ".join(f"{b} tokens" for b in budgets) + " |",
+            "|---|---|" + "---|" * len(budgets),
+            *rows,
+        ]
     skipped = result.get("skipped") or {}
     if skipped:
         lines += ["", "Skipped:"] + [f"- `{k}`: {v}" for k, v in skipped.items()]
     machine = result.get("machine") or {}
     lines += [
         "",
-        "Means per question. `acc`: a gold answer occurs in the normalised output; EM/F1: SQuAD normalisation. "
-        "Tokens are counted with the generator's tokenizer; ratio = uncompressed / read tokens (sum over questions). "
-        "TTFT and total include compression. Peak RSS is the whole process (shared models included).",
+        "Means per question. `ans_in_ctx`: a normalised gold answer occurs in the text the generator reads (yes/no "
+        "questions left out; for soft compressors only their expanded text counts); `sf_recall` / `sf_all`: share of "
+        "the HotpotQA supporting-fact sentences kept verbatim / all of them kept. Intervals: paired bootstrap 95% "
+        f"({result.get('n')} questions resampled), `*` = excludes zero. Tokens are counted with the generator's "
+        "tokenizer; ratio = uncompressed / read tokens (sum over questions).",
     ]
+    if generate:
+        lines.append("`acc`: a gold answer occurs in the normalised output; EM/F1: SQuAD normalisation. TTFT and "
+                     "total include compression. Peak RSS is the whole process (shared models included).")
+    if any(m.get("scores_from") for m in methods.values()):
+        lines.append("Rows of a sweep that re-select without re-scoring show the selection time only as compress s; "
+                     "their scoring ran once, in the sweep's first setting.")
     timing = result.get("timing") or {}
-    if timing.get("batch_size", 1) > 1:
+    if generate and timing.get("batch_size", 1) > 1:
         lines.append(f"Decoded in batches of {timing['batch_size']}: `total s` is the method's wall time over the "
                      f"questions (compression, batched decoding and the TTFT probes); `TTFT s` is measured on the "
                      f"first {timing.get('ttft_questions')} questions of each method, each run alone to its first "
@@ -883,48 +1136,65 @@ def markdown_table(result: Mapping[str, Any], image: str | None = None) -> str:
         f"wall time {result.get('wall_s')} s.",
     ]
     if image:
-        lines += ["", f"![F1 against tokens read, and time per question]({image})"]
+        lines += ["", f"![Evidence kept against tokens read]({image})"]
     return "\n".join(lines) + "\n"
 
 
 def plot(result: Mapping[str, Any], path: str | Path) -> None:
-    """F1 against tokens read (one point per method) and time per question (compress / prefill / decode)."""
+    """The Pareto picture: each metric against tokens read, one line per method family (a point for a single
+    setting); with a reader, also the time per question (compress / prefill / decode)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     methods = result.get("methods") or {}
-    names = list(methods)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for i, name in enumerate(names):
-        m = methods[name]
-        left.scatter(m["context_tokens"], m["f1"], s=40, zorder=3)
-        left.scatter(m["context_tokens"], m["acc"], s=40, marker="x", color="grey", zorder=2)
-        # Stagger the labels: equal-budget methods sit on the same x.
-        left.annotate(name, (m["context_tokens"], m["f1"]), textcoords="offset points", xytext=(5, 4 - 10 * (i % 3)),
-                      fontsize=8)
-    left.set_xlabel("context tokens read by the generator (mean per question)")
-    left.set_ylabel("F1 (dots); acc (grey x)")
-    left.set_title(f"{Path(str(result.get('data'))).name}, n={result.get('n')}")
-    left.grid(alpha=0.3)
-    compress = [methods[n]["compress_s"] for n in names]
-    prefill = [methods[n].get("gen_ttft_s", 0.0) for n in names]
-    batched = (result.get("timing") or {}).get("batch_size", 1) > 1
-    # One at a time: the generation's own time; batched: the wall time per question less compression and TTFT.
-    decode = [max((methods[n]["total_s"] - methods[n]["compress_s"] if batched else methods[n].get("gen_s", 0.0))
-                  - methods[n].get("gen_ttft_s", 0.0), 0.0) for n in names]
-    ys = range(len(names))
-    right.barh(ys, compress, label="compress")
-    right.barh(ys, prefill, left=compress, label="prefill + first token")
-    right.barh(ys, decode, left=[c + p for c, p in zip(compress, prefill, strict=False)], label="rest of decoding")
-    right.set_yticks(list(ys), names, fontsize=8)
-    right.invert_yaxis()
-    right.set_xlabel("seconds per question")
-    right.set_title("time per question" + (f" (batches of {result['timing']['batch_size']}: wall / questions)"
-                                          if batched else ""))
-    right.legend(fontsize=8)
-    right.grid(alpha=0.3, axis="x")
+    families = (result.get("curves") or {}).get("families") or {}
+    generate = result.get("generate", True)
+    metrics = [m for m in ("ans_in_ctx", "sf_all", "acc")
+               if any(p.get(m) is not None for c in families.values() for p in c["points"])]
+    panels = len(metrics) + (1 if generate and methods else 0)
+    fig, axes = plt.subplots(1, max(panels, 1), figsize=(5.2 * max(panels, 1), 4.6), squeeze=False)
+    axes = list(axes[0])
+    for ax, metric in zip(axes, metrics, strict=False):
+        for i, (family, c) in enumerate(families.items()):
+            pts = [p for p in c["points"] if p.get(metric) is not None]
+            if not pts:
+                continue
+            xs, ys = [p["tokens"] for p in pts], [p[metric] for p in pts]
+            marker = "o" if len(pts) > 1 else "s"
+            ax.plot(xs, ys, marker=marker, ms=4, lw=1.4, label=family, color=f"C{i % 10}")
+        for b in (result.get("curves") or {}).get("budgets") or []:
+            ax.axvline(b, color="grey", lw=0.6, ls=":")
+        xs_all = [p["tokens"] for c in families.values() for p in c["points"] if p["tokens"] > 0]
+        if xs_all and max(xs_all) > 8 * min(xs_all):
+            ax.set_xscale("log")
+        ax.set_xlabel("tokens read by the generator (mean per question)")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric}: {Path(str(result.get('data'))).name}, n={result.get('n')}", fontsize=9)
+        ax.grid(alpha=0.3)
+    if metrics:
+        axes[0].legend(fontsize=6, loc="lower right")
+    if generate and methods:
+        right = axes[len(metrics)]
+        names = list(methods)
+        batched = (result.get("timing") or {}).get("batch_size", 1) > 1
+        compress = [methods[n]["compress_s"] for n in names]
+        prefill = [methods[n].get("gen_ttft_s", 0.0) or 0.0 for n in names]
+        # One at a time: the generation's own time; batched: the wall time per question less compression and TTFT.
+        decode = [max(((methods[n].get("total_s") or 0.0) - methods[n]["compress_s"] if batched else
+                       methods[n].get("gen_s", 0.0)) - (methods[n].get("gen_ttft_s") or 0.0), 0.0) for n in names]
+        ys = range(len(names))
+        right.barh(ys, compress, label="compress")
+        right.barh(ys, prefill, left=compress, label="prefill + first token")
+        right.barh(ys, decode, left=[c + p for c, p in zip(compress, prefill, strict=True)], label="rest of decoding")
+        right.set_yticks(list(ys), names, fontsize=7)
+        right.invert_yaxis()
+        right.set_xlabel("seconds per question")
+        right.set_title("time per question" + (f" (batches of {result['timing']['batch_size']})" if batched else ""),
+                        fontsize=9)
+        right.legend(fontsize=7)
+        right.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -965,6 +1235,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-index-cache", action="store_true", help="Always rebuild the FAISS index.")
     parser.add_argument("--no-warmup", action="store_true", help="Skip the untimed warm-up call of each method.")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
+    parser.add_argument("--no-generate", action="store_true",
+                        help="Skip the reader: report only what survives compression (ans_in_ctx, sf_recall, sf_all, "
+                             "tokens read) and the compression cost. Fast enough for 1,000+ questions.")
+    parser.add_argument("--distractors", type=int, default=0,
+                        help="With --setting given: add N other passages of the same article to each question's own, "
+                             "shuffled (SQuAD's same-topic distractor setting).")
+    parser.add_argument("--require-gold", action="store_true",
+                        help="Only questions whose record names a gold passage (NQ-open: those with a context).")
+    parser.add_argument("--reference", default=None,
+                        help="A method label or sweep family every row is also compared with (paired intervals), "
+                             "e.g. `lc_embeddings_filter:k=*`.")
+    parser.add_argument("--budgets", default="64,128,256",
+                        help="Tokens-read budgets at which every curve is read (default %(default)s).")
+    parser.add_argument("--resamples", type=int, default=1000, help="Bootstrap resamples (default %(default)s).")
+
+
+def _budgets(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--budgets {text!r} must be comma-separated token counts, e.g. 64,128,256.") from None
+    if any(v <= 0 for v in values):
+        raise ConfigError(f"--budgets {text!r}: every budget must be a positive token count.")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -989,7 +1283,9 @@ def run(args: argparse.Namespace) -> int:
             generator=generator, max_new_tokens=args.max_new_tokens, embedder=args.embedder or
             cfg.get("embedder", "embedded:minilm"), config=cfg, out=args.out, batch_size=args.batch_size,
             warmup=not args.no_warmup, progress=not args.quiet, command=command, index_cache=index_cache,
-            budget=args.budget, ttft_questions=args.ttft_questions)
+            budget=args.budget, ttft_questions=args.ttft_questions, generate=not args.no_generate,
+            distractors=args.distractors, require_gold=args.require_gold, reference=args.reference,
+            budgets=_budgets(args.budgets), resamples=args.resamples)
     except (ConfigError, InputError) as err:
         print(f"ragzip bench: error: {err}", file=sys.stderr)
         return 2

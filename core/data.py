@@ -54,6 +54,8 @@ class QAExample:
             ``context``). Empty when the record names none; such questions are left out of recall@K.
         kind: ``"hotpotqa"`` or ``"squad"`` (the record shape it was read from).
         meta: Extra fields worth keeping for error analysis (HotpotQA ``type`` and ``level``).
+        supporting: HotpotQA's supporting-fact sentences (stripped), in ``supporting_facts`` order; empty for other
+            data. The evidence metrics ``sf_recall``/``sf_all`` look for them verbatim in the compressed context.
     """
 
     id: str
@@ -63,6 +65,7 @@ class QAExample:
     gold_ids: tuple[str, ...]
     kind: str
     meta: Mapping[str, Any] = field(default_factory=dict)
+    supporting: tuple[str, ...] = ()
 
 
 def passage_text(title: str | None, body: str) -> str:
@@ -112,6 +115,43 @@ def _hotpot_passages(context: list[Any], where: str) -> list[Passage]:
     return passages
 
 
+def _supporting_sentences(context: list[Any], facts: Sequence[Any]) -> tuple[str, ...]:
+    """The sentences named by ``[[title, index], ...]``; facts that point nowhere are left out."""
+    by_title: dict[str, Any] = {}
+    for item in context:
+        by_title.setdefault(item[0], item[1])
+    out: list[str] = []
+    for fact in facts:
+        if not (isinstance(fact, (list, tuple)) and len(fact) == 2 and isinstance(fact[1], int)):
+            continue
+        sentences = by_title.get(fact[0])
+        if isinstance(sentences, (list, tuple)) and 0 <= fact[1] < len(sentences) and sentences[fact[1]].strip():
+            out.append(sentences[fact[1]].strip())
+    return tuple(dict.fromkeys(out))
+
+
+def same_article_distractors(examples: Sequence[QAExample], pool: Sequence[QAExample], n: int,
+                             seed: int) -> list[list[Passage]]:
+    """Each question's own passages plus ``n`` other passages of the same article (same ``metadata["title"]``) drawn
+    from ``pool``, shuffled: SQuAD's hard, same-topic distractor setting. Seeded per question, so a question's set
+    does not depend on which other questions run."""
+    by_title: dict[str, dict[str, Passage]] = {}
+    for ex in pool:
+        for p in ex.passages:
+            by_title.setdefault(str(p.metadata.get("title", "")), {}).setdefault(p.id, p)
+    out = []
+    for ex in examples:
+        own = list(ex.passages)
+        rng = random.Random(f"{seed}:{ex.id}")
+        title = str(own[0].metadata.get("title", "")) if own else ""
+        others = sorted(pid for pid in by_title.get(title, {}) if pid not in {p.id for p in own})
+        chosen = [by_title[title][pid] for pid in rng.sample(others, min(n, len(others)))]
+        items = own + chosen
+        rng.shuffle(items)
+        out.append(items)
+    return out
+
+
 def parse_record(record: Mapping[str, Any], *, where: str, default_id: str = "") -> QAExample:
     """Turn one JSON record (HotpotQA-style or NQ/SQuAD-style) into a :class:`QAExample`.
 
@@ -139,7 +179,8 @@ def parse_record(record: Mapping[str, Any], *, where: str, default_id: str = "")
         gold_titles = {sf[0] for sf in record.get("supporting_facts") or () if isinstance(sf, (list, tuple)) and sf}
         gold_ids = tuple(dict.fromkeys(p.id for p in passages if p.metadata.get("title") in gold_titles))
         meta = {k: record[k] for k in ("type", "level") if k in record}
-        return QAExample(qid, question, answers, tuple(passages), gold_ids, HOTPOTQA, meta)
+        return QAExample(qid, question, answers, tuple(passages), gold_ids, HOTPOTQA, meta,
+                         _supporting_sentences(context, record.get("supporting_facts") or ()))
     if context is None or isinstance(context, str):  # NQ / SQuAD: one gold passage, or none
         title = record.get("title") or record.get("context_title")
         if isinstance(title, str):
@@ -210,4 +251,4 @@ def recall(retrieved: Sequence[Passage], gold_ids: Sequence[str]) -> float | Non
 
 
 __all__ = ["HOTPOTQA", "SQUAD", "QAExample", "corpus", "load_qa", "make_passage", "parse_record", "passage_text",
-           "recall", "select"]
+           "recall", "same_article_distractors", "select"]

@@ -73,6 +73,11 @@ class ExtractiveCompressor(Compressor):
     def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
         return self._compress_batch([query], [passages])[0]
 
+    def memoize_scores(self) -> None:
+        """Remember every sentence score from now on (and share the memory with copies of this compressor), so
+        that several selection settings over the same questions score each passage once (the bench's sweeps)."""
+        self._score_memo: dict[tuple[str, str, tuple[str, ...]], list[float]] | None = {}
+
     def score_sentences(self, queries: list[str], passages: list[list[Passage]],
                         splits: list[list[list[Sentence]]] | None = None) -> list[list[list[float]]]:
         """P(useful) of every sentence, ``[question][passage][sentence]``, all questions in one scorer call.
@@ -82,10 +87,17 @@ class ExtractiveCompressor(Compressor):
         if splits is None:
             splits = [[self.split(p.text) for p in ps] for ps in passages]
         items = [
-            ScoreItem(q, _title(p) if self.config.use_title else "", [s.text for s in sents])
+            ScoreItem(q, _title(p) if self.config.use_title else "", tuple(s.text for s in sents))
             for q, ps, ss in zip(queries, passages, splits, strict=True) for p, sents in zip(ps, ss, strict=True)
         ]
-        flat = iter(self.scorer.score(items) if items else [])
+        memo = getattr(self, "_score_memo", None)
+        if memo is None:
+            flat = iter(self.scorer.score(items) if items else [])
+        else:
+            todo = list(dict.fromkeys(it for it in items if it not in memo))
+            for it, row in zip(todo, self.scorer.score(todo) if todo else [], strict=True):
+                memo[it] = row
+            flat = iter([memo[it] for it in items])
         return [[next(flat) for _ in ps] for ps in passages]
 
     def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:

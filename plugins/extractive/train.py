@@ -20,6 +20,7 @@ highest threshold whose held-out supporting-fact recall reaches ``--target-recal
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import logging
@@ -47,17 +48,23 @@ from ragzip.plugins.extractive.modeling import (
 
 logger = logging.getLogger("ragzip.train.extractive")
 CARD_NAME = "MODEL_CARD.md"
+HOTPOTQA, QED, SQUAD = "hotpotqa", "qed", "squad"
 
 
 # ============================================================================================================== data
 @dataclass
 class Paragraph:
-    """One HotpotQA paragraph of one question, with a 0/1 label per sentence."""
+    """One passage of one question, with a 0/1 label per sentence.
+
+    ``anchor`` marks a passage that is always trained on even with no positive sentence (a SQuAD 2.0 unanswerable
+    question's own paragraph: the hard "nothing here answers it" negative).
+    """
 
     query: str
     title: str
     sentences: list[str]
     labels: list[int]
+    anchor: bool = False
 
     @property
     def gold(self) -> bool:
@@ -70,50 +77,153 @@ class Question:
     query: str
     paragraphs: list[Paragraph]
     reconstructed: bool = False
+    source: str = HOTPOTQA
+
+
+def _records(path: str | Path) -> Iterable[dict[str, Any]]:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def load_questions(paths: str | Path | Sequence[str | Path], limit: int | None = None) -> list[Question]:
+    """Read training questions from HotpotQA, QED (NQ train) and SQuAD (v1.1/v2.0) JSONL files, ``.gz`` or not.
+
+    The record shape is detected per file: ``supporting_facts`` = HotpotQA (positives: the supporting-fact
+    sentences), ``sentence_starts`` = QED (positives: ``answer_sentence_idx``), ``answer_starts`` or ``is_impossible``
+    = SQuAD (positives: the sentences the answer span overlaps, split by ragzip's own splitter as at inference; other
+    paragraphs of the same article that do not contain the answer are its distractors; an unanswerable question's
+    own paragraph is an all-negative anchor). ``limit`` caps each file.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    questions: list[Question] = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise SystemExit(f"--data {str(path)!r}: no such file. Pass HotpotQA, QED or SQuAD train JSONL (.gz ok), "
+                             "e.g. ../shared/data/hotpotqa_train.jsonl.")
+        records = list(_records(path))[: limit or None]
+        if not records:
+            raise SystemExit(f"no records in {path}; expected HotpotQA, QED or SQuAD-style JSONL.")
+        first = records[0]
+        if "supporting_facts" in first:
+            questions += _hotpot_questions(records)
+        elif "sentence_starts" in first:
+            questions += _qed_questions(records)
+        elif "answer_starts" in first or "is_impossible" in first:
+            questions += _squad_questions(records)
+        else:
+            raise SystemExit(f"{path}: unknown record shape (keys {sorted(first)[:8]}); expected HotpotQA "
+                             "(supporting_facts), QED (sentence_starts) or SQuAD (answer_starts).")
+    return questions
 
 
 def load_hotpotqa(path: str | Path, limit: int | None = None) -> list[Question]:
     """Read HotpotQA-style JSONL (``question``, ``context`` = [[title, [sentences]]], ``supporting_facts``)."""
+    return load_questions([path], limit)
+
+
+def _hotpot_questions(records: Sequence[dict[str, Any]]) -> list[Question]:
     questions = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
+    for rec in records:
+        facts = {(t, int(i)) for t, i in rec.get("supporting_facts", [])}
+        paragraphs = []
+        for title, sentences in rec["context"]:
+            keep = [(k, s) for k, s in enumerate(sentences) if s.strip()]
+            if not keep:
                 continue
-            rec = json.loads(line)
-            facts = {(t, int(i)) for t, i in rec.get("supporting_facts", [])}
-            paragraphs = []
-            for title, sentences in rec["context"]:
-                keep = [(k, s) for k, s in enumerate(sentences) if s.strip()]
-                if not keep:
-                    continue
-                paragraphs.append(Paragraph(rec["question"], title, [s.strip() for _, s in keep],
-                                            [int((title, k) in facts) for k, _ in keep]))
-            questions.append(Question(str(rec.get("id", len(questions))), rec["question"], paragraphs,
-                                      bool(rec.get("reconstructed", False))))
-            if limit and len(questions) >= limit:
-                break
-    if not questions:
-        raise SystemExit(f"no records in {path}; expected HotpotQA-style JSONL.")
+            paragraphs.append(Paragraph(rec["question"], title, [s.strip() for _, s in keep],
+                                        [int((title, k) in facts) for k, _ in keep]))
+        questions.append(Question(str(rec.get("id", len(questions))), rec["question"], paragraphs,
+                                  bool(rec.get("reconstructed", False)), HOTPOTQA))
+    return questions
+
+
+def _qed_questions(records: Sequence[dict[str, Any]]) -> list[Question]:
+    questions = []
+    for rec in records:
+        text, starts = rec["context"], list(rec["sentence_starts"]) or [0]
+        bounds = list(zip(starts, [*starts[1:], len(text)], strict=True))
+        gold = {int(i) for i in rec.get("answer_sentence_idx", [])}
+        pairs = [(text[a:b].strip(), int(k in gold)) for k, (a, b) in enumerate(bounds)]
+        pairs = [(s, lab) for s, lab in pairs if s]
+        if not pairs or not any(lab for _, lab in pairs):
+            continue
+        para = Paragraph(rec["question"], rec.get("title", ""), [s for s, _ in pairs], [lab for _, lab in pairs])
+        questions.append(Question(str(rec["id"]), rec["question"], [para], source=QED))
+    return questions
+
+
+def _squad_questions(records: Sequence[dict[str, Any]]) -> list[Question]:
+    from ragzip.text import split_sentences
+
+    splits: dict[str, list[Any]] = {}
+    by_title: dict[str, list[str]] = {}
+    for rec in records:
+        if rec["context"] not in splits:
+            splits[rec["context"]] = split_sentences(rec["context"])
+            by_title.setdefault(rec.get("title", ""), []).append(rec["context"])
+    questions = []
+    for rec in records:
+        context, title = rec["context"], rec.get("title", "")
+        sentences = splits[context]
+        impossible = bool(rec.get("is_impossible"))
+        labels = [0] * len(sentences)
+        if not impossible:
+            for answer, start in zip(rec.get("answers", []), rec.get("answer_starts", []), strict=False):
+                end = start + len(answer)
+                for k, s in enumerate(sentences):
+                    if s.start < end and start < s.end:
+                        labels[k] = 1
+            if not any(labels):
+                continue
+        own = Paragraph(rec["question"], title.replace("_", " "), [s.text for s in sentences], labels,
+                        anchor=impossible)
+        answers = [a.lower() for a in rec.get("answers", []) + rec.get("plausible_answers", []) if a.strip()]
+        others = [
+            Paragraph(rec["question"], title.replace("_", " "), [s.text for s in splits[c]], [0] * len(splits[c]))
+            for c in by_title[title] if c != context and not any(a in c.lower() for a in answers)
+        ]
+        questions.append(Question(str(rec["id"]), rec["question"], [own, *others], source=SQUAD))
     return questions
 
 
 def split_holdout(questions: list[Question], n: int, seed: int) -> tuple[list[Question], list[Question]]:
-    """Hold out ``n`` questions, verbatim records first (reconstructed ones may carry shifted labels)."""
+    """Hold out ``n`` questions of every source, verbatim HotpotQA records first (reconstructed ones may carry shifted
+    labels).
+
+    A held-out QED question has only its own passage; it gets four other held-out QED passages as all-negative
+    distractors, so that every held-out question is a five-passage set.
+    """
     rng = random.Random(seed)
-    verbatim = [q for q in questions if not q.reconstructed]
-    rng.shuffle(verbatim)
-    held = {q.id for q in verbatim[:n]}
-    if len(held) < n:
-        rest = [q for q in questions if q.id not in held]
-        rng.shuffle(rest)
-        held |= {q.id for q in rest[: n - len(held)]}
-    return [q for q in questions if q.id not in held], [q for q in questions if q.id in held]
+    held: set[str] = set()
+    for source in sorted({q.source for q in questions}):
+        pool = [q for q in questions if q.source == source]
+        verbatim = [q for q in pool if not q.reconstructed]
+        rng.shuffle(verbatim)
+        ids = {q.id for q in verbatim[:n]}
+        if len(ids) < n:
+            rest = [q for q in pool if q.id not in ids]
+            rng.shuffle(rest)
+            ids |= {q.id for q in rest[: n - len(ids)]}
+        held |= ids
+    train_qs = [q for q in questions if q.id not in held]
+    held_qs = [q for q in questions if q.id in held]
+    nq = [q for q in held_qs if q.source == QED]
+    for i, q in enumerate(nq):
+        for j in range(1, 5):
+            if len(nq) > j:
+                other = nq[(i + j) % len(nq)].paragraphs[0]
+                q.paragraphs.append(Paragraph(q.query, other.title, other.sentences, [0] * len(other.sentences)))
+    return train_qs, held_qs
 
 
 def five_passages(question: Question) -> list[Paragraph]:
     """The gold paragraphs plus the first distractors, five in all, in context order: a stand-in for top-5 retrieval."""
-    gold = [p for p in question.paragraphs if p.gold]
-    others = [p for p in question.paragraphs if not p.gold][: max(0, 5 - len(gold))]
+    gold = [p for p in question.paragraphs if p.gold or p.anchor]
+    others = [p for p in question.paragraphs if not (p.gold or p.anchor)][: max(0, 5 - len(gold))]
     chosen = {id(p) for p in gold + others}
     return [p for p in question.paragraphs if id(p) in chosen]
 
@@ -264,9 +374,10 @@ def train(args: argparse.Namespace) -> int:
         log_file.flush()
 
     load_start = os.getloadavg()[0]
-    questions = load_hotpotqa(args.data, args.limit)
+    questions = load_questions(args.data, args.limit)
     train_qs, held_qs = split_holdout(questions, args.holdout, args.seed)
-    logger.info("%d questions: %d train, %d held out", len(questions), len(train_qs), len(held_qs))
+    counts = {s: sum(q.source == s for q in questions) for s in sorted({q.source for q in questions})}
+    logger.info("%d questions %s: %d train, %d held out", len(questions), counts, len(train_qs), len(held_qs))
     if args.init:
         scorer = CrossEncoderScorer.from_pretrained(args.init, device="cpu")
         scorer.model.freeze_base()
@@ -294,14 +405,22 @@ def train(args: argparse.Namespace) -> int:
     pos = 0
     for q in train_qs:
         idx = list(range(pos, pos + len(q.paragraphs)))
-        groups.append(([i for i in idx if train_paragraphs[i].gold], [i for i in idx if not train_paragraphs[i].gold]))
+        groups.append(([i for i in idx if train_paragraphs[i].gold or train_paragraphs[i].anchor],
+                       [i for i in idx if not (train_paragraphs[i].gold or train_paragraphs[i].anchor)]))
         pos += len(q.paragraphs)
     n_own = len(train_paragraphs)
+    by_source: dict[str, list[int]] = {}
+    for k, q in enumerate(train_qs):
+        by_source.setdefault(q.source, []).append(k)
     for _ in range(n_epochs):
+        # Balance the sources: at most --per-source questions of each, a fresh sample every epoch.
+        picked = sorted(k for ks in by_source.values()
+                        for k in (rng.sample(ks, args.per_source) if 0 < args.per_source < len(ks) else ks))
         chosen = []
-        for q, (gold, others) in zip(train_qs, groups, strict=True):
-            k = len(others) if args.distractors < 0 else min(args.distractors, len(others))
-            chosen.extend(gold + rng.sample(others, k))
+        for k in picked:
+            q, (gold, others) = train_qs[k], groups[k]
+            n_d = len(others) if args.distractors < 0 else min(args.distractors, len(others))
+            chosen.extend(gold + rng.sample(others, n_d))
             for _ in range(args.foreign):  # cross-question negative: another question's paragraph, all labels 0
                 other = train_qs[rng.randrange(len(train_qs))]
                 if other is q or not other.paragraphs:
@@ -379,8 +498,10 @@ def train(args: argparse.Namespace) -> int:
     logger.info("calibrated threshold %.2f on %d held-out questions: %s", calibration["threshold"], len(held_qs),
                 calibration["at_threshold"])
     training = {
-        "data": Path(args.data).name,
+        "data": ", ".join(Path(d).name for d in args.data),
         "data_sha256_16": _sha256(args.data),
+        "questions_per_source": counts,
+        "per_source_per_epoch": args.per_source,
         "questions": len(questions),
         "train_questions": len(train_qs),
         "holdout_questions": len(held_qs),
@@ -412,12 +533,15 @@ def train(args: argparse.Namespace) -> int:
 
 def _checkpoint(scorer: CrossEncoderScorer, held: Sequence[Question], args: argparse.Namespace, out: Path,
                 step: int, epoch: int, best: tuple[float, int], record: Any) -> tuple[float, int]:
-    """Score the held-out questions; keep the checkpoint whose kept-token share at the target recall is lowest."""
+    """Score the held-out questions; keep the checkpoint with the highest mean (over sources) per-question average
+    precision: the ranking is what a token budget selects by."""
     stats = calibrate(scorer, held, args.target_recall)
-    share = stats["at_threshold"]["kept_token_share"]
-    logger.info("step %d held-out: AP %.3f, threshold %.2f -> recall %.3f precision %.3f, kept %.1f%% of tokens",
-                step, stats["average_precision"], stats["threshold"], stats["at_threshold"]["recall"],
-                stats["at_threshold"]["precision"], 100 * share)
+    share = -stats["mean_map"]
+    logger.info("step %d held-out: MAP %s (mean %.3f), AP %.3f, threshold %.2f -> recall %.3f precision %.3f, "
+                "kept %.1f%% of tokens; relative %.2f -> %s", step, stats["map"], stats["mean_map"],
+                stats["average_precision"], stats["threshold"], stats["at_threshold"]["recall"],
+                stats["at_threshold"]["precision"], 100 * stats["at_threshold"]["kept_token_share"],
+                stats["relative"], stats["at_relative"])
     record(step=step, epoch=epoch, holdout=stats)
     scorer.save_pretrained(out / f"checkpoint-{step}", threshold=stats["threshold"])
     if share < best[0]:
@@ -474,10 +598,15 @@ def average_precision(pairs: Sequence[tuple[Paragraph, list[float]]]) -> float:
 
 
 def calibrate(scorer: CrossEncoderScorer, questions: Sequence[Question], target_recall: float) -> dict[str, Any]:
-    """The highest threshold (0.01 steps) whose supporting-fact recall reaches ``target_recall``.
+    """Calibrate the default selection rules on held-out training questions (five-passage sets: gold + first
+    distractors).
 
-    Scores the five-passage sets (gold + first distractors). Recall depends only on the gold paragraphs (each passage
-    is scored on its own), the kept share of words on the distractors too.
+    - ``threshold``: the highest absolute threshold (0.01 steps) whose pooled positive-sentence recall reaches
+      ``target_recall``;
+    - ``relative``: the highest ratio r (0.01 steps) such that keeping every sentence scoring >= r x the question's
+      best score reaches ``target_recall`` — the query-adaptive rule (a hard question's scores are all lower);
+    - ``map``: mean per-question average precision of the ranking over the question's five passages, per source
+      (checkpoint choice uses the mean over sources).
     """
     pairs = score_questions(scorer, questions, five_passages)
     chosen = 0.01
@@ -485,9 +614,37 @@ def calibrate(scorer: CrossEncoderScorer, questions: Sequence[Question], target_
         if prf(pairs, t)["recall"] >= target_recall:
             chosen = t
             break
+    per_q: list[tuple[Question, list[tuple[Paragraph, list[float]]]]] = []
+    it = iter(pairs)
+    for q in questions:
+        per_q.append((q, [next(it) for _ in five_passages(q)]))
+    ratio, relative = 0.01, {}
+    for r in [x / 100 for x in range(99, 0, -1)]:
+        tp = fn = kept = total = 0
+        for _, qp in per_q:
+            best = max((x for _, sc in qp for x in sc), default=0.0)
+            for para, sc in qp:
+                for sentence, lab, x in zip(para.sentences, para.labels, sc, strict=True):
+                    keep = x >= r * best
+                    tp += keep and lab
+                    fn += (not keep) and lab
+                    n = len(sentence.split())
+                    total += n
+                    kept += n if keep else 0
+        if tp + fn and tp / (tp + fn) >= target_recall:
+            ratio, relative = r, {"recall": round(tp / (tp + fn), 4), "kept_token_share": round(kept / total, 4)}
+            break
+    maps: dict[str, list[float]] = {}
+    for q, qp in per_q:
+        ap = average_precision(qp)
+        if any(lab for p, _ in qp for lab in p.labels):
+            maps.setdefault(q.source, []).append(ap)
+    per_source = {k: round(sum(v) / len(v), 4) for k, v in sorted(maps.items())}
     return {"threshold": chosen, "target_recall": target_recall, "questions": len(questions),
             "paragraphs": "gold + first distractors, 5 per question", "average_precision": average_precision(pairs),
-            "at_threshold": prf(pairs, chosen), "at_0.5": prf(pairs, 0.5)}
+            "at_threshold": prf(pairs, chosen), "at_0.5": prf(pairs, 0.5),
+            "relative": ratio, "at_relative": relative,
+            "map": per_source, "mean_map": round(sum(per_source.values()) / max(len(per_source), 1), 4)}
 
 
 def evaluate(model: str, data: str, *, threshold: float | None, limit: int | None, timing_questions: int,
@@ -743,8 +900,12 @@ def _size(path: Path) -> str:
     return f"{path.stat().st_size / 2**20:.1f} MiB" if path.exists() else "?"
 
 
-def _sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+def _sha256(paths: str | Path | Sequence[str | Path]) -> str:
+    """First 16 hex digits of the sha256 of the file (of the files' digests, in order, for several)."""
+    if isinstance(paths, (str, Path)):
+        return hashlib.sha256(Path(paths).read_bytes()).hexdigest()[:16]
+    digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
+    return digests[0][:16] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
 
 
 # ============================================================================================================== CLI
@@ -753,7 +914,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ragzip train extractive",
         description="Train (or with --eval-only, evaluate) the extractive sentence classifier on HotpotQA-style JSONL.",
     )
-    parser.add_argument("--data", required=True, help="HotpotQA-style JSONL (question, context, supporting_facts).")
+    parser.add_argument("--data", required=True, nargs="+",
+                        help="Training JSONL files (.gz ok): HotpotQA (supporting_facts), QED/NQ (sentence_starts, "
+                             "answer_sentence_idx) and SQuAD v1.1/v2.0 (answer_starts, is_impossible), detected per "
+                             "file. With --eval-only: one HotpotQA-style file.")
+    parser.add_argument("--per-source", type=int, default=0,
+                        help="At most this many questions of each source per epoch, a fresh sample each epoch "
+                             "(0: all); balances a large source against a small one.")
     parser.add_argument("--out", help="Output folder for the artifact, checkpoints and logs (training).")
     parser.add_argument("--eval-only", action="store_true", help="Evaluate --model on --data; train nothing.")
     parser.add_argument("--model", default="default", help="Artifact to evaluate (--eval-only): folder or `default`.")
@@ -783,7 +950,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Cross-question negatives per question per epoch: a paragraph of another question, "
                              "paired with this question, every sentence labelled 0 (teaches off-topic = useless).")
     parser.add_argument("--title-dropout", type=float, default=0.3)
-    parser.add_argument("--holdout", type=int, default=100, help="Training questions held out for calibration.")
+    parser.add_argument("--holdout", type=int, default=100,
+                        help="Training questions held out per source for checkpoint choice and calibration.")
     parser.add_argument("--target-recall", type=float, default=0.88,
                         help="Calibrate the default threshold to this held-out supporting-fact recall.")
     parser.add_argument("--eval-every", type=int, default=0, help="Evaluate every N steps (0: each epoch).")
@@ -806,7 +974,7 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.eval_only:
-        result = evaluate(args.model, args.data, threshold=args.threshold, limit=args.limit,
+        result = evaluate(args.model, args.data[0], threshold=args.threshold, limit=args.limit,
                           timing_questions=args.timing_questions, tokenizer=args.tokenizer, threads=args.threads)
         print(json.dumps(result, indent=2))
         if args.json:
