@@ -319,7 +319,10 @@ def test_nothing_passes_keeps_the_best_sentence_unless_selective() -> None:
     assert sel.text == "" and sel.tokens_after == 0
     assert sel.reason == "selective: no sentence scored >= threshold 0.5 (best 0.3); answer without context"
     assert set(sel.decisions().values()) == {"dropped"}
-    assert all(r.reason == sel.reason for r in sel.results)
+    # each passage reports its own best score, not the question's
+    assert [r.reason for r in sel.results] == [
+        f"selective: no sentence of the question scored >= threshold 0.5 (best here {best:.3g}); answer without context"
+        for best in (0.3, 0.1, 0.0)]
 
 
 def test_rank_only_scorer_needs_no_threshold() -> None:
@@ -457,3 +460,32 @@ def test_train_main_needs_out_unless_eval_only(tmp_path: Path) -> None:
 
     with pytest.raises(SystemExit):
         main(["--data", str(_tiny_hotpot(tmp_path / "d.jsonl"))])
+
+
+# --------------------------------------------------------------------------------------------- budget and relative
+def test_max_tokens_alone_fills_the_budget_across_passages() -> None:
+    """No threshold applies when only a budget is set: the best sentences of all passages fill it, in order."""
+    c = fake(SCORES, max_tokens=6)
+    out = c.compress("q?", PASSAGES)
+    assert out.extra["threshold"] is None
+    # ranked: Gamma one. (2) 0.95, Alpha two. (2) 0.9, Alpha three. (2) 0.6 -> 6 tokens
+    assert out.text == "Alpha two. Alpha three.\n\nGamma one."
+    assert out.tokens_after == 6
+    low = {k: v / 10 for k, v in SCORES.items()}  # all far below the model's threshold 0.5
+    assert fake(low, max_tokens=6).compress("q?", PASSAGES).tokens_after == 6
+    assert fake(low, max_tokens=6, threshold=0.5).compress("q?", PASSAGES).text == "Gamma one."  # fallback only
+
+
+def test_relative_rule_keeps_what_scores_near_the_best() -> None:
+    out = fake(SCORES, relative=0.6).compress("q?", PASSAGES)  # floor 0.57
+    assert out.extra == {"threshold": None, "relative": 0.6}
+    assert out.text == "Alpha two. Alpha three.\n\nGamma one."
+    low = {k: v / 10 for k, v in SCORES.items()}  # the same ranking at a tenth of the scores keeps the same
+    assert fake(low, relative=0.6).compress("q?", PASSAGES).text == out.text
+
+
+def test_relative_and_int8_config_checks() -> None:
+    with pytest.raises(ConfigError, match=re.escape("compressor[extractive].relative = 1.5 is out of range")):
+        ExtractiveConfig(relative=1.5)
+    with pytest.raises(ConfigError, match=re.escape("dtype 'int8' is for backbone crossencoder")):
+        ExtractiveConfig(backbone="recomp", top_k=2, dtype="int8")

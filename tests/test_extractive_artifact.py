@@ -58,7 +58,16 @@ def test_default_compressor_uses_the_shipped_model() -> None:
                 metadata={"title": "Danube"}),
     ]
     out = c.compress("Who directed the film Jaws?", passages)
-    assert out.extra["threshold"] == json.loads((DEFAULT_ARTIFACT / "config.json").read_text())["threshold"]
+    assert out.extra["threshold"] is None  # a budget (top_k) alone decides
+    artifact = json.loads((DEFAULT_ARTIFACT / "config.json").read_text())
+    plain = build_compressor({"type": "extractive", "tokenizer": "whitespace"})
+    plain.token_counter = WhitespaceTokenCounter()
+    default = plain.compress("Who directed the film Jaws?", passages)
+    if artifact.get("relative") is not None:  # the calibrated query-adaptive rule
+        assert default.extra == {"threshold": None, "relative": artifact["relative"]}
+    else:
+        assert default.extra == {"threshold": artifact["threshold"], "relative": None}
+    assert "Steven Spielberg" in default.text
     assert out.text == "Jaws is a 1975 American thriller film directed by Steven Spielberg."
     assert out.decisions() == {"jaws": "compressed", "danube": "dropped"}
     assert out.tokens_after < out.tokens_before

@@ -61,10 +61,30 @@ class ExtractiveCompressor(Compressor):
 
     @property
     def threshold(self) -> float | None:
-        """The threshold in force: the config's, else the model's default (None: rank only)."""
-        if self.config.threshold is not None:
-            return self.config.threshold
+        """The absolute threshold in force (None: none applies).
+
+        The config's when set. Otherwise a budget (``max_tokens``/``top_k``) or a relative rule alone decides, and
+        with no rule at all the model's defaults apply: its calibrated ``relative`` when it has one, else its
+        calibrated threshold.
+        """
+        cfg = self.config
+        if cfg.threshold is not None:
+            return cfg.threshold
+        if cfg.max_tokens is not None or cfg.top_k is not None or cfg.relative is not None:
+            return None
+        if getattr(self.scorer, "default_relative", None) is not None:
+            return None
         return self.scorer.default_threshold
+
+    @property
+    def relative(self) -> float | None:
+        """The query-adaptive ratio in force (keep scores >= ratio x the question's best), or None."""
+        cfg = self.config
+        if cfg.relative is not None:
+            return cfg.relative
+        if cfg.threshold is None and cfg.max_tokens is None and cfg.top_k is None:
+            return getattr(self.scorer, "default_relative", None)
+        return None
 
     def split(self, text: str) -> list[Sentence]:
         return split_sentences(text, max_chars=self.config.max_sentence_chars)
@@ -118,12 +138,14 @@ class ExtractiveCompressor(Compressor):
                 tokens: list[list[int]], before: list[int]) -> CompressedContext:
         cfg = self.config
         threshold = self.threshold
+        relative = self.relative
         candidates = [
             _Candidate(i, k, s, n)
             for i, (row, counts) in enumerate(zip(scores, tokens, strict=True)) for k, (s, n) in enumerate(zip(row, counts, strict=True))
         ]
         ranked = sorted(candidates, key=lambda c: (-c.score, c.passage, c.index))
-        passing = [c for c in ranked if threshold is None or c.score >= threshold]
+        floor = relative * ranked[0].score if relative is not None and ranked else None
+        passing = [c for c in ranked if (threshold is None or c.score >= threshold) and (floor is None or c.score >= floor)]
         kept: set[tuple[int, int]] = set()
         budget = cfg.max_tokens
         chosen = 0
@@ -181,7 +203,7 @@ class ExtractiveCompressor(Compressor):
                                          reason=f"kept {len(keep)} of {len(sentences)} sentences{note}", units=units,
                                          tokens_before=before[i], tokens_after=self.token_counter.count(text),
                                          extra=extra))
-        return self.context(query, results, reason=reason, extra={"threshold": threshold})
+        return self.context(query, results, reason=reason, extra={"threshold": threshold, "relative": relative})
 
     def _drop_reason(self, i: int, row: list[float], threshold: float | None, skipped_budget: set[int],
                      skipped_top_k: set[int], reason: str) -> str:
@@ -190,6 +212,9 @@ class ExtractiveCompressor(Compressor):
             return f"max_tokens={self.config.max_tokens} spent on higher-scoring sentences (best here {best:.3g})"
         if i in skipped_top_k:
             return f"top_k={self.config.top_k} filled by higher-scoring sentences (best here {best:.3g})"
+        if reason.startswith("selective") and threshold is not None:
+            return (f"selective: no sentence of the question scored >= threshold {threshold:.3g} (best here "
+                    f"{best:.3g}); answer without context")
         if reason.startswith("selective"):
             return reason
         if threshold is not None:

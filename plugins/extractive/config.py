@@ -53,7 +53,14 @@ class ExtractiveConfig(CompressorConfig):
     max_tokens: int | None = field(
         default=None,
         metadata={"help": "Token budget for the whole context of a question (generator tokens): the best-scoring "
-                          "sentences that pass the threshold are kept until it is spent."},
+                          "sentences of all passages fill it (original order kept). Without `threshold`/`relative` "
+                          "the budget alone decides; with them, only passing sentences are candidates."},
+    )
+    relative: float | None = field(
+        default=None,
+        metadata={"help": "Query-adaptive rule: keep sentences scoring >= relative x the question's best score "
+                          "(0-1). Empty: the model's calibrated value when neither threshold, max_tokens nor top_k "
+                          "is set."},
     )
     top_k: int | None = field(
         default=None,
@@ -89,19 +96,25 @@ class ExtractiveConfig(CompressorConfig):
     dtype: str = field(
         default="auto",
         metadata={"help": "Model weights: `auto` (float32 on cpu, bfloat16 for exit on cuda), `float32`, "
-                          "`bfloat16` or `float16`."},
+                          "`bfloat16`, `float16`, or `int8` (crossencoder on a CPU: dynamic quantization, about "
+                          "twice as fast)."},
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(_WHERE, "backbone", self.backbone, BACKBONES)
-        check_choice(_WHERE, "dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        check_choice(_WHERE, "dtype", self.dtype, ("auto", "float32", "bfloat16", "float16", "int8"))
+        if self.dtype == "int8" and self.backbone != "crossencoder":
+            raise ConfigError(f"{_WHERE}.dtype 'int8' is for backbone crossencoder (dynamic quantization on a CPU); "
+                              f"backbone {self.backbone!r} takes auto, float32, bfloat16 or float16.")
         if not self.model.strip():
             raise ConfigError(f"{_WHERE}.model is empty; use `default`, a local folder or a Hugging Face id.")
         if self.threshold is not None and self.backbone != "recomp":
             check_range(_WHERE, "threshold", self.threshold, 0.0, 1.0)
         if self.max_tokens is not None:
             check_range(_WHERE, "max_tokens", self.max_tokens, 0)
+        if self.relative is not None:
+            check_range(_WHERE, "relative", self.relative, 0.0, 1.0)
         if self.top_k is not None:
             check_range(_WHERE, "top_k", self.top_k, 1)
         check_range(_WHERE, "neighbors", self.neighbors, 0)

@@ -77,6 +77,23 @@ def _dtype(name: str, device: str, *, large: bool = False) -> Any:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def _quantize_int8(model: Any, device: str) -> Any:
+    """int8 dynamic quantization of every ``nn.Linear`` (weights int8, activations quantized on the fly): the
+    encoder runs ~2x faster on a CPU. CPU only."""
+    torch = _torch()
+    if not device.startswith("cpu"):
+        raise ConfigError(f"dtype 'int8' (dynamic quantization) runs on a CPU only, but the device is {device!r}; "
+                          "use dtype float16/bfloat16 on a GPU, or set device: cpu.")
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    model.to(device="cpu", dtype=torch.float32)
+    with warnings.catch_warnings():  # torch marks its quantized tensor constructors deprecated; the kernels work
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 # ====================================================================================================== crossencoder
 @dataclass
 class CrossEncoderConfig:
@@ -94,6 +111,11 @@ class CrossEncoderConfig:
     max_title_tokens: int = 32
     use_title: bool = True
     threshold: float = field(default=0.5, metadata={"help": "Default threshold, calibrated on held-out data."})
+    relative: float | None = field(
+        default=None,
+        metadata={"help": "Query-adaptive default: keep sentences scoring >= relative x the question's best score; "
+                          "calibrated on held-out data (None: use the absolute threshold)."},
+    )
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -359,6 +381,7 @@ class CrossEncoderScorer:
         self.use_title = self.config.use_title if use_title is None else use_title
         self.device = device
         self.default_threshold: float | None = self.config.threshold
+        self.default_relative: float | None = self.config.relative
         max_pos = getattr(model.encoder.config, "max_position_embeddings", 512)
         if self.window > max_pos:
             raise ConfigError(f"compressor[extractive].window = {self.window} is longer than the encoder's "
@@ -423,7 +446,12 @@ class CrossEncoderScorer:
             )
         model.load_state_dict(state, strict=False)
         device = infer_device(device or None)
-        model.to(device=device, dtype=_dtype(dtype, device)).eval()
+        if dtype == "int8":
+            model = _quantize_int8(model, device)
+            device = "cpu"
+        else:
+            model.to(device=device, dtype=_dtype(dtype, device))
+        model.eval()
         model.requires_grad_(False)
         return cls(model, tokenizer, device=device, **kwargs)
 
