@@ -523,11 +523,95 @@ def train(args: argparse.Namespace) -> int:
         "command": "ragzip train extractive " + " ".join(shlex.quote(a) for a in args.argv),
     }
     metrics = {"holdout_calibration": calibration}
-    final.save_pretrained(out, weights_dtype=args.save_dtype, threshold=calibration["threshold"], training=training,
+    final.save_pretrained(out, weights_dtype=args.save_dtype, threshold=calibration["threshold"],
+                          relative=calibration["relative"], training=training,
                           metrics=metrics)
     write_model_card(out)
     record(done=True, **training, threshold=calibration["threshold"])
     logger.info("wrote %s (%s)", out, _size(out / WEIGHTS_NAME))
+    return 0
+
+
+def card_evidence(model: str, results: Sequence[str]) -> int:
+    """``--card-evidence``: copy the extractive rows and curves of bench results into the artifact's card."""
+    from ragzip.plugins.extractive.modeling import DEFAULT_ARTIFACT
+
+    folder = DEFAULT_ARTIFACT if model == "default" else Path(model)
+    cfg = json.loads((folder / CONFIG_NAME).read_text())
+    evidence = {}
+    for path in results:
+        res = json.loads(Path(path).read_text())
+        keep = {k: v for k, v in res["curves"]["families"].items()}
+        rows = {k: {m: v.get(m) for m in ("context_tokens", "ans_in_ctx", "sf_all", "sf_recall", "compress_s")}
+                for k, v in res["methods"].items()}
+        evidence[Path(path).stem] = {"data": Path(res["data"]).name, "n": res["n"], "retrieval": res["retrieval"],
+                                     "command": res.get("command"), "rows": rows, "curves": keep,
+                                     "reference": res["curves"].get("reference"),
+                                     "batch_size": (res.get("timing") or {}).get("batch_size"),
+                                     "threads": (res.get("machine") or {}).get("torch_threads")}
+    cfg.setdefault("metrics", {})["dev_evidence"] = evidence
+    (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
+    write_model_card(folder, cfg["metrics"].get("dev"))
+    return 0
+
+
+def _evidence_card_lines(evidence: dict[str, Any]) -> list[str]:
+    lines = ["### Dev evidence (what survives compression; `ragzip bench --no-generate`)", "",
+             "Each curve read at 64 / 128 / 256 tokens read (interpolated between measured settings; `–` where the "
+             "curve does not reach the budget), with the paired bootstrap 95% interval of the difference to the "
+             "reference curve; `*` = the interval excludes zero.", ""]
+    for ev in evidence.values():
+        ref = ev.get("reference")
+        lines += [f"**{ev['data']}** ({ev['n']} questions, {ev['retrieval'].get('mode')}"
+                  + (f", {ev['retrieval'].get('distractors')} same-article distractors" if ev["retrieval"].get(
+                      "distractors") else "") + f"; reference `{ref}`): `{ev.get('command')}`", "",
+                  "| curve | metric | 64 | 128 | 256 |", "|---|---|---|---|---|"]
+        for family, c in ev["curves"].items():
+            if not (family.startswith("extractive") or family == ref):
+                continue
+            for metric in ("ans_in_ctx", "sf_all"):
+                cells = []
+                for b in ("64", "128", "256"):
+                    cell = (c.get("at") or {}).get(b, {}).get(metric)
+                    if not cell:
+                        cells.append("–")
+                        continue
+                    ci = cell.get("diff_ci_ref")
+                    mark = "*" if ci and (ci[0] > 0 or ci[1] < 0) else ""
+                    cells.append(f"{cell['value']:.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]{mark}" if ci else ""))
+                if any(x != "–" for x in cells):
+                    lines.append(f"| `{family}` | {metric} | " + " | ".join(cells) + " |")
+        default = ev["rows"].get("extractive")
+        if default:
+            lines += ["", f"Default rule (`extractive`): {default['context_tokens']:.1f} tokens read, ans_in_ctx "
+                      f"{_num(default['ans_in_ctx'])}, sf_all {_num(default['sf_all'])}, "
+                      f"{default['compress_s']:.3f} s per question to compress (batches of {ev.get('batch_size')}, "
+                      f"{ev.get('threads')} torch threads)."]
+        lines.append("")
+    return lines
+
+
+def _num(x: Any) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def recalibrate(args: argparse.Namespace) -> int:
+    """``--recalibrate``: calibrate an artifact on the held-out training split and update its config and card."""
+    import torch
+
+    from ragzip.plugins.extractive.modeling import DEFAULT_ARTIFACT
+
+    torch.set_num_threads(args.threads)
+    folder = DEFAULT_ARTIFACT if args.model == "default" else Path(args.model)
+    _, held_qs = split_holdout(load_questions(args.data, args.limit), args.holdout, args.seed)
+    calibration = calibrate(CrossEncoderScorer.from_pretrained(folder, device="cpu"), held_qs, args.target_recall)
+    cfg = json.loads((folder / CONFIG_NAME).read_text())
+    cfg.update(threshold=calibration["threshold"], relative=calibration["relative"])
+    cfg.setdefault("metrics", {})["holdout_calibration"] = calibration
+    (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
+    write_model_card(folder, cfg["metrics"].get("dev"), cfg["metrics"].get("dev_command", ""))
+    logger.info("recalibrated %s on %d held-out questions: threshold %.2f, relative %.2f", folder, len(held_qs),
+                calibration["threshold"], calibration["relative"])
     return 0
 
 
@@ -800,21 +884,19 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
         "matrix come from the base model named in `config.json`.",
         f"- Window: {cfg['window']} tokens; titles up to {cfg['max_title_tokens']} tokens. Longer passages are scored "
         "in overlapping windows; a single sentence longer than the window is scored from its first part.",
-        f"- Default threshold: **{cfg['threshold']}**, calibrated on held-out *training* questions as the highest "
-        f"threshold whose supporting-fact recall reaches {cal.get('target_recall', '?')}.",
+        "- Default selection: " + (
+            f"**relative {cfg['relative']}** — keep the sentences scoring at least {cfg['relative']} x the question's "
+            f"best score (query-adaptive), calibrated on held-out *training* questions as the highest ratio whose "
+            f"positive-sentence recall reaches {cal.get('target_recall', '?')}; the absolute threshold "
+            f"{cfg['threshold']} (calibrated the same way) applies when set as `threshold`."
+            if cfg.get("relative") is not None else
+            f"threshold **{cfg['threshold']}**, calibrated on held-out *training* questions as the highest threshold "
+            f"whose supporting-fact recall reaches {cal.get('target_recall', '?')}."),
         "",
         "## Training",
-        f"- Data: `{tr.get('data')}` (sha256 {tr.get('data_sha256_16')}…), HotpotQA distractor train, "
-        f"{tr.get('questions')} questions: {tr.get('train_questions')} for training, {tr.get('holdout_questions')} "
-        "held out (verbatim records) for checkpoint selection and calibration. HotpotQA: Yang et al. 2018, "
-        "CC BY-SA 4.0.",
-        "- Recipe (EXIT's): positives = supporting-fact sentences; hard negatives = the other sentences of the "
-        "supporting paragraphs; random negatives = sentences of distractor paragraphs. Each example is a whole "
-        "paragraph with a label per sentence (BCE, positive weight "
-        f"{tr.get('pos_weight')}); each epoch uses every gold paragraph and {tr.get('distractors_per_question')} "
-        f"fresh random distractors per question, plus {tr.get('foreign_per_question', 0)} cross-question negative(s) "
-        "(a paragraph of another question under this question, every sentence labelled 0); titles dropped with "
-        f"p={tr.get('title_dropout')}.",
+        *_data_lines(tr),
+        f"- Titles dropped with p={tr.get('title_dropout')}; each example is a whole passage with a label per "
+        f"sentence (BCE, positive weight {tr.get('pos_weight')}).",
         f"- Steps: {tr.get('steps')} (best checkpoint: step {tr.get('best_step')}), batch {tr.get('batch_size')}, "
         f"AdamW lr {tr.get('lr')} (head {tr.get('head_lr')}), linear warm-up/decay, seed {tr.get('seed')}, "
         f"{tr.get('threads')} CPU thread(s), {tr.get('train_seconds')} s wall time (including caching the frozen "
@@ -824,9 +906,12 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
     if tr.get("stopped_early"):
         lines.append(f"- Note: {tr['stopped_early']}.")
     lines += ["", "## Measured quality", "",
-              f"Held-out training questions ({cal.get('questions')}), 5 paragraphs each (2 gold + 3 distractors), "
-              "at the default threshold: "
-              f"{_fmt(cal.get('at_threshold', {}))}; average precision {cal.get('average_precision')}.", ""]
+              f"Held-out training questions ({cal.get('questions')}), 5 passages each (gold + first distractors), "
+              "at the absolute threshold: "
+              f"{_fmt(cal.get('at_threshold', {}))}; average precision {cal.get('average_precision')}."
+              + (f" Relative rule {cal['relative']}: recall {cal['at_relative'].get('recall')}, "
+                 f"{100 * cal['at_relative'].get('kept_token_share', 0):.1f}% of words kept; per-question mean "
+                 f"average precision by source {cal.get('map')}." if cal.get("at_relative") else ""), ""]
     if dev:
         a, g, f, c = dev["all_paragraphs"], dev["gold_paragraphs"], dev["five_passages"], dev["compressor_five_passages"]
         r = dev["retrieved_five"]
@@ -862,10 +947,14 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
             f"Measured with: `{dev_command}`",
             "",
         ]
+    if cfg.get("metrics", {}).get("dev_evidence"):
+        lines += _evidence_card_lines(cfg["metrics"]["dev_evidence"])
     lines += [
         "## Limits",
-        "- Trained on English Wikipedia multi-hop questions (HotpotQA) only; other domains and languages work "
-        "mechanically (WordPiece, uncased) but are not measured.",
+        ("- Trained on English Wikipedia questions (HotpotQA, Natural Questions, SQuAD); other domains and languages "
+         "work mechanically (WordPiece, uncased) but are not measured." if tr.get("questions_per_source") else
+         "- Trained on English Wikipedia multi-hop questions (HotpotQA) only; other domains and languages work "
+         "mechanically (WordPiece, uncased) but are not measured."),
         "- Scores depend on the passage as context; a passage cut mid-way by the retriever loses context.",
         ("- HotpotQA's distractors are on the question's topic; the cross-question negatives (paragraphs of other "
          "questions) are what teach the model that off-topic text is useless."
@@ -878,6 +967,40 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
         "",
     ]
     (folder / CARD_NAME).write_text("\n".join(lines))
+
+
+def _data_lines(tr: dict[str, Any]) -> list[str]:
+    per_source = tr.get("questions_per_source")
+    if not per_source:  # a HotpotQA-only artifact
+        return [
+            f"- Data: `{tr.get('data')}` (sha256 {tr.get('data_sha256_16')}…), HotpotQA distractor train, "
+            f"{tr.get('questions')} questions: {tr.get('train_questions')} for training, {tr.get('holdout_questions')} "
+            "held out (verbatim records) for checkpoint selection and calibration. HotpotQA: Yang et al. 2018, "
+            "CC BY-SA 4.0.",
+            "- Recipe (EXIT's): positives = supporting-fact sentences; hard negatives = the other sentences of the "
+            "supporting paragraphs; random negatives = sentences of distractor paragraphs; each epoch uses every gold "
+            f"paragraph and {tr.get('distractors_per_question')} fresh random distractors per question, plus "
+            f"{tr.get('foreign_per_question', 0)} cross-question negative(s).",
+        ]
+    held = tr.get("holdout_questions")
+    return [
+        f"- Data: `{tr.get('data')}` (sha256 of the files {tr.get('data_sha256_16')}…), train files only: "
+        + ", ".join(f"{k} {v}" for k, v in per_source.items())
+        + f" questions; {held} held out in all (the same number from each source) for checkpoint choice and "
+        "calibration. HotpotQA distractor train (Yang et al. 2018, CC BY-SA 4.0); QED over Natural Questions train "
+        "(Lamm et al. 2020; Kwiatkowski et al. 2019, CC BY-SA 3.0); SQuAD v1.1/v2.0 train, 14 articles (Rajpurkar "
+        "et al. 2016/2018, CC BY-SA 4.0).",
+        "- Positives: HotpotQA supporting facts; QED's answer sentences (`answer_sentence_idx`, every one for "
+        "multi-sentence answers); the SQuAD sentences the answer span overlaps (ragzip's splitter, as at inference). "
+        "Hard negatives: the other sentences of the same passage. Distractor passages, "
+        f"{tr.get('distractors_per_question')} per question per epoch: HotpotQA's own, other paragraphs of the same "
+        "SQuAD article that do not contain the answer. SQuAD 2.0 unanswerable questions: their own paragraph, every "
+        f"sentence negative. {tr.get('foreign_per_question', 0)} cross-question negative(s) per question (another "
+        "question's passage under this question, all negative). Sources balanced: at most "
+        f"{tr.get('per_source_per_epoch') or 'all'} questions of each per epoch, a fresh sample each epoch.",
+        "- Checkpoint choice: the highest mean (over sources) per-question average precision on the held-out "
+        "questions' five-passage sets.",
+    ]
 
 
 def _fmt(m: dict[str, Any]) -> str:
@@ -923,6 +1046,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "(0: all); balances a large source against a small one.")
     parser.add_argument("--out", help="Output folder for the artifact, checkpoints and logs (training).")
     parser.add_argument("--eval-only", action="store_true", help="Evaluate --model on --data; train nothing.")
+    parser.add_argument("--card-evidence", nargs="+", metavar="RESULT_JSON",
+                        help="Write the dev evidence of --model (the `extractive` rows and curves of these "
+                             "`ragzip bench --no-generate` results, beside the best peer's) into its config.json and "
+                             "model card; train nothing.")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="Re-run the held-out calibration of --model (threshold, relative rule, per-source MAP) "
+                             "on the held-out split of --data (same --holdout and --seed as training) and write it "
+                             "into its config.json and model card; train nothing.")
     parser.add_argument("--model", default="default", help="Artifact to evaluate (--eval-only): folder or `default`.")
     parser.add_argument("--update-card", action="store_true",
                         help="With --eval-only: write the metrics into the model's config.json and MODEL_CARD.md.")
@@ -973,6 +1104,10 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.card_evidence:
+        return card_evidence(args.model, args.card_evidence)
+    if args.recalibrate:
+        return recalibrate(args)
     if args.eval_only:
         result = evaluate(args.model, args.data[0], threshold=args.threshold, limit=args.limit,
                           timing_questions=args.timing_questions, tokenizer=args.tokenizer, threads=args.threads)
