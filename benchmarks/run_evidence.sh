@@ -21,7 +21,7 @@ SETS=${SETS:-hotpotqa squad nq}
 THREADS=${THREADS:-2}
 OUT_DIR=${OUT_DIR:-benchmarks/results}
 REFERENCE=${REFERENCE:-lc_embeddings_filter:k=*}
-METHODS=${METHODS:-none,truncate:64/128/256,extractive,extractive:max_tokens=64/128/256,lc_embeddings_filter:k=1/2/3,li_sentence_optimizer:p0.2/0.5/0.8,ragcompress:max_tokens=64/128/256}
+METHODS=${METHODS:-none,truncate:64/128/256,extractive,extractive:max_tokens=64/128/256,lc_embeddings_filter:k=1/2/3,li_sentence_optimizer:p0.2/0.5/0.8,ragcompress:budget=64/128/256}
 RAGZIP=${RAGZIP:-$( [ -x .venv/bin/ragzip ] && echo .venv/bin/ragzip || echo ragzip )}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 

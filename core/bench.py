@@ -91,6 +91,7 @@ ALIASES: dict[str, dict[str, str]] = {
     "lc_embeddings_filter": {"t": "similarity_threshold"},
     "li_sentence_optimizer": {"p": "percentile_cutoff", "t": "threshold_cutoff"},
     "longllmlingua": {"r": "rate", "n": "target_token"},
+    "ragcompress": {"": "budget", "n": "budget", "k": "top_k"},
 }
 CONTRACT_KEYS = ("acc", "em", "f1", "context_tokens", "compression_ratio", "compress_s", "ttft_s", "total_s",
                  "peak_rss_mb", "n")

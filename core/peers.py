@@ -15,6 +15,9 @@ method                     what runs                                            
                            trained English punkt sentence splitter                  ``context_after=0``
 ``longllmlingua``          ``llmlingua.PromptCompressor`` (LongLLMLingua ranking +  ``rate=0.5`` or ``target_token``
                            token pruning) on the same local SmolLM2 folder          (the bench sets an equal budget)
+``ragcompress``            ragcompress's sentence selector (MMR, budget, dedup,     ``budget=512``,
+                           reassembly) with an offline relevance scorer (see        ``scorer=embedding``
+                           :mod:`ragzip.peer_ragcompress`)
 =========================  =======================================================  ====================================
 
 Choices, and why:
@@ -53,7 +56,7 @@ Example:
     >>> missing_dependency("no_such_peer")
     Traceback (most recent call last):
     ...
-    ragzip.errors.ConfigError: unknown peer 'no_such_peer'; peers: lc_embeddings_filter, li_sentence_optimizer, longllmlingua.
+    ragzip.errors.ConfigError: unknown peer 'no_such_peer'; peers: lc_embeddings_filter, li_sentence_optimizer, longllmlingua, ragcompress.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ from unittest import mock
 from ragzip.compressor import Compressor, CompressorConfig
 from ragzip.config_utils import check_range
 from ragzip.errors import ConfigError, MissingDependencyError
+from ragzip.peer_ragcompress import RagCompressCompressor
 from ragzip.types import CompressedContext, Passage, PassageResult, Unit
 
 logger = logging.getLogger(__name__)
@@ -92,6 +96,9 @@ PEERS: dict[str, PeerInfo] = {
                                       "LlamaIndex SentenceEmbeddingOptimizer (percentile 0.5) over ragzip's embedder"),
     "longllmlingua": PeerInfo(("llmlingua", "tiktoken"), "peers",
                               "LongLLMLingua (llmlingua PromptCompressor) on the local SmolLM2"),
+    "ragcompress": PeerInfo(("ragcompress", "sentence_transformers"), "peers",
+                            "ragcompress extractive sentence selection (embedding relevance + MMR) under a token "
+                            "budget"),
 }
 
 
@@ -491,6 +498,7 @@ PEER_CLASSES: dict[str, type[Compressor]] = {
     "lc_embeddings_filter": LCEmbeddingsFilterCompressor,
     "li_sentence_optimizer": LISentenceOptimizerCompressor,
     "longllmlingua": LongLLMLinguaCompressor,
+    "ragcompress": RagCompressCompressor,
 }
 
 

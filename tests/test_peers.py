@@ -45,7 +45,7 @@ def test_missing_dependency_reports_install_hint(monkeypatch):
 
 def test_unknown_peer_and_option():
     with pytest.raises(ConfigError, match=re.escape("unknown peer 'nope'; peers: lc_embeddings_filter, "
-                                                    "li_sentence_optimizer, longllmlingua.")):
+                                                    "li_sentence_optimizer, longllmlingua, ragcompress.")):
         build_peer("nope")
     needs("lc_embeddings_filter")
     with pytest.raises(ConfigError, match=re.escape("unknown key 'kk' in peer[lc_embeddings_filter]. Did you mean 'k'?")):
