@@ -33,7 +33,7 @@ run() {  # name data limit options...
   fi
   local start; start=$(date +%s)
   "$RAGZIP" bench --no-generate --quiet --data "$data" --methods "$METHODS" --limit "${LIMIT:-$limit}" --seed 0 \
-    --threads "$THREADS" --batch-size 8 --reference "$REFERENCE" --out "$OUT_DIR/evidence_$name.json" "$@" ${EXTRA:-}
+    --threads "$THREADS" --batch-size 8 --reference "$REFERENCE" --budgets 64,128,256,25% --out "$OUT_DIR/evidence_$name.json" "$@" ${EXTRA:-}
   echo "$name: wall time $(( $(date +%s) - start )) s" >&2
 }
 

@@ -760,7 +760,7 @@ def run_bench(
     distractors: int = 0,
     require_gold: bool = False,
     reference: str | None = None,
-    budgets: Sequence[int] = (64, 128, 256),
+    budgets: Sequence[int | str] = (64, 128, 256),
     resamples: int = 1000,
 ) -> dict[str, Any]:
     """Run the benchmark and return the result dict (and write the files when ``out`` is given).
@@ -795,7 +795,8 @@ def run_bench(
         require_gold: Keep only questions whose record names a gold passage (NQ-open: those with a ``context``).
         reference: A method label (or a sweep family) every row is also compared with (``diff_ci_ref``); the
             ``at_budget`` table compares every curve with it.
-        budgets: Tokens-read budgets at which each curve is read (interpolated between its measured settings).
+        budgets: Tokens-read budgets at which each curve is read (interpolated between its measured settings);
+            ``"25%"`` = a quarter of the tokens ``none`` reads.
         resamples: Bootstrap resamples of the paired 95% intervals.
 
     Returns:
@@ -929,8 +930,8 @@ def run_bench(
         "distractors": distractors,
         "require_gold": require_gold,
         "reference": reference,
-        "curves": curves(ordered, {k: records_all[k] for k in ordered}, budgets, reference=reference,
-                         resamples=resamples, seed=seed),
+        "curves": curves(ordered, {k: records_all[k] for k in ordered}, _resolve_budgets(budgets, ordered),
+                         reference=reference, resamples=resamples, seed=seed),
     }
     result = _jsonable(result)
     if out is not None:
@@ -1254,18 +1255,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="A method label or sweep family every row is also compared with (paired intervals), "
                              "e.g. `lc_embeddings_filter:k=*`.")
     parser.add_argument("--budgets", default="64,128,256",
-                        help="Tokens-read budgets at which every curve is read (default %(default)s).")
+                        help="Tokens-read budgets at which every curve is read; N%% = N%% of the tokens `none` "
+                             "reads (default %(default)s).")
     parser.add_argument("--resamples", type=int, default=1000, help="Bootstrap resamples (default %(default)s).")
 
 
-def _budgets(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--budgets {text!r} must be comma-separated token counts, e.g. 64,128,256.") from None
-    if any(v <= 0 for v in values):
-        raise ConfigError(f"--budgets {text!r}: every budget must be a positive token count.")
+def _budgets(text: str) -> list[int | str]:
+    """``64,128,25%`` -> ``[64, 128, "25%"]`` (a percentage is of the tokens ``none`` reads)."""
+    values: list[int | str] = []
+    for part in (x.strip() for x in str(text).split(",") if x.strip()):
+        if re.fullmatch(r"\d+(\.\d+)?%", part) and 0 < float(part[:-1]) <= 100:
+            values.append(part)
+        elif part.isdigit() and int(part) > 0:
+            values.append(int(part))
+        else:
+            raise ConfigError(f"--budgets {text!r}: {part!r} is neither a positive token count nor a percentage of "
+                              "the uncompressed tokens; write e.g. 64,128,256,25%.")
     return values
+
+
+def _resolve_budgets(budgets: Sequence[int | str], methods: Mapping[str, Mapping[str, Any]]) -> list[int]:
+    """Token budgets, with ``N%`` read as N% of the tokens ``none`` reads (dropped when ``none`` did not run)."""
+    out: list[int] = []
+    for b in budgets:
+        if isinstance(b, str) and b.endswith("%"):
+            if "none" in methods:
+                out.append(int(round(float(b[:-1]) / 100 * methods["none"]["context_tokens"])))
+            else:
+                logger.warning("budget %s skipped: it is a share of `none`'s tokens and `none` did not run", b)
+        else:
+            out.append(int(b))
+    return list(dict.fromkeys(out))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -174,3 +174,14 @@ def test_sweep_scores_each_passage_once(tmp_path, generator):
     assert [result["methods"][k].get("scores_from") for k in labels] == [None, labels[0], labels[0]]
     tokens = [result["methods"][k]["context_tokens"] for k in labels]
     assert tokens == sorted(tokens) and tokens[0] <= 8
+
+
+def test_budgets_may_be_a_share_of_the_uncompressed_tokens():
+    from ragzip.bench import _budgets, _resolve_budgets
+    from ragzip.errors import ConfigError
+
+    assert _budgets("64, 128,25%") == [64, 128, "25%"]
+    assert _resolve_budgets([64, "25%"], {"none": {"context_tokens": 800.0}}) == [64, 200]
+    assert _resolve_budgets([64, "25%"], {}) == [64]  # no `none` row: the share cannot be read
+    with pytest.raises(ConfigError, match="neither a positive token count nor a percentage"):
+        _budgets("64,0")
