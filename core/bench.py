@@ -483,11 +483,19 @@ def _records(spec: MethodSpec, examples: Sequence[Any], contexts: Sequence[Any],
             })
         record.update({
             "recall": rec, "gold_passages": list(ex.gold_ids), "context_text": text,
-            "passages": [{**r.provenance(), "title": r.passage.metadata.get("title")} for r in ctx.results],
+            "passages": [_slim(r.provenance(), r.passage.metadata.get("title")) for r in ctx.results],
             **({"reason": ctx.reason} if ctx.reason else {}),
         })
         out.append(record)
     return out
+
+
+def _slim(provenance: dict[str, Any], title: Any) -> dict[str, Any]:
+    """A passage's provenance for the per-question JSONL: units without their text (``start``/``end`` locate them;
+    ``context_text`` holds what the generator read), so a thousand-question sweep stays a manageable file."""
+    units = [{k: v for k, v in u.items() if k != "text"} if isinstance(u, dict) else u
+             for u in provenance.get("units") or []]
+    return {**provenance, "units": units, "title": title} if units else {**provenance, "title": title}
 
 
 def _summarise(records: Sequence[dict[str, Any]], rss: RSSSampler, extra: dict[str, Any]) -> dict[str, Any]:
@@ -999,6 +1007,27 @@ def write_outputs(result: Mapping[str, Any], records: Sequence[Mapping[str, Any]
     return paths
 
 
+def rerender(out: str | Path, *, resamples: int = 1000) -> dict[str, Any]:
+    """Recompute the intervals and curves of a finished run from its JSON and JSONL (same budgets, reference and
+    seed) and rewrite its files: for a change in how the report reads the same per-question records."""
+    from ragzip.evidence import add_intervals, curves
+
+    paths = output_paths(out)
+    result = json.loads(paths["json"].read_text(encoding="utf-8"))
+    records: dict[str, list[dict[str, Any]]] = {}
+    with paths["jsonl"].open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                rec = json.loads(line)
+                records.setdefault(rec["method"], []).append(rec)
+    methods = result["methods"]
+    add_intervals(methods, records, reference=result.get("reference"), resamples=resamples, seed=result["seed"])
+    result["curves"] = curves(methods, records, result["curves"]["budgets"], reference=result.get("reference"),
+                              resamples=resamples, seed=result["seed"])
+    write_outputs(result, [r for label in methods for r in records.get(label, [])], out)
+    return result
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -1101,7 +1130,8 @@ def markdown_table(result: Mapping[str, Any], image: str | None = None) -> str:
             "## At equal budgets (tokens read)",
             "",
             "Each curve read at the budget, interpolated linearly between the two measured settings named in "
-            "brackets; `–` where the curve does not reach the budget (no extrapolation)."
+            "brackets (or at the highest setting when it reads at most 5% under the budget); `–` where the curve does "
+            "not reach the budget (no extrapolation)."
             + (f" Interval: paired 95% bootstrap of the difference to `{(result.get('curves') or {}).get('reference')}`"
                " at the same budget." if (result.get("curves") or {}).get("reference") else ""),
             "",

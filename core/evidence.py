@@ -99,13 +99,16 @@ def excludes_zero(interval: Sequence[float] | None) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------- curves
-def curve_at(points: Sequence[Mapping[str, Any]], budget: float, metric: str) -> dict[str, Any] | None:
+def curve_at(points: Sequence[Mapping[str, Any]], budget: float, metric: str,
+             slack: float = 0.05) -> dict[str, Any] | None:
     """A method's ``metric`` at ``budget`` tokens read, linearly interpolated between its two measured settings that
     bracket the budget (``points``: ``{"label", "tokens", metric}`` per setting).
 
     Returns ``{"value", "between": [label_low, label_high], "weight"}`` (``weight`` of the higher point), or ``None``
-    when the budget is outside the measured range (no extrapolation) or the metric is undefined. A point read exactly
-    at the budget is returned alone.
+    when the budget is outside the measured range or the metric is undefined. A point read exactly at the budget is
+    returned alone, and so is the highest point when it reads less than the budget by at most ``slack`` (a budgeted
+    setting spends slightly under its budget: ``max_tokens=256`` reads ~252): a curve that grows with tokens is then
+    read at or below the budget, never above it (no extrapolation).
     """
     usable = sorted((p for p in points if p.get(metric) is not None), key=lambda p: p["tokens"])
     if not usable:
@@ -118,6 +121,9 @@ def curve_at(points: Sequence[Mapping[str, Any]], budget: float, metric: str) ->
             w = (budget - lo["tokens"]) / (hi["tokens"] - lo["tokens"])
             return {"value": (1 - w) * lo[metric] + w * hi[metric], "between": [lo["label"], hi["label"]],
                     "weight": w}
+    top = usable[-1]
+    if top["tokens"] < budget <= top["tokens"] * (1 + slack):
+        return {"value": top[metric], "between": [top["label"]], "weight": 1.0}
     return None
 
 

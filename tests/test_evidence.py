@@ -69,7 +69,9 @@ def test_curve_read_at_a_budget():
            {"label": "k2", "tokens": 200.0, "m": 0.5}]
     assert curve_at(pts, 150, "m") == {"value": pytest.approx(0.35), "between": ["k1", "k2"], "weight": 0.5}
     assert curve_at(pts, 200, "m") == {"value": 0.5, "between": ["k2"], "weight": 1.0}
-    assert curve_at(pts, 64, "m") is None and curve_at(pts, 301, "m") is None  # no extrapolation
+    assert curve_at(pts, 64, "m") is None and curve_at(pts, 330, "m") is None  # no extrapolation
+    # a budgeted setting reads slightly under its budget: read there (at or below the budget)
+    assert curve_at(pts, 310, "m") == {"value": 0.6, "between": ["k3"], "weight": 1.0}
     assert interpolate_per_question([0.0, 1.0, None], [1.0, 1.0, 0.0], 0.25) == [0.25, 1.0, None]
 
 
@@ -140,6 +142,11 @@ def test_no_generate_bench_records_evidence_curves_and_intervals(tmp_path, gener
     assert record["context_text"].startswith("Tower: The Tower") and record["sf_all"] == 1.0
     md = out.with_suffix(".md").read_text()
     assert "## Evidence kept" in md and "## At equal budgets" in md and "## End to end" not in md
+    from ragzip.bench import rerender
+
+    again = rerender(out)  # the report recomputed from the files gives the same intervals and curves
+    assert again["curves"] == json.loads(json.dumps(result["curves"]))
+    assert again["methods"]["truncate:1000"]["diff_ci"] == m["truncate:1000"]["diff_ci"]
 
 
 def test_sweep_scores_each_passage_once(tmp_path, generator):
