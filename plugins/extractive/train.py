@@ -591,6 +591,13 @@ def _evidence_card_lines(evidence: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _samples(tr: dict[str, Any]) -> str:
+    try:
+        return f"{int(tr['steps']) * int(tr['batch_size']):,}"
+    except (KeyError, TypeError, ValueError):
+        return "?"
+
+
 def _num(x: Any) -> str:
     return "–" if x is None else f"{x:.3f}"
 
@@ -897,7 +904,8 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
         *_data_lines(tr),
         f"- Titles dropped with p={tr.get('title_dropout')}; each example is a whole passage with a label per "
         f"sentence (BCE, positive weight {tr.get('pos_weight')}).",
-        f"- Steps: {tr.get('steps')} (best checkpoint: step {tr.get('best_step')}), batch {tr.get('batch_size')}, "
+        f"- Steps: {tr.get('steps')} (best checkpoint: step {tr.get('best_step')}), batch {tr.get('batch_size')} "
+        f"passage windows ({_samples(tr)} windows seen), "
         f"AdamW lr {tr.get('lr')} (head {tr.get('head_lr')}), linear warm-up/decay, seed {tr.get('seed')}, "
         f"{tr.get('threads')} CPU thread(s), {tr.get('train_seconds')} s wall time (including caching the frozen "
         f"layers' outputs) on a 2-core CPU (load average {tr.get('load_average', '?')} at the start).",
