@@ -55,7 +55,8 @@ def _heldout_train(path: str, examples: list[Any]) -> list[Any]:
     from ragzip.plugins.extractive.train import load_hotpotqa, split_holdout
 
     card = json.loads((ARTIFACTS / "default" / "config.json").read_text(encoding="utf-8"))["training"]
-    _, held = split_holdout(load_hotpotqa(path), card["holdout_questions"], card["seed"])
+    # split_holdout holds out that many questions *per source*; older cards trained on HotpotQA alone
+    _, held = split_holdout(load_hotpotqa(path), card.get("holdout_per_source", card["holdout_questions"]), card["seed"])
     ids = {q.id for q in held}
     return [e for e in examples if e.id in ids]
 

@@ -505,6 +505,7 @@ def train(args: argparse.Namespace) -> int:
         "questions": len(questions),
         "train_questions": len(train_qs),
         "holdout_questions": len(held_qs),
+        "holdout_per_source": args.holdout,
         "seed": args.seed,
         "steps": step,
         "best_step": best[1],
