@@ -965,6 +965,9 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
          "- Trained on English Wikipedia multi-hop questions (HotpotQA) only; other domains and languages work "
          "mechanically (WordPiece, uncased) but are not measured."),
         "- Scores depend on the passage as context; a passage cut mid-way by the retriever loses context.",
+        "- The classifier does not see the retrieval rank or score. Where the retriever's first passage usually holds "
+        "the answer (NQ-open, FAISS top-5, above), keeping the best passages whole (EmbeddingsFilter k=1, even "
+        "truncation) keeps the answer more often at 128 tokens than choosing sentences across passages.",
         ("- HotpotQA's distractors are on the question's topic; the cross-question negatives (paragraphs of other "
          "questions) are what teach the model that off-topic text is useless."
          if tr.get("foreign_per_question") else
