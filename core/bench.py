@@ -703,7 +703,9 @@ def _faiss_retriever(passages: Sequence[Any], embedder: Any, top_k: int, cache: 
         return FaissRetriever.build(passages, embedder, top_k=top_k), False
     digest = hashlib.sha256("\n".join([str(getattr(embedder, "name", "")), *(p.id for p in passages)]).encode())
     folder = Path(cache).expanduser() / f"{label}-{digest.hexdigest()[:16]}"
-    if (folder / "meta.json").is_file():
+    from ragzip.retrieval import is_saved_index
+
+    if is_saved_index(folder):
         try:
             return FaissRetriever.load(folder, embedder=embedder, top_k=top_k), True
         except RagzipError as err:

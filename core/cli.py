@@ -50,6 +50,13 @@ def _demo_methods() -> list[dict[str, Any]]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Index the shipped demo corpus, answer its questions through every compressor, print one table per method."""
+    from ragzip.quiet import quiet_dependencies
+
+    with quiet_dependencies():
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
     from ragzip.compressor import build_compressor
     from ragzip.corpus import load_corpus
     from ragzip.embed import Embedder
@@ -110,11 +117,13 @@ def _method_spec(text: str) -> dict[str, Any]:
 def cmd_index(args: argparse.Namespace) -> int:
     """Build a FAISS index from a corpus (JSONL or a folder of .txt/.md) and save it."""
     from ragzip.embed import Embedder
+    from ragzip.quiet import quiet_dependencies
     from ragzip.retrieval import FaissRetriever
 
     t0 = time.perf_counter()
-    retriever = FaissRetriever.from_corpus(args.corpus, Embedder(args.embedder), chunk_words=args.chunk_words,
-                                           chunk_overlap=args.chunk_overlap)
+    with quiet_dependencies():  # no "Loading weights" bars; indexing's own progress is ragzip's
+        retriever = FaissRetriever.from_corpus(args.corpus, Embedder(args.embedder), chunk_words=args.chunk_words,
+                                               chunk_overlap=args.chunk_overlap)
     retriever.save(args.out)
     print(f"indexed {len(retriever)} chunks from {args.corpus} with {args.embedder} into {args.out} "
           f"in {time.perf_counter() - t0:.1f} s")
@@ -132,18 +141,21 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_ask(args: argparse.Namespace) -> int:
     """Answer one question with the pipeline a YAML file describes."""
     from ragzip.pipeline import RAGPipeline
+    from ragzip.quiet import quiet_dependencies
 
-    answer = RAGPipeline.from_yaml(args.config).ask(args.question)
+    with quiet_dependencies():
+        answer = RAGPipeline.from_yaml(args.config).ask(args.question)
     if args.json:
         print(json.dumps(answer.as_dict(), indent=2))
-    else:
-        ctx = answer.context
-        print(answer.text)
-        print(f"\n[{ctx.method}] read {ctx.tokens_after} of {ctx.tokens_before} context tokens "
-              f"({ctx.compression_ratio:.1f}x); compress {ctx.compress_s:.3f} s, TTFT {answer.ttft_s:.3f} s, "
-              f"total {answer.total_s:.3f} s")
-        for r in ctx.results:
-            print(f"  {r.passage.id}: {r.decision} {r.tokens_before}->{r.tokens_after} tokens {r.reason}".rstrip())
+        return 0
+    ctx = answer.context
+    print(answer.text)
+    if answer.no_evidence:
+        print("\n(no evidence in the retrieved passages: the configured no_evidence_reply, the model was not asked)")
+    print(f"\n[{ctx.method}] read {ctx.tokens_after} of {ctx.tokens_before} context tokens "
+          f"({ctx.compression_ratio:.1f}x); compress {ctx.compress_s:.3f} s, TTFT {answer.ttft_s:.3f} s, "
+          f"total {answer.total_s:.3f} s")
+    print(ctx.explain(all_units=args.all_units).replace("all_units=True", "--all-units"))
     return 0
 
 
@@ -173,7 +185,9 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragzip", description="Compress retrieved context for RAG.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log progress at INFO level; -vv: DEBUG, with the dependencies' warnings and progress "
+                             "bars (quiet by default)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="index the demo corpus and answer questions through every compressor")
@@ -198,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="answer a question with a YAML-configured pipeline")
     ask.add_argument("question")
     ask.add_argument("--config", required=True, help="ragzip YAML (see examples/ragzip.yaml)")
-    ask.add_argument("--json", action="store_true", help="print the answer and per-passage decisions as JSON")
+    ask.add_argument("--json", action="store_true",
+                     help="print the answer and every passage's provenance (decision, units with text, scores and "
+                          "character spans, chain stages) as JSON")
+    ask.add_argument("--all-units", action="store_true",
+                     help="list every scored sentence/chunk with its score, not only the ones the generator reads")
     ask.set_defaults(func=cmd_ask)
 
     try:
@@ -235,8 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    level = logging.DEBUG if args.verbose >= 2 else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         if args.command == "train":
             return cmd_train(args, [])

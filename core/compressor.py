@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from ragzip.config_utils import check_range, from_dict, to_dict, unknown_key_message
 from ragzip.errors import ConfigError, InputError
+from ragzip.quiet import quiet_dependencies
 from ragzip.softstore import SoftTokenStore, default_store
 from ragzip.tokens import TokenCounter, load_token_counter
-from ragzip.types import CompressedContext, Passage, PassageResult, check_passages, check_query
+from ragzip.types import (
+    CompressedContext,
+    Passage,
+    PassageResult,
+    StageResult,
+    Unit,
+    check_passages,
+    check_query,
+    locate_units,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +117,8 @@ class Compressor(ABC):
             keep, fixed = self._triage(items)
             live.append(keep)
             held.append(fixed)
-        outputs = self._compress_batch([q for q, _ in checked], live)
+        with quiet_dependencies():  # a model loaded on first use prints no progress bars
+            outputs = [_with_spans(out) for out in self._compress_batch([q for q, _ in checked], live)]
         elapsed = (time.perf_counter() - start) / max(len(queries), 1)
         return [
             self._merge(query, items, fixed, out, elapsed)
@@ -160,6 +172,15 @@ class Compressor(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+
+def _with_spans(ctx: CompressedContext) -> CompressedContext:
+    """Give every unit its span in its passage when the compressor did not (units that are verbatim substrings)."""
+    if all(u.start is not None for r in ctx.results for u in r.units):
+        return ctx
+    results = tuple(replace(r, units=locate_units(r.passage.text, r.units)) if r.units else r for r in ctx.results)
+    return CompressedContext(ctx.query, results, ctx.method, compress_s=ctx.compress_s, summary=ctx.summary,
+                             summary_tokens=ctx.summary_tokens, reason=ctx.reason, extra=ctx.extra)
 
 
 def _with_time(ctx: CompressedContext, seconds: float) -> CompressedContext:
@@ -243,7 +264,11 @@ def config_dict(compressor: Compressor) -> dict[str, Any]:
 class ChainCompressor(Compressor):
     """Runs compressors in order; each stage reads the text the previous one kept.
 
-    The final results refer to the original passages; ``extra["stages"]`` lists each stage's decision.
+    The final results refer to the original passages. Each result's ``stages`` holds every stage's own
+    :class:`~ragzip.types.StageResult` (decision, reason, units with their scores), the units' spans mapped back to the
+    original passage text; ``units`` are the last scoring stage's units, ``kept`` meaning the generator reads the unit
+    whole after every stage. The decision is the passage's fate over the whole chain (``compressed`` when any stage cut
+    it, even if a later stage passed the cut text on whole).
     """
 
     name = "chain"
@@ -273,9 +298,13 @@ class ChainCompressor(Compressor):
     def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:
         current = passages
         history: list[list[CompressedContext]] = []
-        for stage in self.stages:
+        for n, stage in enumerate(self.stages):
             outs = stage.compress_batch(queries, current) if any(current) else [
                 stage.context(q, []) for q in queries]
+            if n < len(self.stages) - 1 and any(o.summary for o in outs):
+                raise ConfigError(f"chain stage {n} ({stage.name}) fused the passages into one summary, which later "
+                                  "stages cannot map back to passages. Put the summarizing compressor (abstractive) "
+                                  "last in the chain.")
             history.append(outs)
             current = [[r.passage.with_text(r.text) for r in out.results if r.text and out.summary is None]
                        for out in outs]
@@ -283,23 +312,94 @@ class ChainCompressor(Compressor):
 
     def _combine(self, query: str, originals: list[Passage], outs: list[CompressedContext]) -> CompressedContext:
         last = outs[-1]
-        by_id: dict[str, list[PassageResult]] = {p.id: [] for p in originals}
+        by_id: dict[str, list[tuple[str, PassageResult]]] = {p.id: [] for p in originals}
         for out in outs:
             for r in out.results:
-                by_id.setdefault(r.passage.id, []).append(r)
-        results = []
-        for p in originals:
-            trail = by_id[p.id]
-            final = trail[-1]
-            reached_end = len(trail) == len(outs)
-            decision = final.decision if reached_end or final.decision in ("dropped", "empty", "duplicate") else "dropped"
-            results.append(PassageResult(
-                p, final.text if reached_end else "", decision, reason=final.reason, units=final.units,
-                tokens_before=trail[0].tokens_before, tokens_after=final.tokens_after if reached_end else 0,
-                soft=final.soft, extra={"stages": [f"{o.method}:{r.decision}" for o, r in zip(outs, trail)]},
-            ))
+                by_id.setdefault(r.passage.id, []).append((out.method, r))
+        results = [_chain_result(p, by_id[p.id], len(outs)) for p in originals]
         return CompressedContext(query, tuple(results), "+".join(o.method for o in outs), summary=last.summary,
                                  summary_tokens=last.summary_tokens, reason=last.reason)
 
     def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
         return self._compress_batch([query], [passages])[0]
+
+
+# ------------------------------------------------------------------------------------------ chain provenance
+_ALIGN_MAX_CHARS = 50_000  # difflib on longer texts is too slow; their later-stage spans stay unmapped
+
+
+def _chain_result(p: Passage, trail: list[tuple[str, PassageResult]], n_stages: int) -> PassageResult:
+    """One original passage's result after a chain: its fate over all stages, every stage's units on its text."""
+    final = trail[-1][1]
+    reached_end = len(trail) == n_stages
+    text = final.text if reached_end else ""
+    positions: list[int] = list(range(len(p.text)))  # original offset of each character of the stage's input
+    stages: list[StageResult] = []
+    scored: tuple[Unit, ...] = ()
+    for method, r in trail:
+        units = _map_units(r.units, positions, p.text)
+        stages.append(StageResult(method, r.decision, r.reason, units, r.tokens_before, r.tokens_after, r.extra))
+        if units:
+            scored = units
+        source = r.passage.text
+        positions = [positions[i] if i >= 0 else -1 for i in _align(source, r.text, r.units)] if r.text else []
+    read = {i for i in positions if i >= 0} if text else set()
+    scored = tuple(replace(u, kept=u.kept and _covered(u, read, p.text)) for u in scored)
+    if not reached_end or not text:
+        decision = final.decision if final.decision in ("dropped", "empty", "duplicate") else "dropped"
+    elif final.decision in ("soft", "summarized"):
+        decision = final.decision
+    else:
+        decision = "kept" if text == p.text else "compressed"
+    reason = final.reason
+    if decision == "compressed" and final.decision == "kept":  # an earlier stage cut it
+        cut = next((f"{m}: {r.reason}" for m, r in trail if r.decision == "compressed"), "")
+        reason = f"cut by an earlier stage ({cut})" if cut else "cut by an earlier stage"
+    return PassageResult(
+        p, text, decision, reason=reason, units=scored, tokens_before=trail[0][1].tokens_before,
+        tokens_after=final.tokens_after if reached_end else 0, soft=final.soft if reached_end else (),
+        extra=dict(final.extra), stages=tuple(stages),
+    )
+
+
+def _map_units(units: Sequence[Unit], positions: list[int], original: str) -> tuple[Unit, ...]:
+    """Units whose spans point into a stage's input text, re-pointed into the original passage text."""
+    out = []
+    for u in units:
+        start = end = None
+        if u.start is not None and u.end is not None and 0 <= u.start < u.end <= len(positions):
+            a, b = positions[u.start], positions[u.end - 1]
+            if a >= 0 and b >= 0 and original[a:b + 1] == u.text:
+                start, end = a, b + 1
+        out.append(replace(u, start=start, end=end))
+    return tuple(out)
+
+
+def _covered(u: Unit, read: set[int], original: str) -> bool:
+    if u.start is None or u.end is None:
+        return False
+    return all(i in read for i in range(u.start, u.end) if not original[i].isspace())
+
+
+def _align(source: str, out: str, units: Sequence[Unit]) -> list[int]:
+    """For each character of ``out`` (a stage's output), its offset in ``source`` (the stage's input), or -1."""
+    if out == source or source.startswith(out):
+        return list(range(len(out)))
+    mapped = [-1] * len(out)
+    cursor = 0
+    kept = [u for u in units if u.kept and u.start is not None and u.end is not None]
+    for u in kept:  # extractive output: the kept sentences, in order, joined by spaces or line breaks
+        at = out.find(u.text, cursor)
+        if at < 0:
+            break
+        mapped[at:at + len(u.text)] = range(u.start, u.end)  # type: ignore[arg-type]
+        cursor = at + len(u.text)
+    else:
+        if kept:
+            return mapped
+    if max(len(source), len(out)) > _ALIGN_MAX_CHARS:
+        return [-1] * len(out)
+    mapped = [-1] * len(out)
+    for a, b, size in difflib.SequenceMatcher(None, source, out, autojunk=False).get_matching_blocks():
+        mapped[b:b + size] = range(a, a + size)
+    return mapped

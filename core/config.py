@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from ragzip.compressor import get_compressor_class
-from ragzip.config_utils import from_dict, to_dict, unknown_key_message
+from ragzip.config_utils import brief, from_dict, to_dict, unknown_key_message
 from ragzip.errors import ConfigError
 from ragzip.generation import GeneratorConfig
 from ragzip.retrieval import RetrieverConfig
@@ -57,7 +57,7 @@ def validate_compressor_block(block: Any) -> list[dict[str, Any]]:
     for i, item in enumerate(blocks):
         where = f"compressor[{i}]" if isinstance(block, list) else "compressor"
         if not isinstance(item, Mapping):
-            raise ConfigError(f"{where} must be a mapping with a `type:` key, got {item!r}.")
+            raise ConfigError(f"{where} must be a mapping with a `type:` key, got {brief(item)}.")
         data = dict(item)
         if "type" not in data:
             raise ConfigError(f"{where} has no `type:` key. Add one, e.g. `type: extractive`.")
@@ -84,6 +84,37 @@ def parse_config(data: Any, *, source: str | None = None) -> RagzipConfig:
         generator=from_dict(GeneratorConfig, data.get("generator"), where="generator"),
         source=source,
     )
+
+
+MAX_CONFIG_VALUES = 100_000
+"""Most values a ragzip YAML may hold once its aliases are expanded (real configs hold a few dozen)."""
+
+
+def _check_expansion(data: Any, where: str) -> None:
+    """Refuse a YAML whose aliases expand to more than :data:`MAX_CONFIG_VALUES` values (a "billion laughs" bomb).
+
+    YAML aliases share one object, so the parsed data is small; anything that walks it (validation, an error message
+    that shows a value) would expand it. The expanded size is counted per shared object (memoised by id), without
+    expanding anything.
+    """
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, done = stack.pop()
+        if not isinstance(node, (list, dict)) or (id(node) in sizes and not done):
+            continue
+        children = list(node.values()) if isinstance(node, dict) else node
+        if not done:
+            sizes[id(node)] = 0  # in progress: a cycle counts as nothing more
+            stack.append((node, True))
+            stack.extend((c, False) for c in children)
+            continue
+        total = 1 + sum(sizes.get(id(c), 0) if isinstance(c, (list, dict)) else 1 for c in children)
+        sizes[id(node)] = total
+        if total > MAX_CONFIG_VALUES:
+            raise ConfigError(f"config file {where!r} expands to more than {MAX_CONFIG_VALUES:,} values through "
+                              "YAML aliases (&anchor / *alias); a ragzip config holds a few dozen. Remove the "
+                              "aliases that repeat large blocks.")
 
 
 def load_config(path: str | Path) -> RagzipConfig:
@@ -114,6 +145,7 @@ def load_config(path: str | Path) -> RagzipConfig:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"config file {str(path)!r} is not valid YAML{at}: {problem}. Check the indentation "
                           "and quoting there.") from None
+    _check_expansion(data, str(path))
     config = parse_config(data, source=str(path))
     _resolve_relative_paths(config, path.parent)
     return config

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -14,6 +16,19 @@ from ragzip.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 6, 6, 6, 6
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 120, 120, 40
+
+
+def brief(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut to about ``limit`` characters without building the full repr first: error messages repeat
+    user values, and a YAML alias bomb (a few hundred bytes that expand to millions of items) must not turn one
+    error into megabytes."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def field_names(cls: type) -> list[str]:
@@ -35,27 +50,33 @@ def _coerce(value: Any, annotation: Any, name: str, where: str) -> Any:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:
             return None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}.{name} = {value!r} must be a finite number (NaN and infinity pass no range "
+                              "check and would silently disable it).")
         for arg in args:
             try:
                 return _coerce(value, arg, name, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}.{name} = {value!r} has the wrong type; expected {annotation}.")
+        raise ConfigError(f"{where}.{name} = {brief(value)} has the wrong type; expected {annotation}.")
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}.{name} = {value!r} must be true or false.")
+            raise ConfigError(f"{where}.{name} = {brief(value)} must be true or false.")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}.{name} = {value!r} must be an integer.")
+            raise ConfigError(f"{where}.{name} = {brief(value)} must be an integer.")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}.{name} = {value!r} must be a number.")
+            raise ConfigError(f"{where}.{name} = {brief(value)} must be a number.")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}.{name} = {value!r} must be a finite number (NaN and infinity pass no range "
+                              "check and would silently disable it).")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}.{name} = {value!r} must be a string.")
+            raise ConfigError(f"{where}.{name} = {brief(value)} must be a string.")
         return value
     if origin in (tuple, list) and isinstance(value, (list, tuple)):
         return tuple(value) if origin is tuple else list(value)
@@ -71,7 +92,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str, stric
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where} must be a mapping of keys to values, got {type(data).__name__}: {data!r}.")
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {type(data).__name__}: {brief(data)}.")
     valid = field_names(cls)
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
@@ -88,7 +109,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str, stric
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+        raise ConfigError(f"{where}: {str(err)[:1000]}") from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -100,7 +121,10 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def check_range(where: str, name: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    """Raise :class:`ConfigError` unless ``low <= value <= high``."""
+    """Raise :class:`ConfigError` unless ``low <= value <= high`` (NaN and infinities are always out of range)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}.{name} = {value!r} must be a finite number (NaN and infinity pass no range "
+                          "check and would silently disable it).")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
         raise ConfigError(f"{where}.{name} = {value!r} is out of range; it must lie in {bounds}.")
@@ -108,4 +132,4 @@ def check_range(where: str, name: str, value: float, low: float | None = None, h
 
 def check_choice(where: str, name: str, value: Any, choices: tuple[Any, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{where}.{name} = {value!r} is not allowed; choose one of {', '.join(map(repr, choices))}.")
+        raise ConfigError(f"{where}.{name} = {brief(value)} is not allowed; choose one of {', '.join(map(repr, choices))}.")

@@ -12,6 +12,7 @@ Soft tokens live in an embedding *space*: the input-embedding space of one gener
 
 from __future__ import annotations
 
+import inspect
 import logging
 import string
 import time
@@ -21,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ragzip.config_utils import check_range
+from ragzip.config_utils import brief, check_range
 from ragzip.errors import ConfigError, InputError, SoftTokenError
-from ragzip.softstore import SoftEntry, SoftTokenStore, default_store, split_prompt
+from ragzip.softstore import PLACEHOLDER_RE, SoftEntry, SoftTokenStore, default_store, split_prompt
 from ragzip.tokens import HFTokenCounter
 from ragzip.types import CompressedContext
 
@@ -38,6 +39,37 @@ logger = logging.getLogger(__name__)
 DEFAULT_SYSTEM_PROMPT = "Reply with a short answer."
 DEFAULT_PROMPT_TEMPLATE = "{context}\n\nQuestion: {question}"
 DEFAULT_NO_CONTEXT_TEMPLATE = "Question: {question}"
+
+
+def kv_cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """The keyword argument that hands a KV cache to ``model``'s forward (a module or a forward callable).
+
+    transformers renamed ``past_key_values`` to ``cache`` (5.2x; the old name is deprecated and removed in 5.40, after
+    which it would be swallowed by ``**kwargs`` and the cache silently ignored). Use the name the installed version's
+    forward declares; the old one only where ``cache`` does not exist.
+    """
+    return {_cache_keyword(getattr(model, "forward", model)): cache}
+
+
+def _cache_keyword(forward: Any) -> str:
+    key = getattr(forward, "__func__", forward)
+    try:
+        return _CACHE_KEYWORDS[key]
+    except (KeyError, TypeError):
+        pass
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        params = {}
+    name = "cache" if "cache" in params else "past_key_values"
+    try:
+        _CACHE_KEYWORDS[key] = name
+    except TypeError:
+        pass
+    return name
+
+
+_CACHE_KEYWORDS: dict[Any, str] = {}
 
 
 def _template_fields(where: str, name: str, template: Any) -> set[str]:
@@ -97,6 +129,12 @@ class GeneratorConfig:
         default=DEFAULT_NO_CONTEXT_TEMPLATE,
         metadata={"help": "User message when the context is empty (selective augmentation); must contain {question}."},
     )
+    no_evidence_reply: str = field(
+        default="",
+        metadata={"help": "Reply given without calling the model when the compressor kept nothing (no evidence in "
+                          "the documents; e.g. extractive with `selective: true`), such as \"I don't know.\"; empty: "
+                          "the model answers without context."},
+    )
     use_chat_template: bool = field(
         default=True, metadata={"help": "Wrap the prompt in the tokenizer's chat template when it has one."}
     )
@@ -118,7 +156,7 @@ class GeneratorConfig:
         self.stop = tuple(self.stop)
         for s in self.stop:
             if not isinstance(s, str) or not s:
-                raise ConfigError(f"{where}.stop must be a list of non-empty strings, got {self.stop!r}.")
+                raise ConfigError(f"{where}.stop must be a list of non-empty strings, got {brief(self.stop)}.")
         if not isinstance(self.system_prompt, str):
             raise ConfigError(f"{where}.system_prompt must be a string, got {self.system_prompt!r}.")
         _check_template(where, "prompt_template", self.prompt_template, ("context", "question"),
@@ -191,21 +229,25 @@ class HFGenerator:
     def model(self) -> Any:
         """The causal LM (float32, eval mode), loaded on first use."""
         if self._model is None:
-            from ragzip.models import infer_device, load_causal_lm
+            from ragzip.models import infer_device, lazy_lock, load_causal_lm
 
-            model, tokenizer = load_causal_lm(self.config.model, infer_device(self.config.device))
-            self._model = model
-            if self._tokenizer is None:
-                self._tokenizer = tokenizer
+            with lazy_lock(self):  # two threads on a cold generator load the model once
+                if self._model is None:
+                    model, tokenizer = load_causal_lm(self.config.model, infer_device(self.config.device))
+                    if self._tokenizer is None:
+                        self._tokenizer = tokenizer
+                    self._model = model
         return self._model
 
     @property
     def tokenizer(self) -> Any:
         """The model's tokenizer, loaded on first use (without loading the model)."""
         if self._tokenizer is None:
-            from ragzip.models import load_tokenizer
+            from ragzip.models import lazy_lock, load_tokenizer
 
-            self._tokenizer = load_tokenizer(self.config.model)
+            with lazy_lock(self):
+                if self._tokenizer is None:
+                    self._tokenizer = load_tokenizer(self.config.model)
         return self._tokenizer
 
     @property
@@ -335,19 +377,22 @@ class HFGenerator:
             parts.append(embeddings(torch.tensor(pending, dtype=torch.long, device=device)))
         return torch.cat(parts, dim=0)  # (T, d)
 
-    def embed_prompt(self, prompt: str) -> torch.Tensor:
+    def embed_prompt(self, prompt: str, *, read: list[str] | None = None) -> torch.Tensor:
         """The ``(T, d)`` input embeddings of ``prompt``, live placeholders replaced by their stored vectors.
 
-        Forged, stale and unknown placeholders stay text (:func:`ragzip.softstore.split_prompt`). Without live
+        Forged and unknown placeholders stay text (:func:`ragzip.softstore.split_prompt`). Without live
         placeholders this is exactly the embedding of ``tokenizer(prompt)`` (special tokens added unless the prompt
-        already starts with BOS, as chat templates do).
+        already starts with BOS, as chat templates do). ``read`` collects the handles resolved.
 
         Raises:
-            SoftTokenError: a live placeholder holds vectors made for another generator's embedding space.
+            SoftTokenError: a live placeholder holds vectors made for another generator's embedding space, or a
+                placeholder this generator's store issued has lost its vectors (freed after an earlier generation,
+                or evicted): it would otherwise reach the model as plain text.
         """
         if not isinstance(prompt, str):
             raise InputError(f"prompt must be a string, got {type(prompt).__name__}.")
-        pieces = [p if isinstance(p, str) else self._check_entry(p) for p in split_prompt(prompt, self.store)]
+        pieces = [p if isinstance(p, str) else self._check_entry(p)
+                  for p in split_prompt(prompt, self.store, strict=True, read=read)]
         return self.embed_pieces(pieces, add_special_tokens=self.adds_special_tokens(prompt))
 
     # --------------------------------------------------------------------------------------------------- generation
@@ -367,6 +412,7 @@ class HFGenerator:
         *,
         max_new_tokens: int | None = None,
         stop: Sequence[str] | None = None,
+        release: bool = True,
     ) -> list[Generation]:
         """Greedy-decode each prompt (full prompt text, e.g. from :meth:`format_prompt`), in batches.
 
@@ -374,6 +420,9 @@ class HFGenerator:
             prompts: Prompt texts; live placeholders are read as soft tokens.
             max_new_tokens: Overrides ``config.max_new_tokens``.
             stop: Overrides ``config.stop``; ``()`` for none. The end-of-sequence token always stops.
+            release: Release the soft tokens read (their store frees them) once generation ends, so a long-running
+                server's store does not fill up. ``False`` keeps them for another read (e.g. a separate TTFT
+                measurement of the same prompt); the caller then releases them (``store.release(ctx)``).
 
         Returns:
             One :class:`Generation` per prompt, in order.
@@ -387,8 +436,21 @@ class HFGenerator:
         if not prompts:
             return []
         _ = self.model  # load outside inference mode: a cached model is shared with code that trains through it
+        read: list[str] = []
+        try:
+            return self._generate(prompts, max_new, stops, read)
+        finally:
+            if release and read:
+                self.store.release(read)
+
+    def _generate(self, prompts: Sequence[str], max_new: int, stops: tuple[str, ...],
+                  read: list[str]) -> list[Generation]:
         with torch.inference_mode():
-            embeds = [self.embed_prompt(p) for p in prompts]
+            embeds = []
+            for p in prompts:
+                embeds.append(self.embed_prompt(p))
+                # What was just read as soft tokens (live handles in the prompt), released after generation.
+                read.extend(h for h in PLACEHOLDER_RE.findall(p) if self.store.resolve(h) is not None)
             limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
             for i, e in enumerate(embeds):
                 if limit and e.shape[0] + max_new > limit:
@@ -424,7 +486,7 @@ class HFGenerator:
 
         cache = DynamicCache(config=model.config)
         start = time.perf_counter()
-        logits = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache,
+        logits = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, **kv_cache_kwargs(model, cache),
                        use_cache=True, logits_to_keep=1).logits  # (B, 1, V)
         next_ids = logits[:, -1].argmax(-1)  # (B,)
         if next_ids.device.type == "cuda":
@@ -467,7 +529,7 @@ class HFGenerator:
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)  # (b, T + steps)
             last = last + 1
             logits = model(input_ids=next_ids[:, None], attention_mask=mask, position_ids=last[:, None],
-                           past_key_values=cache, use_cache=True).logits  # (b, 1, V)
+                           **kv_cache_kwargs(model, cache), use_cache=True).logits  # (b, 1, V)
             next_ids = logits[:, -1].argmax(-1)
         return [r for r in results if r is not None]
 
@@ -498,8 +560,37 @@ class HFGenerator:
         if len(questions) != len(contexts):
             raise InputError(f"answer_batch got {len(questions)} questions but {len(contexts)} contexts; "
                              "pass one context per question (None for no context).")
-        prompts = [self.answer_prompt(q, c) for q, c in zip(questions, contexts, strict=True)]
-        return self.generate(prompts)
+        for i, context in enumerate(contexts):
+            self.check_soft(context, where=f"context #{i}")
+        try:
+            prompts = [self.answer_prompt(q, c) for q, c in zip(questions, contexts, strict=True)]
+            return self.generate(prompts)
+        finally:  # the contexts' soft tokens are consumed, including any not in the prompt text
+            for context in contexts:
+                if isinstance(context, CompressedContext) and context.soft:
+                    self.store.release(context)
+
+    def check_soft(self, context: Any, *, where: str = "the context") -> None:
+        """Raise :class:`~ragzip.SoftTokenError` unless every soft segment a compressor emitted (``ctx.soft``) is
+        still in this generator's store and its placeholder is in the text the generator reads."""
+        if not isinstance(context, CompressedContext) or not context.soft:
+            return
+        text = context.text
+        for seg in context.soft:
+            if self.store.resolve(seg.handle) is None:
+                why = self.store.gone(seg.handle)
+                raise SoftTokenError(
+                    f"{where} ({context.method}) holds soft tokens that this generator's store cannot resolve "
+                    + (f"(their vectors were {why}). " if why else
+                       "(they were put into a different SoftTokenStore). ")
+                    + ("A compressed context is read once: compress again for another generation. "
+                       if why == "released" else
+                       "Raise the store's `max_bytes` (RAGZIP_SOFT_STORE_BYTES for the default store) and generate "
+                       "soon after compressing. " if why == "evicted" else
+                       "Bind the compressor to this generator (`compressor.bind(generator)`) so they share a store. "))
+            if seg.placeholder not in text:
+                raise SoftTokenError(f"{where} ({context.method}) lost the placeholder of soft segment "
+                                     f"{seg.handle[:8]}… from its text; do not edit compressed text by hand.")
 
     def answer_prompt(self, question: str, context: CompressedContext | str | None) -> str:
         """The prompt :meth:`answer` sends for ``question`` and ``context`` (e.g. to time its prefill alone)."""

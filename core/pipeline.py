@@ -1,4 +1,9 @@
-"""The framework-free RAG pipeline: FAISS retrieval -> compression -> local generation."""
+"""The framework-free RAG pipeline: FAISS retrieval -> compression -> local generation.
+
+"Not in my documents": with ``generator.no_evidence_reply`` set (e.g. ``"I don't know."``), a question whose
+compressed context is empty -- the compressor found no evidence, e.g. ``extractive`` with ``selective: true`` when no
+sentence passes its threshold -- gets that reply without calling the model, instead of a guess.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,12 @@ from typing import Any
 from ragzip.compressor import Compressor, build_compressor
 from ragzip.config import RagzipConfig, load_config
 from ragzip.generation import Generation, HFGenerator
+from ragzip.quiet import quiet_dependencies
 from ragzip.retrieval import FaissRetriever
 from ragzip.types import CompressedContext, Passage, check_query
+
+NO_EVIDENCE = "no_evidence"
+"""``Generation.finish_reason`` of a reply given without the model because the compressor kept nothing."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,11 @@ class Answer:
         return self.generation.ttft_s
 
     @property
+    def no_evidence(self) -> bool:
+        """True when the answer is the configured ``no_evidence_reply`` (the compressor kept nothing)."""
+        return self.generation.finish_reason == NO_EVIDENCE
+
+    @property
     def total_s(self) -> float:
         """Retrieval + compression + generation."""
         return self.retrieve_s + self.context.compress_s + self.generation.total_s
@@ -39,6 +53,7 @@ class Answer:
         return {
             "question": self.question,
             "answer": self.text,
+            "no_evidence": self.no_evidence,
             "method": self.context.method,
             "context_tokens": self.context.tokens_after,
             "uncompressed_tokens": self.context.tokens_before,
@@ -52,11 +67,14 @@ class Answer:
 
 
 class RAGPipeline:
-    """Retriever + compressor (or chain) + generator.
+    """Retriever + compressor (or chain) + generator, configured by one YAML file.
 
     Example:
-        >>> pipe = RAGPipeline.from_yaml("examples/ragzip.yaml")  # doctest: +SKIP
-        >>> pipe.ask("Who designed the Eiffel Tower?").text  # doctest: +SKIP
+        >>> import ragzip
+        >>> pipe = ragzip.RAGPipeline.from_yaml("examples/ragzip.yaml")  # doctest: +SKIP
+        >>> answer = pipe.ask("For the World's Fair of which year was the Eiffel Tower built?")  # doctest: +SKIP
+        >>> answer.text, answer.context.tokens_after  # doctest: +SKIP
+        ('1889', 41)
     """
 
     def __init__(self, retriever: FaissRetriever, compressor: Compressor, generator: HFGenerator,
@@ -70,13 +88,16 @@ class RAGPipeline:
     @classmethod
     def from_config(cls, config: RagzipConfig, *, retriever: FaissRetriever | None = None,
                     generator: HFGenerator | None = None) -> RAGPipeline:
-        generator = generator or HFGenerator(config.generator)
-        retriever = retriever or FaissRetriever.from_config(config.retriever)
-        compressor = build_compressor(config.compressor, store=generator.store)
-        return cls(retriever, compressor, generator, top_k=config.retriever.top_k)
+        """Build from a parsed config (:func:`ragzip.load_config`); ``retriever``/``generator`` reuse built ones."""
+        with quiet_dependencies():
+            generator = generator or HFGenerator(config.generator)
+            retriever = retriever or FaissRetriever.from_config(config.retriever)
+            compressor = build_compressor(config.compressor, store=generator.store)
+            return cls(retriever, compressor, generator, top_k=config.retriever.top_k)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **kwargs: Any) -> RAGPipeline:
+        """Build from a ragzip YAML file (``retriever:``, ``compressor:``, ``generator:``)."""
         return cls.from_config(load_config(path), **kwargs)
 
     def ask(self, question: str) -> Answer:
@@ -86,12 +107,37 @@ class RAGPipeline:
     def ask_batch(self, questions: Sequence[str]) -> list[Answer]:
         """Answer several questions; compression and generation are batched across them."""
         questions = [check_query(q) for q in questions]
-        start = time.perf_counter()
-        retrieved = self.retriever.search_batch(questions, self.top_k)
-        retrieve_s = (time.perf_counter() - start) / max(len(questions), 1)
-        contexts = self.compressor.compress_batch(questions, retrieved)
-        generations = self.generator.answer_batch(questions, contexts)
+        with quiet_dependencies():
+            start = time.perf_counter()
+            retrieved = self.retriever.search_batch(questions, self.top_k)
+            retrieve_s = (time.perf_counter() - start) / max(len(questions), 1)
+            contexts = self.compressor.compress_batch(questions, retrieved)
+            generations = self.answer_contexts(questions, contexts)
         return [
             Answer(q, g.text, tuple(p), c, g, retrieve_s)
             for q, p, c, g in zip(questions, retrieved, contexts, generations)
         ]
+
+    def answer_contexts(self, questions: Sequence[str], contexts: Sequence[CompressedContext]) -> list[Generation]:
+        """The generator's answers; with ``no_evidence_reply`` set, contexts without evidence get that reply."""
+        return answer_or_decline(self.generator, questions, contexts)
+
+
+def answer_or_decline(generator: HFGenerator, questions: Sequence[str],
+                      contexts: Sequence[CompressedContext]) -> list[Generation]:
+    """``generator.answer_batch``, except that a context with no evidence gets ``config.no_evidence_reply`` (when set)
+    without calling the model.
+
+    Example:
+        >>> from ragzip.generation import GeneratorConfig
+        >>> gen = HFGenerator(GeneratorConfig(no_evidence_reply="I don't know."))
+        >>> empty = CompressedContext("Who?", (), "extractive")
+        >>> answer_or_decline(gen, ["Who?"], [empty])[0].text  # no model is loaded for it
+        "I don't know."
+    """
+    reply = generator.config.no_evidence_reply
+    declined = [bool(reply) and not c.has_evidence for c in contexts]
+    todo = [i for i, d in enumerate(declined) if not d]
+    answered = iter(generator.answer_batch([questions[i] for i in todo], [contexts[i] for i in todo]) if todo else [])
+    return [Generation(reply, reply, 0, 0, 0.0, 0.0, finish_reason=NO_EVIDENCE) if d else next(answered)
+            for d in declined]

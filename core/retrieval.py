@@ -35,7 +35,7 @@ from ragzip.config_utils import check_choice, check_range, from_dict
 from ragzip.corpus import Corpus, chunk_passages, load_corpus
 from ragzip.embed import Embedder
 from ragzip.errors import ConfigError, IndexCorruptError, InputError
-from ragzip.fsutil import atomic_folder
+from ragzip.fsutil import VersionedFolder
 from ragzip.models import EMBEDDED, infer_device
 from ragzip.types import Passage, check_query
 
@@ -48,6 +48,8 @@ FORMAT = "ragzip-faiss"
 FORMAT_VERSION = 1
 METRIC = "inner_product"
 _PROGRESS_EVERY = 4096
+EMBEDDING_SOURCE_KEY = "embedder"
+"""``Passage.metadata`` key of a search hit naming the embedder (spec) that made its ``embedding``."""
 
 
 @dataclass
@@ -208,6 +210,7 @@ class FaissRetriever:
                                     "passages; rebuild the index.")
         self.embedder_name = embedder_name
         self.dim = int(index.d)
+        self.embedder_info: dict[str, Any] = {"name": embedder_name, "dim": self.dim, "normalized": True}
         self.passages = list(passages)
         self.top_k = _check_top_k(top_k)
         self.stats: dict[str, Any] = dict(stats or {})
@@ -366,41 +369,68 @@ class FaissRetriever:
     # --- persistence ------------------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write the index to folder ``path`` atomically (temporary folder, then rename).
+        """Write the index to folder ``path`` as a new version that readers switch to atomically.
 
-        An existing ragzip index (or empty folder) at ``path`` is replaced; any other existing path is an error, so
-        nothing of the user's is overwritten.
+        The folder holds versions in subfolders and a ``CURRENT`` pointer file replaced atomically, so a reader
+        (another process loading the index) always finds a complete index; concurrent saves are serialised by a lock
+        file; what an interrupted save left is cleaned up by the next one. Anything else in the folder (a REFRAG
+        chunk cache, the user's files) is kept: ragzip deletes only files it wrote.
 
         Raises:
-            InputError: ``path`` is a file or a non-empty folder that is not a ragzip index, or passage metadata is
-                not JSON-serialisable.
+            InputError: ``path`` is a file, or a non-empty folder that is not a ragzip index (by its ``.ragzip``
+                marker, or the ``meta.json`` of an index saved by an earlier ragzip), or passage metadata is not
+                JSON-serialisable.
         """
         from ragzip import __version__
 
         target = Path(path).expanduser()
-        if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / META_FILE).exists())):
-            raise InputError(f"cannot save the index to {str(target)!r}: it exists and is not a ragzip index folder. "
-                             "Choose a new or empty folder, or remove it.")
-        with atomic_folder(target) as tmp:
+        folder = _versioned(target)
+
+        def claim() -> None:
+            if not folder.claimable(also=_legacy_index):
+                raise InputError(f"cannot save the index to {str(target)!r}: it exists and is not a ragzip index "
+                                 "folder. Choose a new or empty folder, or remove it.")
+
+        claim()  # before taking the lock, so a refused folder gets no lock file
+        rows = []
+        for p in self.passages:
+            try:
+                rows.append(json.dumps({"id": p.id, "text": p.text, "metadata": _plain(p.metadata)},
+                                       ensure_ascii=False, allow_nan=False))
+            except (TypeError, ValueError, RecursionError) as err:
+                raise InputError(f"passage {p.id!r}: metadata is not JSON-serialisable ({str(err)[:200]}). Keep "
+                                 "metadata to strings, finite numbers, lists and dicts.") from None
+        legacy = target.is_dir() and _legacy_index(target)
+        with folder.new_version(claim=claim) as tmp:
             _faiss().write_index(self._cpu_index, str(tmp / INDEX_FILE))
             with open(tmp / PASSAGES_FILE, "w", encoding="utf-8") as handle:
-                for p in self.passages:
-                    try:
-                        row = json.dumps({"id": p.id, "text": p.text, "metadata": dict(p.metadata)}, ensure_ascii=False)
-                    except TypeError as err:
-                        raise InputError(f"passage {p.id!r}: metadata is not JSON-serialisable ({err}). Keep metadata "
-                                         "to strings, numbers, lists and dicts.") from None
+                for row in rows:
                     handle.write(row + "\n")
             files = {name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
                      for name in (INDEX_FILE, PASSAGES_FILE)}
             meta = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "embedder": self.embedder_name, "dim": self.dim,
                 "count": len(self), "metric": METRIC, "normalized": True, "index_type": "IndexFlatIP",
+                "embedder_info": self._embedder_info(),
                 "ragzip_version": __version__, "faiss_version": getattr(_faiss(), "__version__", "unknown"),
                 "files": files, "stats": self.stats,
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if legacy:  # an index saved by an earlier ragzip at the top level: now superseded by the version
+            for name in (INDEX_FILE, PASSAGES_FILE, META_FILE):
+                (target / name).unlink(missing_ok=True)
         logger.info("saved %d passages to %s", len(self), target)
+
+    def _embedder_info(self) -> dict[str, Any]:
+        """What the index records of its embedder (xRAG checks it): name, dim, normalisation, package version."""
+        info: dict[str, Any] = {"name": self.embedder_name, "dim": self.dim, "normalized": True}
+        embedder = self._embedder
+        if embedder is not None:
+            for key in ("version", "fingerprint"):
+                value = getattr(embedder, key, None)
+                if isinstance(value, (str, int)):
+                    info[key] = value
+        return info
 
     @classmethod
     def load(
@@ -428,12 +458,30 @@ class FaissRetriever:
             ConfigError: ``path`` does not exist, or the embedder does not match the index.
             IndexCorruptError: ``meta.json`` missing or unreadable, a file missing, truncated or altered.
         """
-        folder = Path(path).expanduser()
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise ConfigError(f"no saved index at {str(root)!r} (not a folder). Build one first: "
+                              "`ragzip index --corpus FILE --out DIR`.")
+        for attempt in range(5):
+            folder = index_files(root)
+            try:
+                return cls._load_folder(folder, root, embedder=embedder, device=device, top_k=top_k,
+                                        num_threads=num_threads, expect_embedder=expect_embedder)
+            except (IndexCorruptError, OSError) as err:
+                # A save switched versions while we read the old one (and removed it): read the new one.
+                if attempt < 4 and folder != root and index_files(root) != folder:
+                    continue
+                if isinstance(err, OSError):
+                    raise IndexCorruptError(f"{folder} cannot be read ({type(err).__name__}: {err}). "
+                                            "Rebuild it: `ragzip index --corpus FILE --out DIR`.") from None
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @classmethod
+    def _load_folder(cls, folder: Path, root: Path, *, embedder: Embedder | None, device: str | None, top_k: int,
+                     num_threads: int | None, expect_embedder: str | None) -> FaissRetriever:
         rebuild = ("Rebuild it: `ragzip index --corpus FILE --out DIR`, or "
                    "`FaissRetriever.from_corpus(corpus, embedder).save(DIR)`.")
-        if not folder.is_dir():
-            raise ConfigError(f"no saved index at {str(folder)!r} (not a folder). Build one first: "
-                              "`ragzip index --corpus FILE --out DIR`.")
         meta_path = folder / META_FILE
         if not meta_path.is_file():
             raise IndexCorruptError(f"{folder} has no {META_FILE}, so it is not a complete ragzip index (an interrupted "
@@ -444,9 +492,11 @@ class FaissRetriever:
                 raise ValueError("not a JSON object")
             name, dim, count, files = meta["embedder"], int(meta["dim"]), int(meta["count"]), meta["files"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-            raise IndexCorruptError(f"{meta_path} is unreadable ({type(err).__name__}: {err}). {rebuild}") from None
+            raise IndexCorruptError(f"{meta_path} is unreadable ({type(err).__name__}: {str(err)[:200]}). "
+                                    f"{rebuild}") from None
         if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise IndexCorruptError(f"{meta_path}: format {meta.get('format')!r} v{meta.get('format_version')} is not "
+            raise IndexCorruptError(f"{meta_path}: format {str(meta.get('format'))[:80]!r} "
+                                    f"v{str(meta.get('format_version'))[:20]} is not "
                                     f"one this ragzip reads ({FORMAT} v{FORMAT_VERSION}); upgrade ragzip or {rebuild}")
         for fname in (INDEX_FILE, PASSAGES_FILE):
             fpath, want = folder / fname, files.get(fname, {}) if isinstance(files, dict) else {}
@@ -458,11 +508,11 @@ class FaissRetriever:
                                         f"match meta.json ({str(want.get('sha256'))[:16]}..., {want.get('bytes')} "
                                         f"bytes); it was truncated or modified. {rebuild}")
         if embedder is not None:
-            _check_embedder(embedder, name, dim, str(folder))
+            _check_embedder(embedder, name, dim, str(root))
         if expect_embedder is not None and not _same_embedder(expect_embedder, name):
-            raise ConfigError(f"the index at {folder} was built with embedder {name!r}, but the config names "
+            raise ConfigError(f"the index at {root} was built with embedder {name!r}, but the config names "
                               f"{expect_embedder!r}. Set retriever.embedder: {name}, or rebuild the index with "
-                              f"{expect_embedder!r} (delete {folder} and set retriever.corpus).")
+                              f"{expect_embedder!r} (delete {root} and set retriever.corpus).")
         try:
             index = _faiss().read_index(str(folder / INDEX_FILE))
         except RuntimeError as err:
@@ -481,8 +531,11 @@ class FaissRetriever:
             raise IndexCorruptError(f"{folder} is inconsistent: meta.json says {count} vectors of dim {dim}, the index "
                                     f"has {index.ntotal} of dim {index.d}, passages.jsonl has {len(passages)} rows. "
                                     f"{rebuild}")
-        return cls(index, passages, name, embedder=embedder, top_k=top_k, device=device,
-                   stats=meta.get("stats") or {}, num_threads=num_threads)
+        retriever = cls(index, passages, name, embedder=embedder, top_k=top_k, device=device,
+                        stats=meta.get("stats") or {}, num_threads=num_threads)
+        retriever.embedder_info = dict(meta.get("embedder_info") or {"name": name, "dim": dim,
+                                                                     "normalized": bool(meta.get("normalized", True))})
+        return retriever
 
     # --- search -----------------------------------------------------------------------------------------------------
 
@@ -512,9 +565,13 @@ class FaissRetriever:
         flat = sorted({r for row in hits for r in row})
         vectors = self._cpu_index.reconstruct_batch(np.asarray(flat, dtype=np.int64)) if flat else []  # (n_hit, dim)
         stored = dict(zip(flat, vectors, strict=True))
+        # Each hit carries the name of the embedder that made its vector (EMBEDDING_SOURCE_KEY), so a consumer such
+        # as xRAG can refuse a vector from another embedder instead of trusting any vector of the right width.
         # Rows of -1 (fewer hits than k) can only trail a row, so zip stops at the real hits.
         return [
-            [replace(self.passages[r], score=float(s), embedding=stored[r]) for r, s in zip(row, score_row, strict=False)]
+            [replace(self.passages[r], score=float(s), embedding=stored[r],
+                     metadata={**self.passages[r].metadata, EMBEDDING_SOURCE_KEY: self.embedder_name})
+             for r, s in zip(row, score_row, strict=False)]
             for row, score_row in zip(hits, scores, strict=True)
         ]
 
@@ -549,6 +606,44 @@ def _warn_if_truncated(passages: Sequence[Passage], embedder: Embedder) -> None:
         logger.warning("%d passage(s) have more than %d words, beyond what %s reads (%d tokens); only their beginning "
                        "is embedded, e.g. %s. Chunk them (load_corpus + chunk_passages, or from_corpus).",
                        len(long), limit, embedder.name, limit, long[:3])
+
+
+def _versioned(root: Path) -> VersionedFolder:
+    return VersionedFolder(root, kind="faiss-index", files=(INDEX_FILE, PASSAGES_FILE, META_FILE))
+
+
+def _legacy_index(folder: Path) -> bool:
+    """Whether ``folder`` holds an index saved by an earlier ragzip (files at the top level): by content, not name."""
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def index_files(path: str | Path) -> Path:
+    """The folder that holds the current files of the index saved at ``path`` (its current version subfolder,
+    or ``path`` itself for an index saved by an earlier ragzip)."""
+    root = Path(path).expanduser()
+    current = _versioned(root).current()
+    return current if current is not None else root
+
+
+def is_saved_index(path: str | Path) -> bool:
+    """Whether ``path`` holds a saved ragzip index (complete or not: a damaged one fails loudly on load)."""
+    root = Path(path).expanduser()
+    return root.is_dir() and (_versioned(root).is_mine() or _legacy_index(root))
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Metadata as plain JSON types; a cycle or nesting deeper than 64 levels is an error (not a RecursionError)."""
+    if depth > 64:
+        raise ValueError("metadata is nested more than 64 levels deep (or contains a cycle)")
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, depth + 1) for v in value]
+    return value
 
 
 def corpus_fingerprint(path: str | Path) -> str:

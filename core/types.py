@@ -16,13 +16,68 @@ from typing import Any, Literal
 import numpy as np
 
 from ragzip.errors import InputError
+from ragzip.text import UNIT_KINDS as SPLITTER_KINDS
 
 Decision = Literal["kept", "compressed", "dropped", "soft", "summarized", "duplicate", "empty"]
 DECISIONS: tuple[str, ...] = ("kept", "compressed", "dropped", "soft", "summarized", "duplicate", "empty")
+"""What happened to a passage, as :attr:`PassageResult.decision` says it:
+
+* ``kept``: kept whole; the generator reads the passage's text verbatim.
+* ``compressed``: cut; the generator reads part of it (some sentences, a token prefix, some chunks as text).
+* ``dropped``: the generator reads nothing of it (``reason`` says why).
+* ``summarized``: fused into one summary with the other passages (:attr:`CompressedContext.summary`).
+* ``soft``: read as soft tokens (vectors), wholly or in part.
+* ``duplicate`` / ``empty``: the same passage came earlier / it had no text; never silently lost.
+
+In a chain the decision is the passage's fate over all stages: a passage that one stage cut and a later stage passed
+on is ``compressed``, not ``kept``.
+"""
+
+UNIT_KINDS: tuple[str, ...] = (*SPLITTER_KINDS, "chunk")
+"""Known :attr:`Unit.kind` values: the sentence splitter's (:data:`ragzip.text.UNIT_KINDS`), and ``chunk`` for
+fixed-size token chunks (``refrag``)."""
 
 
 def _freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return MappingProxyType(dict(mapping or {}))
+    """A read-only view of a deep copy: nested dicts/lists are not shared with the caller (who may mutate them)."""
+    return MappingProxyType(_deep_copy(dict(mapping or {}), 0, set()))
+
+
+_MAX_DEPTH = 64
+
+
+def _deep_copy(value: Any, depth: int, path: set[int]) -> Any:
+    """Copy nested dicts, lists, tuples and sets; a cycle or nesting deeper than 64 is an :class:`InputError`."""
+    if not isinstance(value, (dict, list, tuple, set, frozenset, Mapping)):
+        return value
+    if depth > _MAX_DEPTH:
+        raise InputError(f"metadata is nested more than {_MAX_DEPTH} levels deep; flatten it (ragzip keeps metadata "
+                         "as JSON: strings, numbers, lists and dicts).")
+    if id(value) in path:
+        raise InputError("metadata contains a circular reference (a dict or list that contains itself); pass plain "
+                         "JSON-like metadata.")
+    path.add(id(value))
+    try:
+        if isinstance(value, Mapping):
+            return {k: _deep_copy(v, depth + 1, path) for k, v in value.items()}
+        items = [_deep_copy(v, depth + 1, path) for v in value]
+        if isinstance(value, list):
+            return items
+        return type(value)(items) if type(value) in (tuple, set, frozenset) else value  # e.g. a namedtuple: kept
+    finally:
+        path.discard(id(value))
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by ``None`` (tuples as lists), so ``json.dumps(...,
+    allow_nan=False)`` accepts it: provenance goes into other systems' metadata stores, which reject NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def content_id(text: str) -> str:
@@ -89,12 +144,59 @@ class Passage:
 
 @dataclass(frozen=True)
 class Unit:
-    """One scored unit of a passage (a sentence, a chunk): its text, score and whether it was kept."""
+    """One scored unit of a passage (a sentence, a heading, a chunk): its text, score and whether it was kept.
+
+    ``start``/``end`` locate the unit in the passage text: ``passage.text[start:end] == text`` (``None`` when the unit
+    is not a verbatim span, e.g. a chunk decoded from tokens). An app highlights or cites exactly these characters.
+    ``kind`` is the splitter's structural kind (see :data:`UNIT_KINDS`), empty when unknown.
+
+    Example:
+        >>> p = Passage("Paris is in France. It rains.", id="p")
+        >>> u = Unit(0, "It rains.", 0.1, False, start=20, end=29, kind="sentence")
+        >>> p.text[u.start:u.end] == u.text
+        True
+    """
 
     index: int
     text: str
     score: float | None
     kept: bool
+    start: int | None = None
+    end: int | None = None
+    kind: str = ""
+
+    def record(self) -> dict[str, Any]:
+        """JSON-friendly form (what provenance records hold)."""
+        return {"index": self.index, "text": self.text, "score": None if self.score is None else round(self.score, 4),
+                "kept": self.kept, "start": self.start, "end": self.end, "kind": self.kind}
+
+
+def locate_units(text: str, units: Sequence[Unit]) -> tuple[Unit, ...]:
+    """Fill missing ``start``/``end`` of units that appear verbatim in ``text``, searching in order.
+
+    Units are in passage order, so each is searched from the end of the previous one; a unit that is not a verbatim
+    span keeps ``None`` (and does not move the search).
+
+    Example:
+        >>> [(u.start, u.end) for u in locate_units("A b. C d.", [Unit(0, "A b.", 1.0, True), Unit(1, "C d.", 0.0, False)])]
+        [(0, 4), (5, 9)]
+    """
+    out: list[Unit] = []
+    cursor = 0
+    for u in units:
+        if u.start is not None and u.end is not None:
+            out.append(u)
+            cursor = max(cursor, u.end)
+            continue
+        at = text.find(u.text, cursor) if u.text else -1
+        if at < 0 and u.text:
+            at = text.find(u.text)
+        if at < 0:
+            out.append(u)
+            continue
+        out.append(replace(u, start=at, end=at + len(u.text)))
+        cursor = at + len(u.text)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -111,7 +213,11 @@ class PassageResult:
     """What a compressor did with one input passage.
 
     ``text`` is what the generator reads for this passage (empty when dropped; placeholders for soft tokens).
-    ``tokens_after`` counts what the generator reads, a soft token counting as one.
+    ``tokens_after`` counts what the generator reads, a soft token counting as one. ``decision`` is one of
+    :data:`DECISIONS` (see there). ``units`` are the scored sentences or chunks, their spans in ``passage.text``.
+    After a chain, ``stages`` holds every stage's own result for this passage (its decision, reason and units, the
+    units' spans mapped back to the original passage text), and ``units`` are the last scoring stage's units with
+    ``kept`` meaning "the generator reads this unit whole".
     """
 
     passage: Passage
@@ -123,6 +229,7 @@ class PassageResult:
     tokens_after: int = 0
     soft: tuple[SoftSegment, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    stages: tuple[StageResult, ...] = ()
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:
@@ -130,6 +237,7 @@ class PassageResult:
         object.__setattr__(self, "units", tuple(self.units))
         object.__setattr__(self, "soft", tuple(self.soft))
         object.__setattr__(self, "extra", _freeze(self.extra))
+        object.__setattr__(self, "stages", tuple(self.stages))
 
     @property
     def included(self) -> bool:
@@ -147,14 +255,48 @@ class PassageResult:
             "tokens_after": self.tokens_after,
         }
         if self.units:
-            record["units"] = [
-                {"index": u.index, "score": None if u.score is None else round(u.score, 4), "kept": u.kept}
-                for u in self.units
-            ]
+            record["units"] = [u.record() for u in self.units]
         if self.soft:
             record["soft_tokens"] = sum(s.n_vectors for s in self.soft)
         record.update({k: v for k, v in self.extra.items() if _jsonable(v)})
-        return record
+        if self.stages:
+            record["stages"] = [s.record() for s in self.stages]
+        return strict_json(record)
+
+    @property
+    def kept_units(self) -> tuple[Unit, ...]:
+        """The units the generator reads (whole), in passage order."""
+        return tuple(u for u in self.units if u.kept)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """One chain stage's result for one passage: what that stage decided and the units it scored.
+
+    Unit spans point into the *original* passage text (mapped back through the earlier stages); ``None`` where a unit
+    does not map to original characters.
+    """
+
+    method: str
+    decision: Decision
+    reason: str = ""
+    units: tuple[Unit, ...] = ()
+    tokens_before: int = 0
+    tokens_after: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "units", tuple(self.units))
+        object.__setattr__(self, "extra", _freeze(self.extra))
+
+    def record(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        out: dict[str, Any] = {"method": self.method, "decision": self.decision, "reason": self.reason,
+                               "tokens_before": self.tokens_before, "tokens_after": self.tokens_after}
+        if self.units:
+            out["units"] = [u.record() for u in self.units]
+        out.update({k: v for k, v in self.extra.items() if _jsonable(v) and k not in out})
+        return out
 
 
 def _jsonable(value: Any) -> bool:
@@ -221,6 +363,53 @@ class CompressedContext:
 
     def decisions(self) -> dict[str, str]:
         return {r.passage.id: r.decision for r in self.results}
+
+    def explain(self, *, all_units: bool = False, width: int = 110, indent: str = "  ") -> str:
+        """A readable account of every passage's fate: decision, tokens, chain stages, and the units the generator
+        reads (``+``) with their scores (every scored unit with ``all_units=True``).
+
+        Example:
+            >>> p = Passage("Paris is in France. It rains.", id="p1")
+            >>> r = PassageResult(p, "Paris is in France.", "compressed", units=(
+            ...     Unit(0, "Paris is in France.", 0.91, True), Unit(1, "It rains.", 0.02, False)), tokens_before=6,
+            ...     tokens_after=4)
+            >>> print(CompressedContext("Where is Paris?", (r,), "extractive").explain())
+              - p1: compressed 6->4 tokens
+                  + 0.910  Paris is in France.
+                    (1 more unit not read; all_units=True lists them)
+        """
+        lines = []
+        if self.summary:
+            lines.append(f"{indent}summary: {_clip(self.summary, width)}")
+        for r in self.results:
+            score = "" if r.passage.score is None else f" (retrieval score {r.passage.score:.2f})"
+            lines.append(f"{indent}- {r.passage.id}: {r.decision} {r.tokens_before}->{r.tokens_after} tokens{score}"
+                         + (f": {r.reason}" if r.reason else ""))
+            if r.stages:
+                lines.append(f"{indent}    stages: " + " -> ".join(f"{s.method}:{s.decision}" for s in r.stages))
+            if r.soft:
+                lines.append(f"{indent}    {sum(s.n_vectors for s in r.soft)} soft token(s)")
+            units = r.units if all_units else r.kept_units
+            for u in units:
+                kind = f"[{u.kind}] " if u.kind and u.kind not in ("sentence", "chunk") else ""
+                value = "  -  " if u.score is None else f"{u.score:.3f}"
+                lines.append(f"{indent}    {'+' if u.kept else ' '} {value}  {kind}{_clip(u.text, width)}")
+            hidden = len(r.units) - len(units)
+            if hidden:
+                lines.append(f"{indent}      ({hidden} more unit{'s' if hidden > 1 else ''} not read; all_units=True "
+                             "lists them)")
+        return "\n".join(lines)
+
+    @property
+    def has_evidence(self) -> bool:
+        """False when the generator would read nothing: every passage was dropped (or none came), or the summary is
+        empty ("nothing here helps"). A pipeline with ``generator.no_evidence_reply`` set then answers that reply."""
+        return bool(self.text.strip())
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def check_query(query: str | bytes) -> str:

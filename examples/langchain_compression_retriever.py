@@ -1,13 +1,17 @@
 """A LangChain ContextualCompressionRetriever over a FAISS vector store, with ragzip as the document compressor,
 feeding an LCEL chain that answers with ragzip's local chat model.
 
-Runs offline on ragzip's embedded models (MiniLM embeddings, SmolLM2-135M answers):
+Runs offline on ragzip's embedded models (MiniLM embeddings, the trained extractive classifier, SmolLM2-135M answers):
 
     pip install 'ragzip[langchain]'
-    python examples/langchain_compression_retriever.py [path/to/ragzip.yaml]
+    python examples/langchain_compression_retriever.py                            # extractive (examples/ragzip.yaml)
+    python examples/langchain_compression_retriever.py examples/ragzip-chain.yaml # extractive, then a token budget
+    python examples/langchain_compression_retriever.py examples/ragzip-xrag.yaml  # soft tokens (xRAG)
 
 The compressor comes from the YAML's ``compressor:`` block, the chat model from its ``generator:`` block and the
 embedder and ``top_k`` from its ``retriever:`` block. The documents are ragzip's demo corpus, chunked as the YAML says.
+For every question it prints the answer, then what the chat model read: each passage's decision and the kept
+sentences with their classifier scores (from ``doc.metadata["ragzip"]``, which also holds each sentence's span).
 """
 
 from __future__ import annotations
@@ -22,11 +26,10 @@ from pathlib import Path
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
-from ragzip.config import load_config
-from ragzip.corpus import chunk_passages, load_corpus
-from ragzip.integrations.langchain import RagzipChatModel, RagzipCompressor, RagzipEmbeddings
+
+from ragzip import chunk_passages, load_config, load_corpus
+from ragzip.integrations.langchain import RagzipChatModel, RagzipCompressor, RagzipEmbeddings, qa_prompt
 
 with warnings.catch_warnings():  # "langchain-community is being sunset": its FAISS store still works
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -37,6 +40,7 @@ QUESTIONS = [
     "For the World's Fair of which year was the Eiffel Tower built?",
     "Who reached the summit of Mount Everest with Edmund Hillary in 1953?",
 ]
+
 
 def format_docs(docs: list[Document]) -> str:
     return "\n\n".join(f"{d.metadata.get('title', '')}: {d.page_content}" for d in docs)
@@ -60,10 +64,9 @@ def main(config_path: Path) -> None:
         base_compressor=compressor,
         base_retriever=vector_store.as_retriever(search_kwargs={"k": cfg.retriever.top_k}),
     )
-    # Ask with the generator's own prompt (tuned for short answers from a small reader).
-    prompt = ChatPromptTemplate.from_messages([("system", cfg.generator.system_prompt),
-                                               ("human", cfg.generator.prompt_template)])
-    chain = {"context": retriever | format_docs, "question": RunnablePassthrough()} | prompt | chat | StrOutputParser()
+    # Ask with ragzip's answer prompt (tuned for short answers from a small reader).
+    chain = ({"context": retriever | format_docs, "question": RunnablePassthrough()}
+             | qa_prompt(config_path) | chat | StrOutputParser())
     print(f"indexed {len(documents)} chunks into FAISS with {cfg.retriever.embedder}; "
           f"compressor {compressor.compressor.name}; chat model {chat.generator.config.model}; "
           f"setup {time.perf_counter() - start:.1f} s")
@@ -77,14 +80,17 @@ def main(config_path: Path) -> None:
         print(f"   context tokens {context.tokens_before} -> {context.tokens_after} "
               f"({context.compression_ratio:.1f}x), compress {context.compress_s * 1000:.1f} ms, "
               f"chain {time.perf_counter() - t0:.1f} s")
-        for result in context.results:
-            print(f"   - {result.passage.id}: {result.decision} {result.tokens_before}->{result.tokens_after} tokens")
+        print(context.explain(indent="   "))
 
     # The compressor is also a Runnable over (query, documents), and batches concurrent async calls.
     docs = vector_store.similarity_search(QUESTIONS[0], k=cfg.retriever.top_k)
     kept = compressor.as_runnable().invoke({"query": QUESTIONS[0], "documents": docs})
+    record = kept[0].metadata["ragzip"] if kept else {}
     print(f"\nas a Runnable: {len(docs)} documents in, {len(kept)} out; first one's provenance: "
-          f"{ {k: kept[0].metadata['ragzip'][k] for k in ('passage_id', 'decision', 'tokens_before', 'tokens_after')} }")
+          f"{ {k: record.get(k) for k in ('passage_id', 'decision', 'tokens_before', 'tokens_after')} }")
+    for unit in record.get("units", []):
+        if unit["kept"]:  # the sentence, its score, and where it is in the document (to highlight and cite)
+            print(f"   kept {unit['score']:.3f} [{unit['start']}:{unit['end']}] {unit['text']}")
     print(f"\ndone in {time.perf_counter() - start:.1f} s")
 
 

@@ -1,12 +1,16 @@
 """A LlamaIndex query engine over a FAISS vector store, with ragzip compressing the retrieved nodes.
 
-Runs offline on ragzip's embedded models (MiniLM embeddings, SmolLM2-135M answers):
+Runs offline on ragzip's embedded models (MiniLM embeddings, the trained extractive classifier, SmolLM2-135M answers):
 
     pip install 'ragzip[llamaindex]'
-    python examples/llamaindex_query_engine.py [path/to/ragzip.yaml]
+    python examples/llamaindex_query_engine.py                          # extractive (examples/ragzip.yaml)
+    python examples/llamaindex_query_engine.py examples/ragzip-chain.yaml   # extractive, then a token budget
+    python examples/llamaindex_query_engine.py examples/ragzip-xrag.yaml    # soft tokens (xRAG)
 
 The compressor comes from the YAML's ``compressor:`` block, the LLM from its ``generator:`` block and the embedder
-and ``top_k`` from its ``retriever:`` block. The documents are ragzip's demo corpus, chunked as the YAML says.
+and ``top_k`` from its ``retriever:`` block. The documents are ragzip's demo corpus, chunked as the YAML says. For
+every question it prints the answer, then what the LLM read: each passage's decision and the kept sentences with
+their classifier scores (from ``node.metadata["ragzip"]``, which also holds each sentence's character span).
 """
 
 from __future__ import annotations
@@ -18,13 +22,12 @@ from importlib import resources
 from pathlib import Path
 
 import faiss
-from llama_index.core import ChatPromptTemplate, Settings, StorageContext, VectorStoreIndex
-from llama_index.core.llms import ChatMessage
+from llama_index.core import Settings, StorageContext, VectorStoreIndex
 from llama_index.core.schema import TextNode
 from llama_index.vector_stores.faiss import FaissVectorStore
-from ragzip.config import load_config
-from ragzip.corpus import chunk_passages, load_corpus
-from ragzip.integrations.llamaindex import RagzipEmbedding, RagzipLLM, RagzipPostprocessor
+
+from ragzip import chunk_passages, load_config, load_corpus
+from ragzip.integrations.llamaindex import RagzipEmbedding, RagzipLLM, RagzipPostprocessor, qa_prompt
 
 QUESTIONS = [
     "For the World's Fair of which year was the Eiffel Tower built?",
@@ -53,16 +56,11 @@ def main(config_path: Path) -> None:
     index = VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=vector_store),
                              embed_model=embed_model)
 
-    # Ask with the generator's own prompt (tuned for short answers from a small reader), not LlamaIndex's default.
-    gen = cfg.generator
-    qa_template = ChatPromptTemplate([
-        ChatMessage(role="system", content=gen.system_prompt),
-        ChatMessage(role="user", content=gen.prompt_template.format(context="{context_str}", question="{query_str}")),
-    ])
     # `llm=` binds the compressor to the generator: it counts the generator's tokens and shares its soft-token store.
     postprocessor = RagzipPostprocessor.from_yaml(config_path, llm=llm)
     engine = index.as_query_engine(similarity_top_k=cfg.retriever.top_k, node_postprocessors=[postprocessor],
-                                   llm=llm, text_qa_template=qa_template)
+                                   # ragzip's answer prompt (tuned for the small reader), not LlamaIndex's default
+                                   llm=llm, text_qa_template=qa_prompt(config_path))
     print(f"indexed {len(nodes)} chunks into FAISS with {embed_model.model_name}; compressor {postprocessor.method}; "
           f"LLM {llm.model_name}; setup {time.perf_counter() - start:.1f} s")
 
@@ -75,11 +73,13 @@ def main(config_path: Path) -> None:
         print(f"   context tokens {context.tokens_before} -> {context.tokens_after} "
               f"({context.compression_ratio:.1f}x), compress {context.compress_s * 1000:.1f} ms, "
               f"query {time.perf_counter() - t0:.1f} s")
-        for result in context.results:
-            print(f"   - {result.passage.id}: {result.decision} "
-                  f"{result.tokens_before}->{result.tokens_after} tokens (score {result.passage.score:.2f})")
+        print(context.explain(indent="   "))
         print(f"   LLM read {len(response.source_nodes)} node(s): "
               f"{', '.join(n.node.node_id for n in response.source_nodes)}")
+        if response.source_nodes:  # what an app gets to highlight and cite: each kept sentence's span in the node
+            record = response.source_nodes[0].node.metadata["ragzip"]
+            spans = [(u["start"], u["end"]) for u in record.get("units", []) if u["kept"]]
+            print(f"   cite {record['passage_id']} characters {spans}")
     print(f"\ndone in {time.perf_counter() - start:.1f} s")
 
 

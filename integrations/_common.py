@@ -173,12 +173,23 @@ class AsyncBatcher:
     turn (``asyncio.gather`` over many questions, concurrent requests in a server) is compressed together in one
     worker thread; compressors with a model batch the work across questions. The loop is never blocked. When a batch
     fails (one bad query), each request is retried alone so that only its own caller sees the error.
+
+    Every caller gets a result or an exception, whatever happens to the batch: a cancelled flush task, a plugin that
+    returns the wrong number of results, or any other failure reaches each waiting caller instead of leaving it
+    waiting forever. At most ``max_concurrent`` batches of one compressor run at once (per event loop); later ones
+    wait for a slot, so a burst of requests cannot start unbounded worker threads and model copies.
     """
 
-    def __init__(self, compressor: Compressor, *, max_batch: int = 32) -> None:
+    def __init__(self, compressor: Compressor, *, max_batch: int = 32, max_concurrent: int = 2) -> None:
+        if max_batch < 1 or max_concurrent < 1:
+            raise ConfigError(f"AsyncBatcher needs max_batch >= 1 and max_concurrent >= 1, got {max_batch!r} and "
+                              f"{max_concurrent!r}.")
         self.compressor = compressor
         self.max_batch = max_batch
+        self.max_concurrent = max_concurrent
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[tuple[Any, Any, asyncio.Future]]] = (
+            weakref.WeakKeyDictionary())
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary())
         self._tasks: set[asyncio.Task] = set()
 
@@ -199,17 +210,22 @@ class AsyncBatcher:
             task = loop.create_task(self._run(batch))
             self._tasks.add(task)  # keep a reference until done (the loop holds tasks weakly)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda t, batch=batch: _settle(batch, t))
 
     async def _run(self, batch: list[tuple[Any, Any, asyncio.Future]]) -> None:
         queries = [q for q, _, _ in batch]
         passages = [p for _, p, _ in batch]
-        try:
-            outs: list[Any] = await asyncio.to_thread(self.compressor.compress_batch, queries, passages)
-        except Exception as err:  # noqa: BLE001 - isolate the failing request(s) below
-            if len(batch) == 1:
-                outs = [err]
-            else:
-                outs = await asyncio.to_thread(self._one_by_one, queries, passages)
+        slots = self._slots.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(self.max_concurrent))
+        async with slots:
+            try:
+                outs: list[Any] = await asyncio.to_thread(self._batch, queries, passages)
+            except Exception as err:  # noqa: BLE001 - isolate the failing request(s) below
+                from ragzip.errors import PluginError
+
+                if len(batch) == 1 or isinstance(err, PluginError):  # a broken plugin: every caller sees it
+                    outs = [err] * len(batch)
+                else:
+                    outs = await asyncio.to_thread(self._one_by_one, queries, passages)
         for (_, _, future), out in zip(batch, outs, strict=True):
             if future.done():  # the caller was cancelled
                 continue
@@ -217,6 +233,12 @@ class AsyncBatcher:
                 future.set_exception(out)
             else:
                 future.set_result(out)
+
+    def _batch(self, queries: list[str], passages: list[Any]) -> list[Any]:
+        from ragzip.errors import check_batch_output
+
+        return check_batch_output(type(self.compressor).__name__,
+                                  self.compressor.compress_batch(queries, passages), len(queries))
 
     def _one_by_one(self, queries: list[str], passages: list[Any]) -> list[Any]:
         outs: list[Any] = []
@@ -226,6 +248,22 @@ class AsyncBatcher:
             except Exception as err:  # noqa: BLE001 - handed to that request's caller
                 outs.append(err)
         return outs
+
+
+def _settle(batch: list[tuple[Any, Any, asyncio.Future]], task: asyncio.Task) -> None:
+    """When the flush task ends, give every caller still waiting the task's exception (or a cancellation error)."""
+    from ragzip.errors import CancelledBatchError
+
+    if task.cancelled():
+        error: BaseException = CancelledBatchError(
+            "the batched compression task was cancelled before it finished (is the event loop shutting down?); "
+            "retry the call.")
+    else:
+        error = task.exception() or CancelledBatchError("the batched compression task ended without a result for "
+                                                        "this call; this is a bug in ragzip, please report it.")
+    for _, _, future in batch:
+        if not future.done():
+            future.set_exception(error)
 
 
 # ------------------------------------------------------------------------------------------ foreign-LLM guard

@@ -5,16 +5,24 @@ Install with ``pip install 'ragzip[langchain]'``.
 
 Example:
     >>> from langchain_classic.retrievers import ContextualCompressionRetriever
-    >>> from ragzip.integrations.langchain import RagzipCompressor
+    >>> from ragzip.integrations.langchain import RagzipChatModel, RagzipCompressor, format_documents, qa_prompt
+    >>> chat = RagzipChatModel.from_yaml("ragzip.yaml")  # doctest: +SKIP
     >>> retriever = ContextualCompressionRetriever(  # doctest: +SKIP
-    ...     base_compressor=RagzipCompressor.from_yaml("ragzip.yaml"), base_retriever=vectorstore.as_retriever())
+    ...     base_compressor=RagzipCompressor.from_yaml("ragzip.yaml", llm=chat),
+    ...     base_retriever=vectorstore.as_retriever())
+    >>> chain = ({"context": retriever | format_documents, "question": RunnablePassthrough()}  # doctest: +SKIP
+    ...          | qa_prompt("ragzip.yaml") | chat | StrOutputParser())
 
 What the compressor returns (the same rules as the LlamaIndex postprocessor):
 
 * One document per passage the LLM reads, in retrieval order, each a **copy** of its input document (same id and
   metadata) holding the compressed text. Documents are never merged; inputs are never mutated.
-* ``doc.metadata["ragzip"]`` is the passage's provenance (:meth:`ragzip.PassageResult.provenance`). A document
-  without an ``id`` gets a passage id derived from its text, so identical texts are reported as ``duplicate``.
+* ``doc.metadata["ragzip"]`` is the passage's provenance (:meth:`ragzip.PassageResult.provenance`: decision, reason,
+  and per unit its text, score, whether the LLM reads it, its kind and its character span ``start``/``end`` in the
+  original ``page_content``; after a chain, ``stages`` lists every stage's decision and units; after another ragzip
+  compressor, e.g. in a ``DocumentCompressorPipeline``, its record is kept under ``upstream``, its spans in the text
+  that compressor read). A document without an ``id`` gets a passage id derived from its text, so identical texts are
+  reported as ``duplicate``.
 * Dropped passages are left out but stay visible: :attr:`RagzipCompressor.last_context`, a ``ragzip_compression``
   custom callback event (the per-call report) and an INFO log line (a WARNING when nothing is left);
   ``keep_dropped=True`` returns them with empty ``page_content`` and their decision.
@@ -53,6 +61,7 @@ from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.language_models import LLM, BaseChatModel  # noqa: E402
 from langchain_core.messages import AIMessage, BaseMessage  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatResult, Generation, LLMResult  # noqa: E402
+from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnableLambda  # noqa: E402
 from pydantic import ConfigDict, Field, PrivateAttr  # noqa: E402
 
@@ -76,6 +85,7 @@ from ragzip.integrations._common import (  # noqa: E402
     summary_record,
     track_store,
 )
+from ragzip.quiet import quiet_dependencies  # noqa: E402
 from ragzip.softstore import SoftTokenStore  # noqa: E402
 from ragzip.types import CompressedContext, check_query  # noqa: E402
 
@@ -85,7 +95,9 @@ __all__ = [
     "RagzipEmbeddings",
     "RagzipLLM",
     "SoftTokenGuard",
+    "format_documents",
     "install_soft_token_guard",
+    "qa_prompt",
 ]
 
 logger = logging.getLogger(__name__)
@@ -271,6 +283,9 @@ class RagzipCompressor(BaseDocumentCompressor):
 
     def _to_documents(self, documents: Sequence[Document], context: CompressedContext) -> list[Document]:
         def copy(doc: Document, text: str, record: dict[str, Any]) -> Document:
+            prior = doc.metadata.get(METADATA_KEY)
+            if isinstance(prior, dict):  # an earlier ragzip compressor (DocumentCompressorPipeline): keep its record
+                record = {**record, "upstream": prior}
             return doc.model_copy(update={"page_content": text, "metadata": {**doc.metadata, METADATA_KEY: record}})
 
         out: list[Document] = []
@@ -433,9 +448,10 @@ class RagzipLLM(_GeneratorModel, LLM):
         options = generation_kwargs(kwargs, stop=stop, who="RagzipLLM")
         for prompt in prompts:
             check_reader_store(prompt, self._generator.store, who="RagzipLLM")
-        if self.use_chat_template:
-            return [self._generator.chat([{"role": "user", "content": p}], **options) for p in prompts]
-        return self._generator.generate(prompts, **options)
+        with quiet_dependencies():
+            if self.use_chat_template:
+                return [self._generator.chat([{"role": "user", "content": p}], **options) for p in prompts]
+            return self._generator.generate(prompts, **options)
 
     def _generate(self, prompts: list[str], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> LLMResult:
@@ -496,7 +512,8 @@ class RagzipChatModel(_GeneratorModel, BaseChatModel):
         turns = [{"role": _role(m), "content": m.text} for m in messages]
         for turn in turns:
             check_reader_store(turn["content"], self._generator.store, who="RagzipChatModel")
-        generation = self._generator.chat(turns, **generation_kwargs(kwargs, stop=stop, who="RagzipChatModel"))
+        with quiet_dependencies():
+            generation = self._generator.chat(turns, **generation_kwargs(kwargs, stop=stop, who="RagzipChatModel"))
         info = _info(generation)
         message = AIMessage(content=generation.text, response_metadata={"model_name": self._generator.config.model,
                                                                         **info},
@@ -523,20 +540,54 @@ class RagzipEmbeddings(Embeddings):
     """
 
     def __init__(self, embedder: Any = None, *, spec: str | None = None) -> None:
-        self.embedder = resolve_embedder(embedder, spec, who="RagzipEmbeddings")
+        with quiet_dependencies():
+            self.embedder = resolve_embedder(embedder, spec, who="RagzipEmbeddings")
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return [list(map(float, row)) for row in self.embedder.encode(list(texts))]
+        with quiet_dependencies():
+            return [list(map(float, row)) for row in self.embedder.encode(list(texts))]
 
     def embed_query(self, text: str) -> list[float]:
         import numpy as np
 
-        return np.asarray(self.embedder.encode_query(text), dtype=np.float32).reshape(-1).tolist()
+        with quiet_dependencies():
+            return np.asarray(self.embedder.encode_query(text), dtype=np.float32).reshape(-1).tolist()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.to_thread(self.embed_documents, texts)
 
     async def aembed_query(self, text: str) -> list[float]:
         return await asyncio.to_thread(self.embed_query, text)
+
+
+# --------------------------------------------------------------------------------------------------- QA prompt
+def qa_prompt(source: Any = None) -> ChatPromptTemplate:
+    """ragzip's answer prompt as a LangChain ``ChatPromptTemplate`` over ``{context}`` and ``{question}``: the
+    generator's system prompt and prompt template, the ones :class:`ragzip.RAGPipeline` uses (the small embedded
+    reader answers best with the prompt it was tuned on).
+
+    Args:
+        source: A ragzip YAML path (its ``generator:`` block), a :class:`RagzipChatModel`/:class:`RagzipLLM`, a
+            ``GeneratorConfig`` or a dict of its fields; ``None`` for the defaults.
+
+    Example:
+        >>> prompt = qa_prompt({"system_prompt": "Answer briefly."})
+        >>> [m.content for m in prompt.format_messages(context="Paris is in France.", question="Where is Paris?")]
+        ['Answer briefly.', 'Paris is in France.\\n\\nQuestion: Where is Paris?']
+    """
+    from ragzip.integrations._prompts import generator_config, qa_messages
+
+    return ChatPromptTemplate.from_messages(qa_messages(generator_config(source), context="context",
+                                                        question="question"))
+
+
+def format_documents(documents: Sequence[Document]) -> str:
+    """The context text ragzip's generator would read: the documents' texts, blank lines between them.
+
+    Example:
+        >>> format_documents([Document("Paris is in France."), Document("It rains.")])
+        'Paris is in France.\\n\\nIt rains.'
+    """
+    return "\n\n".join(d.page_content for d in documents if d.page_content)

@@ -3,10 +3,11 @@
 Install with ``pip install 'ragzip[llamaindex]'``.
 
 Example:
-    >>> from ragzip.integrations.llamaindex import RagzipEmbedding, RagzipLLM, RagzipPostprocessor
+    >>> from ragzip.integrations.llamaindex import RagzipEmbedding, RagzipLLM, RagzipPostprocessor, qa_prompt
+    >>> llm = RagzipLLM.from_yaml("ragzip.yaml")  # doctest: +SKIP
     >>> engine = index.as_query_engine(  # doctest: +SKIP
-    ...     node_postprocessors=[RagzipPostprocessor.from_yaml("ragzip.yaml")],
-    ...     llm=RagzipLLM.from_yaml("ragzip.yaml"),
+    ...     node_postprocessors=[RagzipPostprocessor.from_yaml("ragzip.yaml", llm=llm)],
+    ...     llm=llm, text_qa_template=qa_prompt("ragzip.yaml"),
     ... )
 
 What the postprocessor returns (the rules are the same in the LangChain adapter):
@@ -14,8 +15,10 @@ What the postprocessor returns (the rules are the same in the LangChain adapter)
 * One node per passage the LLM reads, in retrieval order, each a **copy** of its input node (same id, metadata,
   relationships and score) holding the compressed text. Passages are never merged. Input nodes are never mutated.
 * ``node.metadata["ragzip"]`` is the passage's provenance (:meth:`ragzip.PassageResult.provenance`: decision, reason,
-  retrieval score, tokens before/after, per-unit scores); the key is excluded from the LLM and embedding metadata
-  modes, so it never reaches the prompt.
+  retrieval score, tokens before/after, and per unit its text, score, whether the LLM reads it, its kind and its
+  character span ``start``/``end`` in the original node text, for highlighting and citing; after a chain, ``stages``
+  lists every stage's decision and units); the key is excluded from the LLM and embedding metadata modes, so it
+  never reaches the prompt.
 * Dropped passages are left out of the output but stay visible: in the ``RERANKING`` callback event's end payload
   (``"ragzip"``: a report with every decision), in :attr:`RagzipPostprocessor.last_context` and in an INFO log line
   (a WARNING when nothing at all is left). ``keep_dropped=True`` returns every input passage instead, the dropped ones
@@ -60,6 +63,7 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler  # noqa:
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback  # noqa: E402
 from llama_index.core.llms.custom import CustomLLM  # noqa: E402
 from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
+from llama_index.core.prompts import ChatPromptTemplate  # noqa: E402
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
 from ragzip.compressor import Compressor  # noqa: E402
@@ -82,10 +86,11 @@ from ragzip.integrations._common import (  # noqa: E402
     summary_record,
     track_store,
 )
+from ragzip.quiet import quiet_dependencies  # noqa: E402
 from ragzip.softstore import SoftTokenStore  # noqa: E402
 from ragzip.types import CompressedContext, content_id  # noqa: E402
 
-__all__ = ["RagzipEmbedding", "RagzipLLM", "RagzipPostprocessor", "SoftTokenGuard"]
+__all__ = ["RagzipEmbedding", "RagzipLLM", "RagzipPostprocessor", "SoftTokenGuard", "qa_prompt"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +103,9 @@ def _exclude_key(keys: Sequence[str] | None) -> list[str]:
 def _copy_node(node: BaseNode, text: str, record: dict[str, Any]) -> BaseNode:
     """A copy of ``node`` holding ``text`` and the provenance ``record``; the input node is left untouched."""
     changed = text != node.get_content(metadata_mode=MetadataMode.NONE)
+    prior = node.metadata.get(METADATA_KEY)
+    if isinstance(prior, dict):  # an earlier ragzip postprocessor: keep its record, spans in the text it read
+        record = {**record, "upstream": prior}
     new = node.model_copy(update={
         "metadata": {**node.metadata, METADATA_KEY: record},
         "excluded_llm_metadata_keys": _exclude_key(node.excluded_llm_metadata_keys),
@@ -460,12 +468,14 @@ class RagzipLLM(CustomLLM):
     def _chat_dicts(self, messages: list[dict[str, str]], kwargs: dict[str, Any]) -> Any:
         for m in messages:
             check_reader_store(m["content"], self._generator.store, who="RagzipLLM")
-        return self._generator.chat(messages, **generation_kwargs(kwargs, who="RagzipLLM"))
+        with quiet_dependencies():
+            return self._generator.chat(messages, **generation_kwargs(kwargs, who="RagzipLLM"))
 
     def _complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CompletionResponse:
         if formatted:
             check_reader_store(prompt, self._generator.store, who="RagzipLLM")
-            generation = self._generator.generate([prompt], **generation_kwargs(kwargs, who="RagzipLLM"))[0]
+            with quiet_dependencies():
+                generation = self._generator.generate([prompt], **generation_kwargs(kwargs, who="RagzipLLM"))[0]
         else:
             generation = self._chat_dicts([{"role": "user", "content": prompt}], kwargs)
         return CompletionResponse(text=generation.text, raw=_raw(generation))
@@ -529,7 +539,8 @@ class RagzipEmbedding(BaseEmbedding):
     _embedder: Any = PrivateAttr()
 
     def __init__(self, embedder: Any = None, *, spec: str | None = None, **kwargs: Any) -> None:
-        built = resolve_embedder(embedder, spec, who="RagzipEmbedding")
+        with quiet_dependencies():
+            built = resolve_embedder(embedder, spec, who="RagzipEmbedding")
         kwargs.setdefault("model_name", str(getattr(built, "name", spec or "embedded:minilm")))
         super().__init__(**kwargs)
         self._embedder = built
@@ -546,7 +557,8 @@ class RagzipEmbedding(BaseEmbedding):
     def _get_query_embedding(self, query: str) -> list[float]:
         import numpy as np
 
-        return np.asarray(self._embedder.encode_query(query), dtype=np.float32).reshape(-1).tolist()
+        with quiet_dependencies():
+            return np.asarray(self._embedder.encode_query(query), dtype=np.float32).reshape(-1).tolist()
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
         return await asyncio.to_thread(self._get_query_embedding, query)
@@ -557,10 +569,35 @@ class RagzipEmbedding(BaseEmbedding):
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return [list(map(float, row)) for row in self._embedder.encode(list(texts))]
+        with quiet_dependencies():
+            return [list(map(float, row)) for row in self._embedder.encode(list(texts))]
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
         return (await self._aget_text_embeddings([text]))[0]
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+
+# --------------------------------------------------------------------------------------------------- QA prompt
+def qa_prompt(source: Any = None) -> ChatPromptTemplate:
+    """ragzip's answer prompt as a LlamaIndex ``text_qa_template``: the generator's system prompt and its prompt
+    template, with ``{context_str}`` and ``{query_str}`` in place of ``{context}`` and ``{question}``.
+
+    LlamaIndex's default QA prompt is written for large models; the small embedded reader answers better with the
+    prompt it was tuned on (``Reply with a short answer.`` then the context and the question), the one
+    :class:`ragzip.RAGPipeline` uses.
+
+    Args:
+        source: Where the prompt comes from: a ragzip YAML path (its ``generator:`` block), a :class:`RagzipLLM`, a
+            ``GeneratorConfig`` or a dict of its fields; ``None`` for the defaults.
+
+    Example:
+        >>> prompt = qa_prompt({"system_prompt": "Answer briefly."})
+        >>> [m.content for m in prompt.format_messages(context_str="Paris is in France.", query_str="Where is Paris?")]
+        ['Answer briefly.', 'Paris is in France.\\n\\nQuestion: Where is Paris?']
+    """
+    from ragzip.integrations._prompts import generator_config, qa_messages
+
+    messages = qa_messages(generator_config(source), context="context_str", question="query_str", escape=False)
+    return ChatPromptTemplate([ChatMessage(role=MessageRole(role), content=text) for role, text in messages])

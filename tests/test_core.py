@@ -20,11 +20,14 @@ def truncate(n: int, counter):
 def test_public_names_are_pinned():
     assert ragzip.__all__ == sorted(ragzip.__all__)
     assert set(ragzip.__all__) == {
-        "ChainCompressor", "CompressedContext", "Compressor", "CompressorConfig", "ConfigError", "IndexCorruptError",
-        "InputError", "MissingDependencyError", "ModelNotFoundError", "Passage", "PassageResult", "RagzipError",
-        "SoftSegment", "SoftTokenError", "SoftTokenStore", "Unit", "__version__", "build_compressor", "default_store",
-        "register_compressor", "registered_compressors",
+        "Answer", "ChainCompressor", "CompressedContext", "Compressor", "CompressorConfig", "ConfigError",
+        "IndexCorruptError", "InputError", "MissingDependencyError", "ModelNotFoundError", "Passage", "PassageResult",
+        "RAGPipeline", "RagzipConfig", "RagzipError", "SoftSegment", "SoftTokenError", "SoftTokenStore", "StageResult",
+        "Unit", "__version__", "build_compressor", "chunk_passages", "default_store", "load_config", "load_corpus",
+        "quiet_dependencies", "register_compressor", "registered_compressors",
     }
+    for name in ragzip.__all__:
+        assert getattr(ragzip, name) is not None
 
 
 def test_passage_copies_metadata_and_derives_id():
@@ -134,8 +137,9 @@ def test_chain_runs_in_order_and_keeps_original_passages(words):
     assert [r.passage.id for r in out.results] == ["1", "2", "3"]
     assert [r.decision for r in out.results] == ["compressed", "dropped", "dropped"]
     assert out.results[0].tokens_before == 3 and out.results[0].tokens_after == 2
-    assert out.results[1].extra["stages"] == ["truncate:compressed", "truncate:dropped"]
-    assert out.results[2].extra["stages"] == ["truncate:dropped"]
+    assert [(s.method, s.decision) for s in out.results[1].stages] == [("truncate", "compressed"),
+                                                                       ("truncate", "dropped")]
+    assert [(s.method, s.decision) for s in out.results[2].stages] == [("truncate", "dropped")]
 
 
 def test_unknown_type_and_key_errors_suggest_the_close_match():

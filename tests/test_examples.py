@@ -118,24 +118,33 @@ def test_integrations_package_exports_lazily():
 
 
 # ------------------------------------------------------------------------------------------------------ examples
-def test_example_yaml_is_valid():
-    from ragzip import build_compressor
+@pytest.mark.parametrize("name, types", [("ragzip.yaml", ["extractive"]),
+                                         ("ragzip-chain.yaml", ["extractive", "truncate"]),
+                                         ("ragzip-xrag.yaml", ["xrag"])])
+def test_example_yamls_are_valid_and_show_the_product(name, types):
     from ragzip.config import load_config
 
-    cfg = load_config(EXAMPLES / "ragzip.yaml")
+    cfg = load_config(EXAMPLES / name)
     assert cfg.retriever.embedder == "embedded:minilm" and cfg.generator.model == "embedded:smollm2-135m"
     assert (REPO / cfg.retriever.corpus).is_file()
-    assert build_compressor(cfg.compressor).name == cfg.compressor[0]["type"]
+    assert [block["type"] for block in cfg.compressor] == types  # the trained extractive compressor by default
 
 
-def check_example_output(out: str) -> None:
+def test_examples_use_no_stale_advice():
+    for path in [*EXAMPLES.glob("*.py"), *EXAMPLES.glob("*.yaml")]:
+        text = path.read_text(encoding="utf-8")
+        assert "once its trained classifier ships" not in text, path
+
+
+def check_example_output(out: str, decisions: str = "kept|compressed|dropped") -> None:
     answers = re.findall(r"^A: (.+)$", out, flags=re.MULTILINE)
     assert len(re.findall(r"^Q: ", out, flags=re.MULTILINE)) == 2 and len(answers) == 2
     assert all(a.strip() for a in answers)
     for before, after in re.findall(r"context tokens (\d+) -> (\d+)", out):
         assert 0 < int(after) <= int(before)
-    assert re.search(r"- \S+: (kept|compressed|dropped)", out)
+    assert re.search(rf"- \S+: ({decisions})", out)
     assert "done in" in out
+    assert "Loading weights" not in out and "Warning" not in out  # quiet by default
 
 
 @pytest.mark.slow
@@ -144,8 +153,10 @@ def test_llamaindex_example_runs_offline():
     pytest.importorskip("llama_index.vector_stores.faiss")
     result = run_python("", str(EXAMPLES / "llamaindex_query_engine.py"), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    check_example_output(result.stdout)
+    check_example_output(result.stdout + result.stderr)
     assert "LLM read" in result.stdout
+    assert re.search(r"^ +\+ \d\.\d{3}  \S", result.stdout, flags=re.MULTILINE)  # kept sentences with scores
+    assert re.search(r"cite \S+ characters \[\(\d+, \d+\)", result.stdout)
 
 
 @pytest.mark.slow
@@ -154,5 +165,19 @@ def test_langchain_example_runs_offline():
     pytest.importorskip("langchain_community")
     result = run_python("", str(EXAMPLES / "langchain_compression_retriever.py"), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    check_example_output(result.stdout)
+    check_example_output(result.stdout + result.stderr)
     assert "as a Runnable: 3 documents in" in result.stdout
+    assert re.search(r"kept \d\.\d{3} \[\d+:\d+\] \S", result.stdout)  # a kept sentence, its score and span
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant, expect", [("ragzip-chain.yaml", "stages: extractive:"),
+                                             ("ragzip-xrag.yaml", "soft token(s)")])
+def test_langchain_example_variants_run_offline(variant, expect):
+    pytest.importorskip("langchain_classic")
+    pytest.importorskip("langchain_community")
+    result = run_python("", str(EXAMPLES / "langchain_compression_retriever.py"), str(EXAMPLES / variant),
+                        timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_example_output(result.stdout + result.stderr, "kept|compressed|dropped|soft")
+    assert expect in result.stdout

@@ -278,7 +278,8 @@ def test_threshold_keeps_order_and_reports_every_passage() -> None:
     assert (a.tokens_before, a.tokens_after) == (6, 4)
     assert out.tokens_before == 6 + 4 + 2 and out.tokens_after == 4 + 2
     assert c.text == "Gamma one." and c.decision == "kept"
-    assert a.provenance()["units"][1] == {"index": 1, "score": 0.9, "kept": True}
+    assert a.provenance()["units"][1] == {"index": 1, "text": "Alpha two.", "score": 0.9, "kept": True, "start": 11,
+                                          "end": 21, "kind": "sentence"}
 
 
 def test_top_k_keeps_the_best_across_passages() -> None:
@@ -489,3 +490,12 @@ def test_relative_and_int8_config_checks() -> None:
         ExtractiveConfig(relative=1.5)
     with pytest.raises(ConfigError, match=re.escape("dtype 'int8' is for backbone crossencoder")):
         ExtractiveConfig(backbone="recomp", top_k=2, dtype="int8")
+
+
+def test_selective_keeps_an_absolute_evidence_floor_under_a_relative_rule() -> None:
+    """A relative rule always passes the best sentence, so `selective` applies the model's calibrated threshold."""
+    low = {"Alpha two.": 0.3, "Beta one.": 0.1}
+    out = fake(low, selective=True, relative=0.5).compress("q?", PASSAGES)
+    assert out.text == "" and out.extra == {"threshold": 0.5, "relative": 0.5}
+    high = fake(SCORES, selective=True, relative=0.96).compress("q?", PASSAGES)  # floors 0.5 and 0.96 x 0.95
+    assert high.text == "Gamma one."

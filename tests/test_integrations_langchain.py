@@ -96,7 +96,7 @@ def test_public_names_are_pinned():
     import ragzip.integrations.langchain as module
 
     assert module.__all__ == ["RagzipChatModel", "RagzipCompressor", "RagzipEmbeddings", "RagzipLLM",
-                              "SoftTokenGuard", "install_soft_token_guard"]
+                              "SoftTokenGuard", "format_documents", "install_soft_token_guard", "qa_prompt"]
 
 
 def test_typos_in_arguments_are_errors_that_name_the_fix():
@@ -223,6 +223,7 @@ def test_works_inside_a_document_compressor_pipeline():
     out = pipeline.compress_documents(make_docs(), QUERY)
     assert [d.page_content for d in out] == ["The Eiffel Tower was designed by"]
     assert out[0].metadata["ragzip"]["decision"] == "compressed"  # the last stage's record
+    assert out[0].metadata["ragzip"]["upstream"]["decision"] == "kept"  # and the first stage's, kept beside it
 
 
 # ---------------------------------------------------------------------------------------------- async, runnable

@@ -111,7 +111,7 @@ def test_classes_follow_llamaindex_conventions():
 def test_public_names_are_pinned():
     import ragzip.integrations.llamaindex as module
 
-    assert module.__all__ == ["RagzipEmbedding", "RagzipLLM", "RagzipPostprocessor", "SoftTokenGuard"]
+    assert module.__all__ == ["RagzipEmbedding", "RagzipLLM", "RagzipPostprocessor", "SoftTokenGuard", "qa_prompt"]
 
 
 def test_empty_nodes_give_empty_list():
@@ -156,7 +156,8 @@ def test_from_yaml_reads_the_compressor_block(tmp_path):
     assert post.method == "chain" and post.keep_dropped
     out = post.postprocess_nodes(make_nodes(), query_str=QUERY)
     assert [n.node.metadata["ragzip"]["decision"] for n in out] == ["compressed", "dropped", "dropped"]
-    assert out[0].node.metadata["ragzip"]["stages"] == ["none:kept", "truncate:compressed"]
+    stages = out[0].node.metadata["ragzip"]["stages"]
+    assert [(s["method"], s["decision"]) for s in stages] == [("none", "kept"), ("truncate", "compressed")]
 
 
 # ---------------------------------------------------------------------------------------------- output rules

@@ -16,7 +16,7 @@ import pytest
 from ragzip import ConfigError, IndexCorruptError, InputError, Passage
 from ragzip.config_utils import from_dict
 from ragzip.embed import Embedder, HashEmbeddingModel
-from ragzip.retrieval import FaissRetriever, RetrieverConfig, _to_device, set_num_threads
+from ragzip.retrieval import FaissRetriever, RetrieverConfig, _to_device, index_files, set_num_threads
 
 DOCS = [
     Passage("Paris is the capital of France and lies on the Seine.", id="paris", metadata={"title": "Paris"}),
@@ -94,7 +94,7 @@ def test_search_returns_scored_copies_with_stored_embeddings(retriever, embedder
     assert [h.id for h in hits][0] == "paris" and len(hits) == 3
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     top = hits[0]
-    assert dict(top.metadata) == {"title": "Paris"} and top.text == DOCS[0].text
+    assert dict(top.metadata) == {"title": "Paris", "embedder": "hash:128"} and top.text == DOCS[0].text
     np.testing.assert_allclose(top.embedding, embedder.encode([DOCS[0].text])[0], rtol=1e-6)
     assert top.embedding.dtype == np.float32 and top.embedding.shape == (128,)
     np.testing.assert_allclose(top.score, float(embedder.encode_query("What is the capital of France?") @ top.embedding),
@@ -164,7 +164,9 @@ def test_long_passages_warn_that_only_their_start_is_embedded(caplog):
 
 def test_save_load_round_trip(saved, retriever, embedder):
     assert sorted(p.name for p in saved.parent.iterdir()) == ["index"]  # no temporary folders left behind
-    meta = json.loads((saved / "meta.json").read_text())
+    version = index_files(saved)
+    assert sorted(p.name for p in saved.iterdir()) == [".lock", ".ragzip", "CURRENT", version.name]
+    meta = json.loads((version / "meta.json").read_text())
     assert (meta["embedder"], meta["dim"], meta["count"], meta["metric"]) == ("hash:128", 128, 4, "inner_product")
     assert set(meta["files"]) == {"index.faiss", "passages.jsonl"} and len(meta["files"]["index.faiss"]["sha256"]) == 64
     assert meta["ragzip_version"] and meta["stats"]["passages"] == 4
@@ -200,17 +202,20 @@ def test_unserialisable_metadata_is_an_error_and_leaves_nothing(tmp_path, embedd
     assert list(tmp_path.iterdir()) == []
 
 
-def _corrupt_truncate(path):
+def _corrupt_truncate(saved):
+    path = index_files(saved)
     data = (path / "index.faiss").read_bytes()
     (path / "index.faiss").write_bytes(data[: len(data) // 2])
 
 
-def _corrupt_garbage(path):
+def _corrupt_garbage(saved):
+    path = index_files(saved)
     size = (path / "index.faiss").stat().st_size
     (path / "index.faiss").write_bytes(b"\x00garbage" * (size // 8) + b"\x00" * (size % 8))
 
 
-def _corrupt_passages(path):
+def _corrupt_passages(saved):
+    path = index_files(saved)
     text = (path / "passages.jsonl").read_text()
     (path / "passages.jsonl").write_text(text.replace("Paris", "Rome"))
 
@@ -220,13 +225,14 @@ def _corrupt_passages(path):
 ])
 def test_corrupted_files_are_detected_by_sha256(saved, corrupt, fname):
     corrupt(saved)
-    msg = f"{saved / fname} is corrupted: its sha256 "
+    msg = f"{index_files(saved) / fname} is corrupted: its sha256 "
     with pytest.raises(IndexCorruptError, match=re.escape(msg)) as err:
         FaissRetriever.load(saved)
     assert "it was truncated or modified. Rebuild it: `ragzip index --corpus FILE --out DIR`" in str(err.value)
 
 
-def _rewrite(path, fname, data):
+def _rewrite(saved, fname, data):
+    path = index_files(saved)
     (path / fname).write_bytes(data)
     meta = json.loads((path / "meta.json").read_text())
     import hashlib
@@ -237,25 +243,26 @@ def _rewrite(path, fname, data):
 
 def test_unreadable_index_with_matching_checksum(saved):
     _rewrite(saved, "index.faiss", b"not a faiss index at all")
-    with pytest.raises(IndexCorruptError, match=re.escape(f"{saved / 'index.faiss'} cannot be read by faiss")):
+    with pytest.raises(IndexCorruptError, match=re.escape(f"{index_files(saved) / 'index.faiss'} cannot be read by faiss")):
         FaissRetriever.load(saved)
 
 
 def test_inconsistent_counts(saved):
-    lines = (saved / "passages.jsonl").read_bytes().splitlines(keepends=True)
+    lines = (index_files(saved) / "passages.jsonl").read_bytes().splitlines(keepends=True)
     _rewrite(saved, "passages.jsonl", b"".join(lines[:-1]))
-    msg = (f"{saved} is inconsistent: meta.json says 4 vectors of dim 128, the index has 4 of dim 128, "
+    msg = (f"{index_files(saved)} is inconsistent: meta.json says 4 vectors of dim 128, the index has 4 of dim 128, "
            "passages.jsonl has 3 rows.")
     with pytest.raises(IndexCorruptError, match=re.escape(msg)):
         FaissRetriever.load(saved)
 
 
 def test_missing_or_unreadable_meta(saved, tmp_path):
-    (saved / "meta.json").write_text("{not json")
-    with pytest.raises(IndexCorruptError, match=re.escape(f"{saved / 'meta.json'} is unreadable (JSONDecodeError")):
+    version = index_files(saved)
+    (version / "meta.json").write_text("{not json")
+    with pytest.raises(IndexCorruptError, match=re.escape(f"{version / 'meta.json'} is unreadable (JSONDecodeError")):
         FaissRetriever.load(saved)
-    (saved / "meta.json").unlink()
-    msg = f"{saved} has no meta.json, so it is not a complete ragzip index"
+    (version / "meta.json").unlink()
+    msg = f"{version} has no meta.json, so it is not a complete ragzip index"
     with pytest.raises(IndexCorruptError, match=re.escape(msg)):
         FaissRetriever.load(saved)
     with pytest.raises(ConfigError, match=re.escape(f"no saved index at {str(tmp_path / 'nope')!r} (not a folder).")):
@@ -263,8 +270,8 @@ def test_missing_or_unreadable_meta(saved, tmp_path):
 
 
 def test_missing_index_file(saved):
-    (saved / "index.faiss").unlink()
-    with pytest.raises(IndexCorruptError, match=re.escape(f"{saved / 'index.faiss'} is missing.")):
+    (index_files(saved) / "index.faiss").unlink()
+    with pytest.raises(IndexCorruptError, match=re.escape(f"{index_files(saved) / 'index.faiss'} is missing.")):
         FaissRetriever.load(saved)
 
 
@@ -320,7 +327,7 @@ def test_from_config_builds_saves_then_loads(tmp_path, monkeypatch, caplog):
     cfg = RetrieverConfig(embedder="hash:128", corpus=str(corpus), index_path=str(tmp_path / "idx"), top_k=2,
                           chunk_words=50)
     built = FaissRetriever.from_config(cfg)
-    assert (tmp_path / "idx" / "meta.json").exists() and built.top_k == 2
+    assert (index_files(tmp_path / "idx") / "meta.json").exists() and built.top_k == 2
     monkeypatch.setattr(FaissRetriever, "from_corpus", lambda *a, **k: pytest.fail("must load, not rebuild"))
     loaded = FaissRetriever.from_config(cfg)
     assert [h.id for h in loaded.search("Nile")] == [h.id for h in built.search("Nile")] and len(loaded.search("x")) == 2

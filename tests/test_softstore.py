@@ -79,7 +79,8 @@ def test_entry_larger_than_capacity_is_rejected() -> None:
     store = SoftTokenStore(max_bytes=ENTRY_BYTES)
     with pytest.raises(SoftTokenError, match=re.escape(
             f"soft tokens of {2 * ENTRY_BYTES} bytes exceed the store's max_bytes={ENTRY_BYTES}; "
-            "raise `max_bytes` when building the SoftTokenStore.")):
+            "raise `max_bytes` when building the SoftTokenStore (or RAGZIP_SOFT_STORE_BYTES for the default store), "
+            "or compress fewer passages per request.")):
         store.put(torch.zeros(2, D), space="toy")
 
 
@@ -89,14 +90,14 @@ def test_capacity_must_be_positive() -> None:
 
 
 def test_lru_eviction_keeps_bytes_bounded_and_evicts_least_recently_used() -> None:
-    store = SoftTokenStore(max_bytes=3 * ENTRY_BYTES)
-    a, b, c = (handle_of(store.put(torch.full((D,), float(i)), space="toy")) for i in range(3))
+    store = SoftTokenStore(max_bytes=3 * ENTRY_BYTES)  # unpinned entries: plain LRU
+    a, b, c = (handle_of(store.put(torch.full((D,), float(i)), space="toy", pin=False)) for i in range(3))
     assert store.resolve(a) is not None  # touch a: b is now the least recently used
-    d = handle_of(store.put(torch.zeros(D), space="toy"))
+    d = handle_of(store.put(torch.zeros(D), space="toy", pin=False))
     assert store.resolve(b) is None
     assert all(store.resolve(h) is not None for h in (a, c, d))
     assert store.nbytes == 3 * ENTRY_BYTES and len(store) == 3
-    big = handle_of(store.put(torch.zeros(3, D), space="toy"))  # fills the store alone: evicts everything else
+    big = handle_of(store.put(torch.zeros(3, D), space="toy", pin=False))  # fills the store alone: evicts everything else
     assert [h for h in (a, c, d, big) if store.resolve(h) is not None] == [big]
     assert store.nbytes == 3 * ENTRY_BYTES
 
@@ -121,7 +122,7 @@ def test_concurrent_put_and_resolve_keep_byte_count_consistent() -> None:
             mine: list[str] = []
             for i in range(300):
                 n = 1 + (seed + i) % 3
-                mine.append(handle_of(store.put(torch.full((n, D), float(seed)), space="toy")))
+                mine.append(handle_of(store.put(torch.full((n, D), float(seed)), space="toy", pin=False)))
                 for handle in mine[-5:]:
                     entry = store.resolve(handle)
                     if entry is not None:  # an entry, once resolved, is whole and unchanged
@@ -158,9 +159,12 @@ def test_split_prompt_resolves_live_placeholders_only() -> None:
 
 def test_stale_placeholder_stays_text_after_eviction() -> None:
     store = SoftTokenStore(max_bytes=ENTRY_BYTES)
-    stale = store.put(torch.zeros(D), space="toy")
+    stale = store.put(torch.zeros(D), space="toy", pin=False)
     store.put(torch.ones(D), space="toy")
     assert split_prompt(f"x {stale} y", store) == [f"x {stale} y"]
+    # ragzip's generator splits strictly: a handle the store issued and lost is an error, never silent text.
+    with pytest.raises(SoftTokenError, match=re.escape("whose vectors were evicted before this generation")):
+        split_prompt(f"x {stale} y", store, strict=True)
 
 
 def test_has_placeholder_and_reject_placeholders() -> None:

@@ -424,9 +424,11 @@ def test_published_path_end_to_end_with_last_token_encoder(tmp_path, tokenizer):
         assert torch.allclose(entry.vectors[0], xrag.projector(torch.from_numpy(vectors[1])), atol=1e-6)
     assert generator.answer("q?", ctx).prompt_positions > 2
     # Raw vectors are reused; a unit vector (ragzip's FAISS index normalises) cannot feed a raw-vector projector.
-    raw = Passage(TEXTS[0], embedding=vectors[0])
-    unit = Passage(TEXTS[1], embedding=vectors[1] / np.linalg.norm(vectors[1]))
-    assert [r.provenance()["embedding"] for r in xrag.compress("q?", [raw, unit]).results] == ["index", "encoded"]
+    raw = Passage(TEXTS[0], metadata={"embedder": "tiny-sfr"}, embedding=vectors[0])
+    unit = Passage(TEXTS[1], metadata={"embedder": "tiny-sfr"}, embedding=vectors[1] / np.linalg.norm(vectors[1]))
+    unlabelled = Passage(TEXTS[2], embedding=vectors[0])  # same width, but whose vector? never trusted
+    assert [r.provenance()["embedding"] for r in xrag.compress("q?", [raw, unit, unlabelled]).results] == [
+        "index", "encoded", "encoded"]
 
 
 # ---------------------------------------------------------------------------------------------- training mechanics

@@ -63,13 +63,16 @@ class ExtractiveCompressor(Compressor):
     def threshold(self) -> float | None:
         """The absolute threshold in force (None: none applies).
 
-        The config's when set. Otherwise a budget (``max_tokens``/``top_k``) or a relative rule alone decides, and
-        with no rule at all the model's defaults apply: its calibrated ``relative`` when it has one, else its
-        calibrated threshold.
+        The config's when set; under ``selective`` the model's calibrated threshold (the evidence floor that decides
+        "nothing here"). Otherwise a budget (``max_tokens``/``top_k``) or a relative rule alone decides, and with no
+        rule at all the model's defaults apply: its calibrated ``relative`` when it has one, else its calibrated
+        threshold.
         """
         cfg = self.config
         if cfg.threshold is not None:
             return cfg.threshold
+        if cfg.selective:  # "no evidence" needs an absolute floor: a relative rule always passes the best sentence
+            return self.scorer.default_threshold
         if cfg.max_tokens is not None or cfg.top_k is not None or cfg.relative is not None:
             return None
         if getattr(self.scorer, "default_relative", None) is not None:
@@ -139,9 +142,14 @@ class ExtractiveCompressor(Compressor):
         cfg = self.config
         threshold = self.threshold
         relative = self.relative
+        # Headings (and table rules) are context for their section, not evidence: never selected on their own score;
+        # a heading comes along with a selected unit of its section (its tokens count against the budget).
+        heading_of = [_section_headings(sents) for sents in splits]
         candidates = [
             _Candidate(i, k, s, n)
-            for i, (row, counts) in enumerate(zip(scores, tokens, strict=True)) for k, (s, n) in enumerate(zip(row, counts, strict=True))
+            for i, (row, counts) in enumerate(zip(scores, tokens, strict=True))
+            for k, (s, n) in enumerate(zip(row, counts, strict=True))
+            if getattr(splits[i][k], "kind", "sentence") not in _CONTEXT_KINDS
         ]
         ranked = sorted(candidates, key=lambda c: (-c.score, c.passage, c.index))
         floor = relative * ranked[0].score if relative is not None and ranked else None
@@ -156,6 +164,9 @@ class ExtractiveCompressor(Compressor):
                 skipped_top_k.add(c.passage)
                 continue
             add = [(c.passage, k) for k in _around(c.index, cfg.neighbors, len(splits[c.passage]))]
+            heading = heading_of[c.passage][c.index]
+            if heading is not None:
+                add.append((c.passage, heading))
             add = [key for key in add if key not in kept]
             cost = sum(tokens[p][k] for p, k in add)
             if budget is not None and cost > budget:
@@ -184,7 +195,8 @@ class ExtractiveCompressor(Compressor):
         results = []
         for i, (passage, sentences) in enumerate(zip(passages, splits, strict=True)):
             keep = [k for k in range(len(sentences)) if (i, k) in kept]
-            units = tuple(Unit(k, s.text, _round(scores[i][k]), (i, k) in kept) for k, s in enumerate(sentences))
+            units = tuple(Unit(k, s.text, _round(scores[i][k]), (i, k) in kept, start=s.start, end=s.end,
+                               kind=getattr(s, "kind", "sentence")) for k, s in enumerate(sentences))
             row = scores[i]
             extra = {"threshold": threshold, "n_sentences": len(sentences),
                      "best_score": _round(max(row)) if row else None}
@@ -220,6 +232,22 @@ class ExtractiveCompressor(Compressor):
         if threshold is not None:
             return f"no sentence scored >= threshold {threshold:.3g} (best {best:.3g})"
         return "not among the selected sentences"
+
+
+_CONTEXT_KINDS = frozenset({"heading", "table_rule"})
+
+
+def _section_headings(sentences: Sequence[Sentence]) -> list[int | None]:
+    """For each unit, the index of the nearest heading before it (None before the first heading, and for headings)."""
+    out: list[int | None] = []
+    current: int | None = None
+    for s in sentences:
+        if getattr(s, "kind", "sentence") == "heading":
+            current = len(out)
+            out.append(None)
+        else:
+            out.append(current)
+    return out
 
 
 def _title(passage: Passage) -> str:

@@ -10,6 +10,7 @@ with an error that says how to rebuild it, never mixed with this model's vectors
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragzip.errors import ConfigError
+from ragzip.errors import ConfigError, IndexCorruptError
 from ragzip.fsutil import atomic_folder
 from ragzip.types import Passage
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORMAT = "ragzip-refrag-chunk-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sha256 and size of keys.npy and vectors.npy in meta.json (1 had none; still read, with a warning)
 META_FILE = "meta.json"
 KEYS_FILE = "keys.npy"
 VECTORS_FILE = "vectors.npy"
@@ -40,6 +41,22 @@ VECTORS_FILE = "vectors.npy"
 
 class CacheMismatchError(ConfigError):
     """A chunk-embedding cache was built for another encoder, k, decoder tokenizer or artifact."""
+
+
+class CacheCorruptError(IndexCorruptError):
+    """A chunk-embedding cache's files are unreadable, truncated or altered (its checksums do not match)."""
+
+
+REBUILD = ("Rebuild it with `ragzip index --refrag` (or `build_refrag_cache(retriever, index_path, config)`), or set "
+           "`cache: ''` to encode chunks on the fly.")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cache_dirname(encoder: str, k: int) -> str:
@@ -99,8 +116,8 @@ class ChunkCache:
             raise ConfigError(f"REFRAG chunk cache {str(path)!r} does not exist. Build it with `ragzip index --refrag` "
                               "(or `build_refrag_cache(retriever, index_path)`), or set `cache: ''` to encode chunks "
                               "on the fly.")
-        if (folder / META_FILE).is_file() and _is_cache_meta(folder / META_FILE):
-            return folder
+        if (folder / META_FILE).is_file() and (_is_cache_meta(folder / META_FILE) or (folder / KEYS_FILE).is_file()):
+            return folder  # a cache folder (a damaged meta.json is reported by open, not taken for an index)
         wanted = folder / cache_dirname(spec.encoder, spec.k)
         if (wanted / META_FILE).is_file():
             return wanted
@@ -120,26 +137,55 @@ class ChunkCache:
             CacheMismatchError: it was built with another encoder, k, decoder tokenizer, artifact or dimension.
         """
         folder = cls.locate(path, spec)
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        where = f"REFRAG chunk cache {str(folder)!r}"
+        try:
+            meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError, UnicodeDecodeError) as err:
+            raise CacheCorruptError(f"{where}: {META_FILE} is unreadable ({type(err).__name__}: {str(err)[:200]}). "
+                                    f"{REBUILD}") from None
         check_meta(meta, spec, folder)
-        keys = np.load(folder / KEYS_FILE, allow_pickle=False)
-        vectors = np.load(folder / VECTORS_FILE, allow_pickle=False, mmap_mode="r")
-        if len(keys) != len(vectors) or vectors.ndim != 2 or vectors.shape[1] != spec.dim:
-            raise CacheMismatchError(f"REFRAG chunk cache {str(folder)!r} is inconsistent ({len(keys)} keys, vectors "
-                                     f"{tuple(vectors.shape)}); rebuild it with `ragzip index --refrag`.")
+        files = meta.get("files")
+        if isinstance(files, dict):
+            for name in (KEYS_FILE, VECTORS_FILE):
+                want = files.get(name) or {}
+                fpath = folder / name
+                if not fpath.is_file():
+                    raise CacheCorruptError(f"{where}: {name} is missing. {REBUILD}")
+                digest = _sha256(fpath)
+                if digest != want.get("sha256"):
+                    raise CacheCorruptError(
+                        f"{where}: {name} is corrupted: its sha256 {digest[:16]}... ({fpath.stat().st_size} bytes) does "
+                        f"not match {META_FILE} ({str(want.get('sha256'))[:16]}..., {want.get('bytes')} bytes); it "
+                        f"was truncated or overwritten. {REBUILD}")
+        else:
+            logger.warning("%s has no checksums (written by an earlier ragzip): its files cannot be verified. %s",
+                           where, REBUILD)
+        try:
+            keys = np.load(folder / KEYS_FILE, allow_pickle=False)
+            vectors = np.load(folder / VECTORS_FILE, allow_pickle=False, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as err:
+            raise CacheCorruptError(f"{where}: its arrays are unreadable ({type(err).__name__}: {str(err)[:200]}). "
+                                    f"{REBUILD}") from None
+        if len(keys) != len(vectors) or vectors.ndim != 2 or vectors.shape[1] != spec.dim \
+                or len(keys) != meta.get("count", len(keys)):
+            raise CacheCorruptError(f"{where} is inconsistent ({len(keys)} keys, vectors {tuple(vectors.shape)}, "
+                                    f"{META_FILE} count {meta.get('count')}). {REBUILD}")
         return cls(folder, keys, vectors, meta)
 
 
 def _is_cache_meta(path: Path) -> bool:
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("format") == FORMAT
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return isinstance(data, dict) and data.get("format") == FORMAT
     except (OSError, ValueError):
         return False
 
 
 def check_meta(meta: Mapping[str, Any], spec: CacheSpec, folder: Path) -> None:
     """Refuse a cache whose build settings differ from ``spec``; the error names each difference and the fix."""
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format") != FORMAT or meta.get("format_version") not in (1, FORMAT_VERSION):
         raise CacheMismatchError(f"{str(folder)!r} is not a REFRAG chunk cache of format version {FORMAT_VERSION}; "
                                  "rebuild it with `ragzip index --refrag`.")
     labels = {"encoder": "encoder", "k": "k", "tokenizer": "decoder tokenizer",
@@ -199,11 +245,11 @@ def build_refrag_cache(
     spec = compressor.cache_spec()
     target = Path(index_path).expanduser() / cache_dirname(spec.encoder, spec.k)
     if (target / META_FILE).is_file():
-        old = json.loads((target / META_FILE).read_text(encoding="utf-8"))
         try:
+            old = json.loads((target / META_FILE).read_text(encoding="utf-8"))
             check_meta(old, spec, target)
-        except CacheMismatchError as err:
-            logger.warning("rebuilding %s: %s", target, err)
+        except (CacheMismatchError, ValueError, AttributeError) as err:
+            logger.warning("rebuilding %s: %s", target, str(err)[:300])
 
     start = time.perf_counter()
     keys: list[str] = []
@@ -231,6 +277,8 @@ def write_cache(target: Path, keys: Sequence[str], vectors: np.ndarray, meta: Ma
     with atomic_folder(target) as tmp:
         np.save(tmp / KEYS_FILE, np.array(list(keys), dtype="S32"), allow_pickle=False)
         np.save(tmp / VECTORS_FILE, vectors, allow_pickle=False)
+        files = {name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+                 for name in (KEYS_FILE, VECTORS_FILE)}
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "count": len(keys),
-                "ragzip_version": __version__}
+                "ragzip_version": __version__, "files": files}
         (tmp / META_FILE).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -91,6 +92,7 @@ class RefragCompressor(Compressor):
         self._generator: Any = None
         self._cache: ChunkCache | None = None
         self._cache_checked = False
+        self._request = threading.local()  # the SoftRequest of the compress call running in this thread
         if model is not None:
             self._check_k(model)
 
@@ -99,10 +101,14 @@ class RefragCompressor(Compressor):
     def model(self) -> RefragModel:
         """The trained encoder/projector/policy, loaded from ``config.artifact`` on first use."""
         if self._model is None:
-            model = RefragModel.from_pretrained(self.config.artifact)
-            model.to(self._device())
-            self._check_k(model)
-            self._model = model
+            from ragzip.models import lazy_lock
+
+            with lazy_lock(self):  # two threads on a cold compressor load it once
+                if self._model is None:
+                    model = RefragModel.from_pretrained(self.config.artifact)
+                    model.to(self._device())
+                    self._check_k(model)
+                    self._model = model
         return self._model
 
     def _device(self) -> str:
@@ -255,13 +261,20 @@ class RefragCompressor(Compressor):
         encode_s = (time.perf_counter() - start) / max(len(queries), 1)
         outputs = []
         offset = 0
-        for i, (query, items) in enumerate(zip(queries, passages)):
-            n = sum(len(chunks) for chunks in chunked[i])
-            out = self._compress_one(query, items, chunked[i], vectors[offset:offset + n],
-                                     None if queries_vec is None else queries_vec[i])
-            extra = {**out.extra, "cached_chunks": sum(cached[offset:offset + n]), "encode_s": round(encode_s, 4)}
-            outputs.append(self.context(query, out.results, extra=extra))
-            offset += n
+        self._request.current = self.store.request().__enter__()
+        try:
+            for i, (query, items) in enumerate(zip(queries, passages)):
+                n = sum(len(chunks) for chunks in chunked[i])
+                out = self._compress_one(query, items, chunked[i], vectors[offset:offset + n],
+                                         None if queries_vec is None else queries_vec[i])
+                extra = {**out.extra, "cached_chunks": sum(cached[offset:offset + n]), "encode_s": round(encode_s, 4)}
+                outputs.append(self.context(query, out.results, extra=extra))
+                offset += n
+        except BaseException as err:
+            self._request.current.__exit__(type(err), err, None)  # a failed request leaves nothing pinned behind
+            raise
+        finally:
+            self._request.current = None
         return outputs
 
     def _compress_one(self, query: str, passages: list[Passage], chunked: list[list[Chunk]], c: torch.Tensor,
@@ -334,7 +347,8 @@ class RefragCompressor(Compressor):
         )
 
     def _put(self, vectors: torch.Tensor, segments: list[SoftSegment]) -> str:
-        text = self.store.put(vectors, space=self.space)
+        request = getattr(self._request, "current", None)  # pinned until the generator reads it
+        text = (request or self.store).put(vectors, space=self.space)
         match = PLACEHOLDER_RE.search(text)
         assert match is not None
         segments.append(SoftSegment(match.group(1), text, int(vectors.shape[0])))

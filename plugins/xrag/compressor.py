@@ -20,6 +20,7 @@ import torch
 
 from ragzip.compressor import Compressor
 from ragzip.errors import ConfigError, InputError, ModelNotFoundError, SoftTokenError
+from ragzip.models import lazy_lock
 from ragzip.plugins.xrag.config import WHERE, XRAGConfig
 from ragzip.plugins.xrag.modeling import (
     PassageEncoder,
@@ -83,9 +84,11 @@ class XRAGCompressor(Compressor):
     def projector(self) -> XRAGProjector:
         """The trained projector (loaded from ``config.artifact`` on first use)."""
         if self._projector is None:
-            projector = XRAGProjector.from_pretrained(self.config.artifact, embedder=self.config.embedder)
-            self._check_embedder_name(projector)
-            self._projector = projector.to(self._device)
+            with lazy_lock(self):  # two threads on a cold compressor load it once
+                if self._projector is None:
+                    projector = XRAGProjector.from_pretrained(self.config.artifact, embedder=self.config.embedder)
+                    self._check_embedder_name(projector)
+                    self._projector = projector.to(self._device)
         return self._projector
 
     @property
@@ -97,9 +100,11 @@ class XRAGCompressor(Compressor):
     def encoder(self) -> PassageEncoder:
         """The passage encoder used to (re-)encode passages; loaded on first use."""
         if self._encoder is None:
-            encoder = load_encoder(self.projector.config, self.embedder_name, device=str(self._device))
-            check_encoder(encoder, self.projector.config)
-            self._encoder = encoder
+            with lazy_lock(self):
+                if self._encoder is None:
+                    encoder = load_encoder(self.projector.config, self.embedder_name, device=str(self._device))
+                    check_encoder(encoder, self.projector.config)
+                    self._encoder = encoder
         return self._encoder
 
     @property
@@ -166,8 +171,10 @@ class XRAGCompressor(Compressor):
                                  "Re-train it with `ragzip train xrag` or use `artifact: default`.")
         counts = self.token_counter.count_many([p.text for p in flat])
         results: list[PassageResult] = []
+        # All of the batch's soft tokens or none: pinned until the generator reads them (or the owner releases them).
+        placeholders = self.store.put_many([soft[i:i + 1] for i in range(len(flat))], space=self.space)
         for i, passage in enumerate(flat):
-            placeholder = self.store.put(soft[i:i + 1].clone(), space=self.space)  # own storage, not a batch view
+            placeholder = placeholders[i]
             handle = PLACEHOLDER_RE.fullmatch(placeholder).group(1)  # type: ignore[union-attr]
             title = str(passage.metadata.get("title", ""))
             text = self.config.context_template.format(soft=placeholder, title=title)
@@ -231,8 +238,16 @@ class XRAGCompressor(Compressor):
         if not np.isfinite(vector).all():
             raise InputError(f"passage {passage.id!r} has an embedding with NaN or inf values; the index that "
                              "produced it is corrupt. Rebuild the index, or drop the embedding to re-encode the text.")
-        if source is not None and not same_model(str(source), self.embedder_name):
-            return None, f"was embedded by {source!r}, not {self.embedder_name!r}"
+        if source is None and vector.shape[0] != cfg.embedder_dim:
+            return None, f"has a {vector.shape[0]}-d embedding, not the {cfg.embedder_dim}-d one of {self.embedder_name!r}"
+        if source is None:
+            # A vector of the right width from another embedder (e.g. a `hash:384` index, or a framework's node
+            # embedding) would feed the projector garbage with no error: only vectors whose embedder is named (ragzip's
+            # FAISS index names it on every hit) are reused.
+            return None, (f"has an embedding of unknown origin (no {EMBEDDER_KEY!r} in its metadata naming the "
+                          "embedder that made it)")
+        if not same_model(str(source), self.embedder_name):
+            return None, f"was embedded by {str(source)[:100]!r}, not {self.embedder_name!r}"
         if vector.shape[0] != cfg.embedder_dim:
             if source is not None:
                 raise InputError(

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ragzip.generation import kv_cache_kwargs
 from ragzip.plugins.xrag.config import ProjectorConfig, check_context_template
 from ragzip.plugins.xrag.modeling import XRAGProjector
 
@@ -295,8 +296,8 @@ class FrozenLM:
                 self._prefixes.clear()
             cache = DynamicCache(config=self.model.config)
             with torch.no_grad():
-                self.base(input_ids=torch.tensor([ids], device=self.embeddings.weight.device), past_key_values=cache,
-                          use_cache=True)
+                self.base(input_ids=torch.tensor([ids], device=self.embeddings.weight.device),
+                          **kv_cache_kwargs(self.base, cache), use_cache=True)
             self._prefixes[ids] = [(layer.keys, layer.values) for layer in cache.layers]
         return self._prefixes[ids]
 
@@ -343,8 +344,8 @@ class FrozenLM:
             offset = len(prefix)
             mask = torch.cat([mask.new_ones(batch, offset), mask], dim=1)  # (B, P + T)
         positions = (offset + torch.arange(width, device=device)).expand(batch, width)  # (B, T)
-        hidden = self.base(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                           use_cache=cache is not None).last_hidden_state  # (B, T, d)
+        hidden = self.base(inputs_embeds=inputs, attention_mask=mask, position_ids=positions,
+                           **kv_cache_kwargs(self.base, cache), use_cache=cache is not None).last_hidden_state  # (B, T, d)
         picked = hidden[torch.tensor(tgt_rows, device=device), torch.tensor(tgt_cols, device=device)]  # (N, d)
         return self.lm_head(picked), torch.tensor(tgt_ids, device=device)  # (N, V), (N,)
 
