@@ -600,7 +600,7 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
                 for i, ctx in zip(chunk, ctxs, strict=True):
                     if i < ttft_questions:  # exact TTFT of this question alone (a batch's prefill is shared)
                         ttft[i] = generator.generate([generator.answer_prompt(questions[i], ctx)],
-                                                     max_new_tokens=1)[0].ttft_s
+                                                     max_new_tokens=1, release=False)[0].ttft_s
                 generations.extend(generator.answer_batch([questions[i] for i in chunk], ctxs))
                 bar.update(len(chunk))
         finally:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from ragzip.config_utils import check_range, from_dict, to_dict, unknown_key_message
-from ragzip.errors import ConfigError, InputError
+from ragzip.errors import ConfigError, InputError, check_batch_output
 from ragzip.quiet import quiet_dependencies
 from ragzip.softstore import SoftTokenStore, default_store
 from ragzip.tokens import TokenCounter, load_token_counter
@@ -118,11 +118,13 @@ class Compressor(ABC):
             live.append(keep)
             held.append(fixed)
         with quiet_dependencies():  # a model loaded on first use prints no progress bars
-            outputs = [_with_spans(out) for out in self._compress_batch([q for q, _ in checked], live)]
+            raw = check_batch_output(type(self).__name__, self._compress_batch([q for q, _ in checked], live),
+                                     len(checked))
+            outputs = [_with_spans(out) for out in raw]
         elapsed = (time.perf_counter() - start) / max(len(queries), 1)
         return [
             self._merge(query, items, fixed, out, elapsed)
-            for (query, items), fixed, out in zip(checked, held, outputs)
+            for (query, items), fixed, out in zip(checked, held, outputs, strict=True)
         ]
 
     def _triage(self, items: list[Passage]) -> tuple[list[Passage], dict[int, PassageResult]]:

@@ -374,12 +374,14 @@ def _legacy_cache_forward(model: Any) -> None:
     from transformers import DynamicCache
     from transformers.cache_utils import Cache
 
+    from ragzip.generation import kv_cache_kwargs
+
     inner = model.forward
 
     def forward(*args: Any, past_key_values: Any = None, **kwargs: Any) -> Any:
         if past_key_values is not None and not isinstance(past_key_values, Cache):
             past_key_values = DynamicCache(ddp_cache_data=[(k, v) for k, v in past_key_values])
-        out = inner(*args, past_key_values=past_key_values, **kwargs)
+        out = inner(*args, **kv_cache_kwargs(inner, past_key_values), **kwargs)
         if isinstance(getattr(out, "past_key_values", None), Cache):
             out.past_key_values = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         return out

@@ -153,3 +153,9 @@ def test_xrag_projector_loads_once_under_concurrency(monkeypatch, tmp_path) -> N
     for t in threads:
         t.join()
     assert len(calls) == 1
+
+
+def test_sync_compress_batch_with_the_wrong_number_of_results_is_an_error():
+    """The sync path checks the count too (it used to truncate silently through a non-strict zip)."""
+    with pytest.raises(PluginError, match=re.escape("DropsOne returned 2 result(s) for 3 queries")):
+        DropsOne().compress_batch(["a", "b", "c"], [["x"], ["y"], ["z"]])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragzip.compressor import Compressor
+from ragzip.models import lazy_lock
 from ragzip.plugins.extractive.config import DEFAULT_WINDOWS, ExtractiveConfig
 from ragzip.plugins.extractive.modeling import ScoreItem, SentenceScorer, load_scorer
 from ragzip.text import Sentence, split_sentences
@@ -53,11 +54,16 @@ class ExtractiveCompressor(Compressor):
     def scorer(self) -> SentenceScorer:
         """The sentence scorer, loaded on first use (and shared by compressors with the same model settings)."""
         if self._scorer is None:
-            cfg = self.config
-            self._scorer = load_scorer(cfg.backbone, cfg.model_spec, base_model=cfg.base_model, device=cfg.device,
-                                       dtype=cfg.dtype, window=cfg.window or DEFAULT_WINDOWS[cfg.backbone],
-                                       batch_size=cfg.batch_size, use_title=cfg.use_title)
+            with lazy_lock(self):
+                if self._scorer is None:
+                    self._scorer = self._load_scorer()
         return self._scorer
+
+    def _load_scorer(self) -> SentenceScorer:
+        cfg = self.config
+        return load_scorer(cfg.backbone, cfg.model_spec, base_model=cfg.base_model, device=cfg.device,
+                           dtype=cfg.dtype, window=cfg.window or DEFAULT_WINDOWS[cfg.backbone],
+                           batch_size=cfg.batch_size, use_title=cfg.use_title)
 
     @property
     def threshold(self) -> float | None:
