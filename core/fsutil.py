@@ -13,6 +13,7 @@ Two ways to replace a folder's content while others read it:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -264,3 +265,12 @@ def _step_rename(tmp: Path, final: Path) -> None:
 
 def _step_pointer(root: Path, name: str) -> None:
     _write_atomic(root / POINTER_FILE, name + "\n")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -35,7 +35,7 @@ from ragzip.config_utils import check_choice, check_range, from_dict
 from ragzip.corpus import Corpus, chunk_passages, load_corpus
 from ragzip.embed import Embedder
 from ragzip.errors import ConfigError, IndexCorruptError, InputError
-from ragzip.fsutil import VersionedFolder
+from ragzip.fsutil import VersionedFolder, sha256_file
 from ragzip.models import EMBEDDED, infer_device
 from ragzip.types import Passage, check_query
 
@@ -135,14 +135,6 @@ def _check_top_k(top_k: Any) -> int:
 def _same_embedder(a: str, b: str) -> bool:
     """Embedder specs name the same model (``embedded:minilm`` and its Hugging Face id count as the same)."""
     return EMBEDDED.get(a, a) == EMBEDDED.get(b, b)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _to_device(index: Any, device: str | None) -> tuple[Any, Any]:
@@ -406,7 +398,7 @@ class FaissRetriever:
             with open(tmp / PASSAGES_FILE, "w", encoding="utf-8") as handle:
                 for row in rows:
                     handle.write(row + "\n")
-            files = {name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+            files = {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
                      for name in (INDEX_FILE, PASSAGES_FILE)}
             meta = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "embedder": self.embedder_name, "dim": self.dim,
@@ -502,7 +494,7 @@ class FaissRetriever:
             fpath, want = folder / fname, files.get(fname, {}) if isinstance(files, dict) else {}
             if not fpath.is_file():
                 raise IndexCorruptError(f"{fpath} is missing. {rebuild}")
-            size, digest = fpath.stat().st_size, _sha256(fpath)
+            size, digest = fpath.stat().st_size, sha256_file(fpath)
             if digest != want.get("sha256"):
                 raise IndexCorruptError(f"{fpath} is corrupted: its sha256 {digest[:16]}... ({size} bytes) does not "
                                         f"match meta.json ({str(want.get('sha256'))[:16]}..., {want.get('bytes')} "

@@ -104,20 +104,8 @@ def test_same_article_distractors_are_seeded_per_question(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def generator():
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ragzip.generation import GeneratorConfig, HFGenerator
-    from ragzip.models import load_tokenizer
-
-    tok = load_tokenizer("embedded:smollm2-135m")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=2048, bos_token_id=1, eos_token_id=2,
-                                         pad_token_id=2)).eval()
-    return HFGenerator(GeneratorConfig(max_new_tokens=3), model=model, tokenizer=tok)
+def generator(tiny_llama_generator):
+    return tiny_llama_generator
 
 
 def test_no_generate_bench_records_evidence_curves_and_intervals(tmp_path, generator):

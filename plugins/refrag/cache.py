@@ -10,7 +10,6 @@ with an error that says how to rebuild it, never mixed with this model's vectors
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragzip.errors import ConfigError, IndexCorruptError
-from ragzip.fsutil import atomic_folder
+from ragzip.fsutil import atomic_folder, sha256_file
 from ragzip.types import Passage
 
 if TYPE_CHECKING:
@@ -49,14 +48,6 @@ class CacheCorruptError(IndexCorruptError):
 
 REBUILD = ("Rebuild it with `ragzip index --refrag` (or `build_refrag_cache(retriever, index_path, config)`), or set "
            "`cache: ''` to encode chunks on the fly.")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_dirname(encoder: str, k: int) -> str:
@@ -153,7 +144,7 @@ class ChunkCache:
                 fpath = folder / name
                 if not fpath.is_file():
                     raise CacheCorruptError(f"{where}: {name} is missing. {REBUILD}")
-                digest = _sha256(fpath)
+                digest = sha256_file(fpath)
                 if digest != want.get("sha256"):
                     raise CacheCorruptError(
                         f"{where}: {name} is corrupted: its sha256 {digest[:16]}... ({fpath.stat().st_size} bytes) does "
@@ -277,7 +268,7 @@ def write_cache(target: Path, keys: Sequence[str], vectors: np.ndarray, meta: Ma
     with atomic_folder(target) as tmp:
         np.save(tmp / KEYS_FILE, np.array(list(keys), dtype="S32"), allow_pickle=False)
         np.save(tmp / VECTORS_FILE, vectors, allow_pickle=False)
-        files = {name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+        files = {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
                  for name in (KEYS_FILE, VECTORS_FILE)}
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "count": len(keys),
                 "ragzip_version": __version__, "files": files}
