@@ -93,6 +93,8 @@ ALIASES: dict[str, dict[str, str]] = {
     "longllmlingua": {"r": "rate", "n": "target_token"},
     "ragcompress": {"": "budget", "n": "budget", "k": "top_k"},
 }
+# Options that only change which scored units are kept: a sweep over one of them re-selects from one scoring pass.
+SELECTION_KNOBS = frozenset({"threshold", "relative", "max_tokens", "top_k", "neighbors", "selective"})
 CONTRACT_KEYS = ("acc", "em", "f1", "context_tokens", "compression_ratio", "compress_s", "ttft_s", "total_s",
                  "peak_rss_mb", "n")
 
@@ -559,13 +561,14 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
     with RSSSampler() as rss:
         compressor = None
         if spec.kind != NO_CONTEXT:
-            base = (shared or {}).get(spec.family) if spec.knob else None
+            reusable = spec.knob in SELECTION_KNOBS  # a knob that changes the model or its inputs needs a fresh one
+            base = (shared or {}).get(spec.family) if reusable else None
             if base is not None:
                 compressor = _variant(base, options)
                 reused_from = getattr(base, "_bench_label", None)
             else:
                 compressor = _compressor_for(spec, options, embedder=embedder, generator=generator)
-                if spec.knob and shared is not None and hasattr(compressor, "memoize_scores"):
+                if reusable and shared is not None and hasattr(compressor, "memoize_scores"):
                     compressor.memoize_scores()
                     compressor._bench_label = spec.label
                     shared[spec.family] = compressor
@@ -649,7 +652,8 @@ def _variant(compressor: Any, options: Mapping[str, Any]) -> Any:
 
 
 class MemoEmbedder:
-    """An embedder that remembers every text it encoded, so the peers of a sweep embed each text once."""
+    """An embedder that remembers every text it encoded: the settings of one sweep embed each text once (one memo
+    per sweep, so no other method's timing benefits from it)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -854,7 +858,7 @@ def run_bench(
                                     distractors=distractors, seed=seed)
     recalls = retrieval.pop("recalls")
     retrieval["embedder"] = getattr(emb, "name", str(emb)) if setting == "faiss" else None
-    peer_embedder = MemoEmbedder(emb) if emb is not None and not isinstance(emb, str) else emb
+    family_embedders: dict[str, Any] = {}  # one embedding memo per sweep: its settings embed each text once
 
     if generate and warmup and examples:  # first-call costs of the shared generator are not charged to anyone
         gen.answer(examples[0].question, None)
@@ -893,7 +897,10 @@ def run_bench(
                 extra["budget_from"] = budget["reference"]
         logger.info("running %s on %d questions", spec.label, len(examples))
         try:
-            run = _run_method(spec, options, examples, passages, recalls, generator=gen, embedder=peer_embedder,
+            method_embedder = emb
+            if spec.knob and emb is not None and not isinstance(emb, str):
+                method_embedder = family_embedders.setdefault(spec.family, MemoEmbedder(emb))
+            run = _run_method(spec, options, examples, passages, recalls, generator=gen, embedder=method_embedder,
                               batch_size=batch_size, warmup=warmup, progress=progress, seed=seed,
                               ttft_questions=ttft_questions if batch_size > 1 and generate else 0,
                               generate=generate, shared=shared)
@@ -913,6 +920,7 @@ def run_bench(
         records_all[spec.label] = run.records
 
     shared.clear()
+    family_embedders.clear()
     ordered = {s.label: results[s.label] for s in specs if s.label in results}
     from ragzip.evidence import add_intervals, curves
 
@@ -1024,7 +1032,8 @@ def rerender(out: str | Path, *, resamples: int = 1000) -> dict[str, Any]:
                 records.setdefault(rec["method"], []).append(rec)
     methods = result["methods"]
     add_intervals(methods, records, reference=result.get("reference"), resamples=resamples, seed=result["seed"])
-    result["curves"] = curves(methods, records, result["curves"]["budgets"], reference=result.get("reference"),
+    budgets = (result.get("curves") or {}).get("budgets") or [64, 128, 256]
+    result["curves"] = curves(methods, records, budgets, reference=result.get("reference"),
                               resamples=resamples, seed=result["seed"])
     write_outputs(result, [r for label in methods for r in records.get(label, [])], out)
     return result
@@ -1312,7 +1321,7 @@ def _resolve_budgets(budgets: Sequence[int | str], methods: Mapping[str, Mapping
     for b in budgets:
         if isinstance(b, str) and b.endswith("%"):
             if "none" in methods:
-                out.append(int(round(float(b[:-1]) / 100 * methods["none"]["context_tokens"])))
+                out.append(max(1, int(round(float(b[:-1]) / 100 * methods["none"]["context_tokens"]))))
             else:
                 logger.warning("budget %s skipped: it is a share of `none`'s tokens and `none` did not run", b)
         else:

@@ -83,6 +83,7 @@ def paired_bootstrap(a: Sequence[float | None], b: Sequence[float | None], *, re
     import numpy as np
 
     diffs = np.array([x - y for x, y in zip(a, b, strict=True) if x is not None and y is not None], dtype=float)
+    diffs = diffs[np.isfinite(diffs)]  # a NaN would make the interval NaN (and the JSON invalid)
     n = len(diffs)
     if n < 2:
         return None

@@ -186,8 +186,10 @@ class ExtractiveCompressor(Compressor):
         fallback = False
         if not kept and ranked:
             best = ranked[0]
-            if not passing:
+            if not passing and threshold is not None:
                 why = f"no sentence scored >= threshold {threshold:.3g} (best {best.score:.3g})"
+            elif not passing:
+                why = f"no sentence scored >= relative {relative:.3g} x the best score (best {best.score:.3g})"
             else:
                 why = f"no passing sentence fits max_tokens={cfg.max_tokens}"
             if cfg.selective:
