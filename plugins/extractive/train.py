@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragzip.fsutil import sha256_file
 from ragzip.plugins.extractive.modeling import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -542,11 +543,10 @@ def card_evidence(model: str, results: Sequence[str]) -> int:
     evidence = {}
     for path in results:
         res = json.loads(Path(path).read_text())
-        keep = {k: v for k, v in res["curves"]["families"].items()}
         rows = {k: {m: v.get(m) for m in ("context_tokens", "ans_in_ctx", "sf_all", "sf_recall", "compress_s")}
                 for k, v in res["methods"].items()}
         evidence[Path(path).stem] = {"data": Path(res["data"]).name, "n": res["n"], "retrieval": res["retrieval"],
-                                     "command": res.get("command"), "rows": rows, "curves": keep,
+                                     "command": res.get("command"), "rows": rows, "curves": res["curves"]["families"],
                                      "reference": res["curves"].get("reference"),
                                      "batch_size": (res.get("timing") or {}).get("batch_size"),
                                      "threads": (res.get("machine") or {}).get("torch_threads")}
@@ -1038,8 +1038,8 @@ def _size(path: Path) -> str:
 def _sha256(paths: str | Path | Sequence[str | Path]) -> str:
     """First 16 hex digits of the sha256 of the file (of the files' digests, in order, for several)."""
     if isinstance(paths, (str, Path)):
-        return hashlib.sha256(Path(paths).read_bytes()).hexdigest()[:16]
-    digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
+        return sha256_file(paths)[:16]
+    digests = [sha256_file(p) for p in paths]
     return digests[0][:16] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
 
 
