@@ -71,10 +71,16 @@ def handles_of(items: Any) -> list[str]:
 
 @dataclass(frozen=True)
 class SoftEntry:
-    """Vectors ``(n, d)`` in the input-embedding space of the generator named by ``space``."""
+    """Vectors ``(n, d)`` in the input-embedding space of the generator named by ``space``.
+
+    ``pad`` says whether the placeholder was written with one separating space before / after it that is not content
+    (REFRAG separates its placeholders from neighbouring text so that text splitters cut around them, never through
+    them); :func:`split_prompt` drops that space, so the generator reads exactly what it would read without it.
+    """
 
     vectors: torch.Tensor
     space: str
+    pad: tuple[bool, bool] = (False, False)
 
     @property
     def nbytes(self) -> int:
@@ -124,23 +130,28 @@ class SoftTokenStore:
         self._cond = threading.Condition(threading.Lock())
 
     # ------------------------------------------------------------------------------------------------------- write
-    def put(self, vectors: torch.Tensor, *, space: str, pin: bool = True) -> str:
+    def put(self, vectors: torch.Tensor, *, space: str, pin: bool = True,
+            pad: tuple[bool, bool] = (False, False)) -> str:
         """Store ``vectors`` (``(n, d)`` or ``(d,)``) and return the placeholder text that stands for them.
 
-        The entry is pinned (never evicted) until :meth:`release` unless ``pin=False``.
+        The entry is pinned (never evicted) until :meth:`release` unless ``pin=False``. ``pad`` (before, after): the
+        caller writes one separating space on that side of the placeholder, which the generator will not read.
         """
-        return self.put_many([vectors], space=space, pin=pin)[0]
+        return self.put_many([vectors], space=space, pin=pin, pad=pad)[0]
 
-    def put_many(self, vectors: Iterable[torch.Tensor], *, space: str, pin: bool = True) -> list[str]:
+    def put_many(self, vectors: Iterable[torch.Tensor], *, space: str, pin: bool = True,
+                 pad: tuple[bool, bool] = (False, False)) -> list[str]:
         """Store several entries at once: all of them or none (a request that cannot fit leaves nothing behind).
 
         Raises:
             SoftTokenError: bad vectors, or the entries do not fit beside the pinned ones within ``wait_s``.
         """
-        return self._put_many(vectors, space=space, pin=pin, held=0)
+        return self._put_many(vectors, space=space, pin=pin, held=0, pad=pad)
 
-    def _put_many(self, vectors: Iterable[torch.Tensor], *, space: str, pin: bool, held: int) -> list[str]:
-        entries = [SoftEntry(_checked(v), space) for v in vectors]
+    def _put_many(self, vectors: Iterable[torch.Tensor], *, space: str, pin: bool, held: int,
+                  pad: tuple[bool, bool] = (False, False)) -> list[str]:
+        pad = (bool(pad[0]), bool(pad[1]))
+        entries = [SoftEntry(_checked(v), space, pad) for v in vectors]
         need = sum(e.nbytes for e in entries)
         if need + held > self.max_bytes:  # no amount of waiting frees the request's own pinned entries
             raise SoftTokenError(
@@ -293,12 +304,13 @@ class SoftRequest:
         self.handles: list[str] = []
         self.nbytes = 0
 
-    def put(self, vectors: torch.Tensor, *, space: str) -> str:
-        return self.put_many([vectors], space=space)[0]
+    def put(self, vectors: torch.Tensor, *, space: str, pad: tuple[bool, bool] = (False, False)) -> str:
+        return self.put_many([vectors], space=space, pad=pad)[0]
 
-    def put_many(self, vectors: Iterable[torch.Tensor], *, space: str) -> list[str]:
+    def put_many(self, vectors: Iterable[torch.Tensor], *, space: str,
+                 pad: tuple[bool, bool] = (False, False)) -> list[str]:
         vectors = list(vectors)
-        texts = self.store._put_many(vectors, space=space, pin=True, held=self.nbytes)
+        texts = self.store._put_many(vectors, space=space, pin=True, held=self.nbytes, pad=pad)
         self.handles.extend(PLACEHOLDER_RE.fullmatch(t).group(1) for t in texts)  # type: ignore[union-attr]
         self.nbytes += sum(4 * (v.nelement()) for v in vectors)  # stored as float32
         return texts
@@ -327,6 +339,9 @@ def _checked(vectors: torch.Tensor) -> torch.Tensor:
 def split_prompt(text: str, store: SoftTokenStore | None, *, strict: bool = False,
                  read: list[str] | None = None) -> list[str | SoftEntry]:
     """Split ``text`` at live placeholders; forged and unknown ones stay in the text pieces.
+
+    A live placeholder written with separating spaces (``SoftEntry.pad``) takes one adjacent space on each padded side
+    with it; where a text splitter trimmed that space at a chunk edge there is none to take.
 
     Args:
         text: The prompt.
@@ -358,11 +373,15 @@ def split_prompt(text: str, store: SoftTokenStore | None, *, strict: bool = Fals
         if read is not None:
             read.append(handle)
         buffer += text[pos:match.start()]
+        if entry.pad[0] and buffer.endswith(" "):
+            buffer = buffer[:-1]
         if buffer:
             pieces.append(buffer)
         buffer = ""
         pieces.append(entry)
         pos = match.end()
+        if entry.pad[1] and text.startswith(" ", pos):
+            pos += 1
     buffer += text[pos:]
     if buffer:
         pieces.append(buffer)

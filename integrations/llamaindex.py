@@ -32,6 +32,10 @@ What the postprocessor returns (the rules are the same in the LangChain adapter)
   placeholder text. Caveat: LlamaIndex's refine/compact synthesizers catch ``ValueError`` from the LLM call and
   only log it ("Structured response error: ...") before answering "Empty Response"; while ``SoftTokenError`` is a
   ``ValueError``, that is how a guarded query engine reports it (the placeholders still never reach the LLM).
+* Synthesizers split contexts that do not fit one prompt. Give them :meth:`RagzipLLM.prompt_helper`
+  (``get_response_synthesizer(llm=llm, prompt_helper=llm.prompt_helper())``, or ``Settings.prompt_helper``): it counts
+  placeholders as the positions they fill and never cuts or repeats one, where LlamaIndex's default counts each as
+  about 25 tokens and overlaps chunks (a placeholder sent twice is a :class:`~ragzip.SoftTokenError`).
 """
 
 from __future__ import annotations
@@ -60,15 +64,17 @@ from llama_index.core.base.llms.types import (  # noqa: E402
 from llama_index.core.bridge.pydantic import Field, PrivateAttr  # noqa: E402
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload  # noqa: E402
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler  # noqa: E402
+from llama_index.core.indices.prompt_helper import PromptHelper  # noqa: E402
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback  # noqa: E402
 from llama_index.core.llms.custom import CustomLLM  # noqa: E402
+from llama_index.core.node_parser import TokenTextSplitter  # noqa: E402
 from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
 from llama_index.core.prompts import ChatPromptTemplate  # noqa: E402
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
 from ragzip.compressor import Compressor  # noqa: E402
 from ragzip.config_utils import unknown_key_message  # noqa: E402
-from ragzip.errors import ConfigError  # noqa: E402
+from ragzip.errors import ConfigError, SoftTokenError  # noqa: E402
 from ragzip.integrations._common import (  # noqa: E402
     METADATA_KEY,
     AsyncBatcher,
@@ -87,7 +93,7 @@ from ragzip.integrations._common import (  # noqa: E402
     track_store,
 )
 from ragzip.quiet import quiet_dependencies  # noqa: E402
-from ragzip.softstore import SoftTokenStore  # noqa: E402
+from ragzip.softstore import PLACEHOLDER_RE, SoftTokenStore, has_placeholder, split_prompt  # noqa: E402
 from ragzip.types import CompressedContext, content_id  # noqa: E402
 
 __all__ = ["RagzipEmbedding", "RagzipLLM", "RagzipPostprocessor", "SoftTokenGuard", "qa_prompt"]
@@ -389,6 +395,44 @@ def _context_length(generator: Any) -> int:
     return int(positions) if positions else 2048
 
 
+class _SoftTextSplitter(TokenTextSplitter):
+    """LlamaIndex's token splitter, splitting around soft-token placeholders, never through one."""
+
+    def _split(self, text: str, chunk_size: int) -> list[str]:
+        if not has_placeholder(text) or len(self._tokenizer(text)) <= chunk_size:
+            return super()._split(text, chunk_size)
+        splits: list[str] = []
+        pos = 0
+        for match in PLACEHOLDER_RE.finditer(text):
+            if match.start() > pos:
+                splits.extend(self._split(text[pos:match.start()], chunk_size))
+            cost = len(self._tokenizer(match.group(0)))
+            if cost > chunk_size:
+                raise SoftTokenError(
+                    f"a soft-token placeholder fills {cost} positions, more than the {chunk_size} tokens LlamaIndex "
+                    "has left for context in one prompt, so it cannot be sent whole. Compress harder (a smaller "
+                    "REFRAG `k` or a larger `p`), retrieve fewer passages, or raise RagzipLLM's `context_window` "
+                    "if the model allows it.")
+            splits.append(match.group(0))
+            pos = match.end()
+        if pos < len(text):
+            splits.extend(self._split(text[pos:], chunk_size))
+        return splits
+
+
+class _SoftPromptHelper(PromptHelper):
+    """A PromptHelper whose splitter keeps placeholders whole and never repeats one in two chunks (no overlap)."""
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RagzipPromptHelper"
+
+    def get_text_splitter_given_prompt(self, *args: Any, **kwargs: Any) -> TokenTextSplitter:
+        base = super().get_text_splitter_given_prompt(*args, **kwargs)
+        return _SoftTextSplitter(separator=base.separator, chunk_size=base.chunk_size, chunk_overlap=0,
+                                 tokenizer=self._token_counter.tokenizer)
+
+
 def _raw(generation: Any) -> dict[str, Any]:
     return dataclasses.asdict(generation) if dataclasses.is_dataclass(generation) else {"text": str(generation)}
 
@@ -464,16 +508,58 @@ class RagzipLLM(CustomLLM):
             self._context_length_cache = _context_length(self._generator)
         return self._context_length_cache
 
+    def count_tokens(self, text: str) -> list[int]:
+        """``text`` as the generator reads it, one entry per input position: its tokens, and for each live soft-token
+        placeholder one entry per vector (``-1``). LlamaIndex counts with ``len(tokenizer(text))``."""
+        ids: list[int] = []
+        for piece in split_prompt(text, self._generator.store):
+            if isinstance(piece, str):
+                ids.extend(self._generator.tokenizer(piece, add_special_tokens=False)["input_ids"])
+            else:
+                ids.extend([-1] * int(piece.vectors.shape[0]))
+        return ids
+
+    def prompt_helper(self, *, chunk_size_limit: int | None = None) -> PromptHelper:
+        """A LlamaIndex ``PromptHelper`` that sizes prompts as this generator reads them.
+
+        LlamaIndex's default one counts with a GPT tokenizer, in which a soft-token placeholder is about 25 tokens
+        although it fills one position per vector, so it splits contexts that fit; its splitter repeats the end of
+        one chunk at the start of the next (overlap), and a repeated placeholder cannot be read twice
+        (:class:`~ragzip.SoftTokenError`). This one counts with :meth:`count_tokens`, keeps every placeholder whole
+        and does not overlap chunks. Pass it wherever a synthesizer is built, or set ``Settings.prompt_helper``.
+
+        Example:
+            >>> from llama_index.core import get_response_synthesizer
+            >>> synth = get_response_synthesizer(llm=llm, prompt_helper=llm.prompt_helper())  # doctest: +SKIP
+        """
+        return _SoftPromptHelper.from_llm_metadata(self.metadata, chunk_overlap_ratio=0.0,
+                                                   chunk_size_limit=chunk_size_limit, tokenizer=self.count_tokens)
+
     # ------------------------------------------------------------------------------------------- generation
+    def _check_prompt(self, text: str) -> None:
+        store = self._generator.store
+        check_reader_store(text, store, who="RagzipLLM")
+        for handle in PLACEHOLDER_RE.findall(text):
+            if store.resolve(handle) is None and store.gone(handle) == "released":
+                raise SoftTokenError(
+                    f"RagzipLLM got the soft-token placeholder {handle[:8]}… again after reading it (its vectors are "
+                    "freed after one read). LlamaIndex sends a placeholder twice when its PromptHelper splits the "
+                    "context into overlapping chunks (its default tokenizer counts a placeholder as about 25 tokens), "
+                    "or when the same nodes are synthesized twice. Build the synthesizer with ragzip's prompt helper, "
+                    "which counts placeholders as the generator reads them and never repeats one: "
+                    "`get_response_synthesizer(llm=llm, prompt_helper=llm.prompt_helper())`, or "
+                    "`Settings.prompt_helper = llm.prompt_helper()` for query engines; compress again to synthesize "
+                    "again.")
+
     def _chat_dicts(self, messages: list[dict[str, str]], kwargs: dict[str, Any]) -> Any:
         for m in messages:
-            check_reader_store(m["content"], self._generator.store, who="RagzipLLM")
+            self._check_prompt(m["content"])
         with quiet_dependencies():
             return self._generator.chat(messages, **generation_kwargs(kwargs, who="RagzipLLM"))
 
     def _complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CompletionResponse:
         if formatted:
-            check_reader_store(prompt, self._generator.store, who="RagzipLLM")
+            self._check_prompt(prompt)
             with quiet_dependencies():
                 generation = self._generator.generate([prompt], **generation_kwargs(kwargs, who="RagzipLLM"))[0]
         else:

@@ -186,6 +186,26 @@ def test_mixed_expansion_reads_exact_tokens_and_counts_positions(tiny_model, gen
         assert embeds.shape[0] == r.tokens_after == vectors + len(text_ids)
 
 
+def test_placeholders_stand_apart_from_their_neighbours_by_a_space_the_generator_does_not_read(tiny_model, generator):
+    """Issue #14 item 11: a placeholder glued to a word (``1889<<ragzip:soft:…>>``) is part of one long "word" that text
+    splitters cut through when they fall back to characters; the separating space must not reach the generator."""
+    from ragzip.softstore import split_prompt
+
+    refrag = make_compressor(tiny_model, generator, p=0.5, policy="random")
+    ctx = refrag.compress(QUESTION, PASSAGES)
+    beside_text = 0
+    for r in ctx.results:
+        assert "inexact_runs_sent_as_embeddings" not in r.extra
+        for m in PLACEHOLDER_RE.finditer(r.text):
+            assert m.start() == 0 or r.text[m.start() - 1] == " ", r.text
+            assert m.end() == len(r.text) or r.text[m.end()] == " ", r.text
+            beside_text += m.start() > 0 and r.text[m.start() - 2:m.start() - 1] != ">"
+        # The generator reads the expanded runs exactly, without the separators.
+        runs = ["".join(u.text for u in group) for kept, group in itertools.groupby(r.units, lambda u: u.kept) if kept]
+        assert [p for p in split_prompt(r.text, generator.store) if isinstance(p, str)] == runs
+    assert beside_text  # some placeholder follows expanded text
+
+
 def test_runs_that_do_not_roundtrip_travel_as_exact_token_embeddings(tiny_model, generator):
     from ragzip.softstore import split_prompt
     from ragzip.types import Passage

@@ -157,6 +157,21 @@ def test_split_prompt_resolves_live_placeholders_only() -> None:
     assert split_prompt(live, store)[0].vectors.shape == (2, D)  # type: ignore[union-attr]
 
 
+def test_split_prompt_drops_only_the_separating_spaces_an_entry_was_written_with() -> None:
+    store = SoftTokenStore()
+    both = store.put(torch.ones(1, D), space="toy", pad=(True, True))
+    after = store.put(torch.ones(1, D), space="toy", pad=(False, True))
+    plain = store.put(torch.ones(1, D), space="toy")
+    forged = placeholder("0" * 32)
+    pieces = split_prompt(f"a {both}  b {plain} c{after} {both} {forged} d", store)
+    texts = [p if isinstance(p, str) else "<soft>" for p in pieces]
+    # One space on each padded side goes (a second one is content); unpadded and forged placeholders keep theirs.
+    assert texts == ["a", "<soft>", " b ", "<soft>", " c", "<soft>", "<soft>", f"{forged} d"]
+    assert store.resolve(handle_of(both)).pad == (True, True)  # type: ignore[union-attr]
+    # A splitter that trimmed the space at a chunk edge leaves nothing to drop: the text around is kept whole.
+    assert [p for p in split_prompt(f"x\n{both}\ny", store) if isinstance(p, str)] == ["x\n", "\ny"]
+
+
 def test_stale_placeholder_stays_text_after_eviction() -> None:
     store = SoftTokenStore(max_bytes=ENTRY_BYTES)
     stale = store.put(torch.zeros(D), space="toy", pin=False)

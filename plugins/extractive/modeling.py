@@ -29,6 +29,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from ragzip.artifacts import (
+    INTEGRITY,
+    base_identity,
+    check_base,
+    check_shapes,
+    read_config,
+    save_artifact,
+    verify_weights,
+)
 from ragzip.config_utils import from_dict
 from ragzip.errors import ConfigError, InputError, MissingDependencyError, ModelNotFoundError
 from ragzip.models import hub_error, infer_device, resolve
@@ -40,6 +49,9 @@ DEFAULT_ARTIFACT = ARTIFACTS / "default"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MIN_PASSAGE_TOKENS = 32  # the query may use the window up to this much room for the passage
+ARTIFACT_FIX = ("Use the artifact folder as it was saved (config.json and model.safetensors together, unedited) on the "
+                "encoder its config.json names (`base_model`), or train a new one with `ragzip train extractive --out "
+                "DIR`.")
 
 EXIT_PROMPT = (
     "<start_of_turn>user\nQuery:\n{query}\nFull context:\n{context}\nSentence:\n{sentence}\n"
@@ -380,6 +392,7 @@ class CrossEncoderScorer:
         self.batch_size = batch_size
         self.use_title = self.config.use_title if use_title is None else use_title
         self.device = device
+        self.base_identity: dict[str, Any] | None = None  # the encoder's identity as loaded (before any cast)
         self.default_threshold: float | None = self.config.threshold
         self.default_relative: float | None = self.config.relative
         max_pos = getattr(model.encoder.config, "max_position_embeddings", 512)
@@ -411,7 +424,9 @@ class CrossEncoderScorer:
         torch.manual_seed(seed)
         model = _cross_encoder_class()(encoder, config)
         model.freeze_base()
-        return cls(model, tokenizer, **kwargs)
+        scorer = cls(model, tokenizer, **kwargs)
+        scorer.base_identity = encoder_identity(config, encoder, tokenizer)
+        return scorer
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, *, device: str | None = None,
@@ -427,23 +442,22 @@ class CrossEncoderScorer:
         from transformers import AutoModel, AutoTokenizer
 
         folder = DEFAULT_ARTIFACT if path in (None, "default") else Path(str(path)).expanduser()
-        config = read_artifact_config(folder)
+        config, raw = _read_artifact(folder)
+        where = f"extractive artifact {str(folder)!r}"
+        verify_weights(folder, raw, where=where, fix=ARTIFACT_FIX)
         base = resolve(config.base_model)
         try:
             encoder = AutoModel.from_pretrained(base)
             tokenizer = AutoTokenizer.from_pretrained(base)
         except OSError as err:
             raise hub_error(config.base_model, err) from None
+        identity = encoder_identity(config, encoder, tokenizer)  # from the weights as loaded, before any cast
         model = _cross_encoder_class()(encoder, config)
         state = load_file(str(folder / WEIGHTS_NAME))
-        expected = set(model.trained_parameters())
-        missing, unexpected = expected - set(state), set(state) - expected
-        if missing or unexpected:
-            raise ModelNotFoundError(
-                f"{folder / WEIGHTS_NAME} does not match its config.json (trained_layers="
-                f"{config.trained_layers}): missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}. "
-                "Re-save the artifact with `save_pretrained`, or retrain it with `ragzip train extractive`."
-            )
+        expected = {k: tuple(v.shape) for k, v in model.trained_parameters().items()}
+        check_shapes(state, expected, where=f"{where} (trained_layers={config.trained_layers}, head_hidden="
+                                            f"{config.head_hidden}, head_type={config.head_type!r})", fix=ARTIFACT_FIX)
+        check_base(raw, "encoder", identity, where=where, fix=ARTIFACT_FIX)
         model.load_state_dict(state, strict=False)
         device = infer_device(device or None)
         if dtype == "int8":
@@ -453,19 +467,20 @@ class CrossEncoderScorer:
             model.to(device=device, dtype=_dtype(dtype, device))
         model.eval()
         model.requires_grad_(False)
-        return cls(model, tokenizer, device=device, **kwargs)
+        scorer = cls(model, tokenizer, device=device, **kwargs)
+        scorer.base_identity = identity
+        return scorer
 
     def save_pretrained(self, path: str | Path, *, weights_dtype: str = "float32", **config_updates: Any) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (only the trained layers and head).
 
         ``weights_dtype="float16"`` halves the file; loading casts back to the model's dtype (float32 on a CPU).
+        ``config.json`` records the file's SHA-256 and the base encoder's identity (:mod:`ragzip.artifacts`), checked
+        when the artifact loads.
         """
-        from safetensors.torch import save_file
-
         import ragzip
 
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
         for key, value in config_updates.items():
             setattr(self.config, key, value)
         self.config.ragzip_version = ragzip.__version__
@@ -474,9 +489,12 @@ class CrossEncoderScorer:
         dtype = getattr(_torch(), weights_dtype)
         state = {k: v.detach().to("cpu", dtype).contiguous()
                  for k, v in self.model.trained_parameters().items()}
-        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
-        (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
-        return folder
+        encoder = self.model.encoder
+        as_loaded = encoder.get_input_embeddings().weight.dtype == _torch().float32
+        identity = encoder_identity(self.config, encoder, self.tokenizer, embeddings=as_loaded)
+        if not as_loaded and self.base_identity and self.base_identity.get("embeddings"):
+            identity["embeddings"] = self.base_identity["embeddings"]  # cast after loading: keep the as-loaded hash
+        return save_artifact(folder, asdict(self.config), state, bases={"encoder": identity})
 
     # ----------------------------------------------------------------------------------------------- scoring
     def windows(self, items: Sequence[ScoreItem]) -> list[Window]:
@@ -512,17 +530,32 @@ class CrossEncoderScorer:
 
 def read_artifact_config(folder: Path) -> CrossEncoderConfig:
     """Read ``config.json`` of a crossencoder artifact (unknown keys warn: a newer ragzip may have written it)."""
+    return _read_artifact(folder)[0]
+
+
+def _read_artifact(folder: Path) -> tuple[CrossEncoderConfig, dict[str, Any]]:
+    """The typed config of a crossencoder artifact and its raw ``config.json`` (which holds the integrity record)."""
     file = folder / CONFIG_NAME
     if not file.is_file():
         raise ModelNotFoundError(
             f"no {CONFIG_NAME} in {str(folder)!r}: not an extractive artifact folder. Pass the folder written by "
             "`ragzip train extractive --out DIR`, or `default` for the classifier shipped with ragzip."
         )
-    data = json.loads(file.read_text())
+    data = read_config(folder, where=f"extractive artifact {str(folder)!r}", fix=ARTIFACT_FIX)
     if data.get("type", "extractive") != "extractive" or data.get("backbone", "crossencoder") != "crossencoder":
         raise ModelNotFoundError(f"{file} describes a {data.get('type')!r}/{data.get('backbone')!r} artifact, "
                                  "not an extractive crossencoder.")
-    return from_dict(CrossEncoderConfig, data, where=str(file), strict=False)
+    fields = {k: v for k, v in data.items() if k != INTEGRITY}
+    return from_dict(CrossEncoderConfig, fields, where=str(file), strict=False), data
+
+
+def encoder_identity(config: CrossEncoderConfig, encoder: Any, tokenizer: Any, *,
+                     embeddings: bool = True) -> dict[str, Any]:
+    """The base encoder's identity an artifact records (:func:`ragzip.artifacts.base_identity`): its name, widths,
+    ``trained_layers``, and fingerprints of its input embeddings (unless ``embeddings`` is false) and vocabulary."""
+    return base_identity(config.base_model, model=encoder if embeddings else None, tokenizer=tokenizer,
+                         hidden=int(encoder.config.hidden_size), layers=int(encoder.config.num_hidden_layers),
+                         trained_layers=config.trained_layers)
 
 
 def _model_id(spec: str, model: Any) -> str:

@@ -54,15 +54,31 @@ def chunk_nll_scores(decoder: Any, chunked: Sequence[Sequence[Chunk]]) -> list[l
     return scores
 
 
+def _join(pieces: Sequence[tuple[str, bool]]) -> str:
+    """A passage's pieces with one space between a placeholder and its neighbour (text or another placeholder).
+
+    Glued to a word (``1889<<ragzip:soft:…>>``), a placeholder would be part of one long "word", which text splitters
+    (LlamaIndex's split at spaces, then newlines, then characters) cut through when it outgrows a chunk, e.g. in text
+    without spaces. The generator does not read these spaces (``SoftEntry.pad``).
+    """
+    out: list[str] = []
+    for i, (text, soft) in enumerate(pieces):
+        if i and (soft or pieces[i - 1][1]):
+            out.append(" ")
+        out.append(text)
+    return "".join(out)
+
+
 class RefragCompressor(Compressor):
     """REFRAG (arXiv 2509.01092), re-implemented: each passage is cut into k-token chunks of the generator's tokens,
     every chunk is encoded to one vector and projected into the generator's input-embedding space, and a policy keeps
     a fraction ``p`` of the question's chunks as raw tokens.
 
     Each passage comes out as text in which every run of compressed chunks is one placeholder (the store holds its
-    vectors, one per chunk) and expanded chunks stay as their exact text, in the original order. ``units`` holds one
-    :class:`~ragzip.Unit` per chunk (its policy score; ``kept`` = expanded) and ``tokens_after`` counts a compressed
-    chunk as one position. Only ragzip's generator reads the output; bind the compressor to it first.
+    vectors, one per chunk) and expanded chunks stay as their exact text, in the original order; one space, which the
+    generator does not read, separates each placeholder from its neighbours. ``units`` holds one :class:`~ragzip.Unit`
+    per chunk (its policy score; ``kept`` = expanded) and ``tokens_after`` counts a compressed chunk as one position.
+    Only ragzip's generator reads the output; bind the compressor to it first.
 
     Example:
         >>> from ragzip.generation import HFGenerator
@@ -161,6 +177,10 @@ class RefragCompressor(Compressor):
                 f"hidden size {hidden}. Train an artifact for this generator (`ragzip train refrag --decoder "
                 f"{model_name}`) or use the generator it was trained for."
             )
+        model = getattr(generator, "model", None)
+        if model is not None and hasattr(model, "get_input_embeddings"):
+            self.model.check_decoder(model, getattr(generator, "tokenizer", None), name=str(model_name or ""),
+                                     where=f"the REFRAG artifact {self.config.artifact!r}")
         if model_name and model_name != self.model.config.decoder:
             logger.warning("REFRAG artifact was trained for decoder %r but reads into %r (same width %d); soft tokens "
                            "may mean little to it.", self.model.config.decoder, model_name, hidden)
@@ -305,7 +325,7 @@ class RefragCompressor(Compressor):
                         scores: list[float | None]) -> PassageResult:
         k = self.config.k
         n_tokens = sum(len(ch) for ch in chunks)
-        pieces: list[str] = []
+        pieces: list[tuple[str, bool]] = []  # (text, is a placeholder), in passage order
         segments: list[SoftSegment] = []
         inexact = 0
         j = 0
@@ -314,19 +334,22 @@ class RefragCompressor(Compressor):
             while end < len(chunks) and expanded[end] == expanded[j]:
                 end += 1
             run = chunks[j:end]
+            # A placeholder owns the separating space after it (when a piece follows) and the one before it when
+            # text precedes it: split_prompt drops exactly those, so the generator reads the unpadded passage.
+            pad = (bool(pieces) and not pieces[-1][1], end < len(chunks))
             if expanded[j]:
                 text = passage.text[run[0].char_start:run[-1].char_end]
                 ids = [i for ch in run for i in ch.ids]
                 if roundtrip_exact(self.tokenizer, text, ids):
-                    pieces.append(text)
+                    pieces.append((text, False))
                 else:  # re-tokenizing this text alone would change the ids: send the exact token embeddings instead
                     inexact += 1
                     with torch.inference_mode():
                         table = self._input_embeddings()
                         vecs = table(torch.tensor(ids, device=table.weight.device))  # (len, d)
-                    pieces.append(self._put(vecs, segments))
+                    pieces.append((self._put(vecs, segments, pad), True))
             else:
-                pieces.append(self._put(projected[j:end], segments))  # (run, d): one vector per chunk
+                pieces.append((self._put(projected[j:end], segments, pad), True))  # (run, d): one vector per chunk
             j = end
         n_expanded = sum(expanded)
         n_exp_tokens = sum(len(ch) for ch, e in zip(chunks, expanded) if e)
@@ -339,16 +362,16 @@ class RefragCompressor(Compressor):
             reason += f"; the last chunk is partial ({len(chunks[-1])} of {k} tokens)"
         plain = n_expanded == len(chunks) and not segments  # every chunk expanded, all as exact text
         return PassageResult(
-            passage, passage.text if plain else "".join(pieces), "kept" if plain else "soft", reason=reason,
+            passage, passage.text if plain else _join(pieces), "kept" if plain else "soft", reason=reason,
             units=units, tokens_before=n_tokens, tokens_after=(len(chunks) - n_expanded) + n_exp_tokens,
             soft=tuple(segments),
             extra={"k": k, "chunks": len(chunks), "expanded_chunks": n_expanded,
                    **({"inexact_runs_sent_as_embeddings": inexact} if inexact else {})},
         )
 
-    def _put(self, vectors: torch.Tensor, segments: list[SoftSegment]) -> str:
+    def _put(self, vectors: torch.Tensor, segments: list[SoftSegment], pad: tuple[bool, bool]) -> str:
         request = getattr(self._request, "current", None)  # pinned until the generator reads it
-        text = (request or self.store).put(vectors, space=self.space)
+        text = (request or self.store).put(vectors, space=self.space, pad=pad)
         match = PLACEHOLDER_RE.search(text)
         assert match is not None
         segments.append(SoftSegment(match.group(1), text, int(vectors.shape[0])))

@@ -27,6 +27,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ragzip.artifacts import (
+    INTEGRITY,
+    base_identity,
+    check_base,
+    check_shapes,
+    read_config,
+    save_artifact,
+    verify_weights,
+)
 from ragzip.config_utils import from_dict, to_dict
 from ragzip.errors import ConfigError, InputError, ModelNotFoundError
 from ragzip.plugins.refrag.config import RefragModelConfig
@@ -36,6 +45,9 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACT_FIX = ("Use the artifact folder as it was saved (config.json and model.safetensors together, unedited), with "
+                "the encoder and decoder its config.json names, or train a new one with `ragzip train refrag --out "
+                "DIR`.")
 
 
 # ------------------------------------------------------------------------------------------------------- chunking
@@ -215,6 +227,9 @@ class RefragModel(nn.Module):
         self.projector = Projector(config.encoder_hidden, config.projector_hidden, config.decoder_hidden)
         self.policy = ExpansionPolicy(config.encoder_hidden, config.policy_hidden)
         self.freeze_base()
+        # Identities of the base models (ragzip.artifacts): the encoder's taken now, from its weights as loaded; the
+        # decoder's from the artifact, or from record_decoder() in training.
+        self.bases: dict[str, dict[str, Any]] = {"encoder": self.encoder_identity()}
 
     # ---------------------------------------------------------------------------------------------- parameters
     def trained_layers(self) -> list[nn.Module]:
@@ -292,34 +307,96 @@ class RefragModel(nn.Module):
         :func:`policy_scalars` ``(L, 3)``."""
         return self.policy(c, q[None], scalars.to(c.device))
 
-    # --------------------------------------------------------------------------------------------- persistence
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (trained parameters only) into ``folder``."""
-        from safetensors.torch import save_file
+    # --------------------------------------------------------------------------------------------- base models
+    def encoder_identity(self, *, embeddings: bool = True) -> dict[str, Any]:
+        """The base encoder's identity (:func:`ragzip.artifacts.base_identity`): name, widths, pooling, and
+        fingerprints of its input embeddings (frozen in training) and tokenizer."""
+        shape = self.encoder.config
+        return base_identity(self.config.encoder, model=self.encoder if embeddings else None,
+                             tokenizer=self.encoder_tokenizer, hidden=int(shape.hidden_size),
+                             layers=int(shape.num_hidden_layers), trained_layers=self.config.encoder_trained_layers,
+                             pooling=self.config.pooling, max_length=self.config.encoder_max_length)
 
+    def decoder_dims(self) -> dict[str, Any]:
+        """What the artifact depends on of its decoder: the input-embedding width and the chunk size in its tokens."""
+        return {"hidden": self.config.decoder_hidden, "k": self.config.k}
+
+    def record_decoder(self, decoder: Any, tokenizer: Any = None) -> None:
+        """Remember the decoder's fingerprints (its input embeddings and tokenizer): :meth:`save_pretrained` writes
+        them, and :meth:`check_decoder` compares the decoder a compressor is bound to."""
+        self.bases["decoder"] = base_identity(self.config.decoder, model=decoder, tokenizer=tokenizer,
+                                              **self.decoder_dims())
+
+    def check_decoder(self, decoder: Any, tokenizer: Any = None, *, name: str | None = None,
+                      where: str = "refrag") -> None:
+        """Raise :class:`~ragzip.artifacts.ArtifactError` when ``decoder`` (a transformers causal LM, float32 as
+        ragzip loads it) is not the one the artifact was trained with: another hidden size, input embeddings or
+        tokenizer. Nothing is checked when the artifact recorded no decoder fingerprints."""
+        weight = decoder.get_input_embeddings().weight
+        identity = base_identity(name or self.config.decoder,
+                                 model=decoder if weight.dtype == torch.float32 else None, tokenizer=tokenizer,
+                                 hidden=int(weight.shape[1]))
+        check_base({INTEGRITY: {"bases": self.bases}}, "decoder", identity, where=where,
+                   fix=f"Use the decoder the artifact was trained with ({self.config.decoder!r}), or train one for "
+                       f"this decoder with `ragzip train refrag --decoder {name or 'MODEL'} --out DIR`.")
+
+    # --------------------------------------------------------------------------------------------- persistence
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (trained parameters only) into ``folder``.
+
+        ``config.json`` records the file's SHA-256 and the identities of the encoder and the decoder (with the
+        decoder's fingerprints when :meth:`record_decoder` or loading gave them), checked when it loads.
+        """
         from ragzip import __version__
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         self.config.ragzip_version = __version__
         data = {"type": "refrag", **to_dict(self.config)}
-        (folder / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        save_file(self.trained_state_dict(), str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        return save_artifact(folder, data, self.trained_state_dict(), bases=self.integrity_bases())
+
+    def integrity_bases(self) -> dict[str, dict[str, Any]]:
+        """What ``config.json`` records of the encoder and the decoder (:mod:`ragzip.artifacts`)."""
+        as_loaded = self.encoder.get_input_embeddings().weight.dtype == torch.float32
+        encoder = self.encoder_identity(embeddings=as_loaded)
+        if not as_loaded and self.bases.get("encoder", {}).get("embeddings"):
+            encoder["embeddings"] = self.bases["encoder"]["embeddings"]  # cast after loading: the as-loaded hash
+        known = self.bases.get("decoder", {})
+        decoder = {**base_identity(self.config.decoder, **self.decoder_dims()),
+                   **{k: known[k] for k in ("embeddings", "tokenizer") if known.get(k)}}
+        return {"encoder": encoder, "decoder": decoder}
 
     @classmethod
     def from_pretrained(cls, artifact: str | Path = "default", *, encoder: Any = None,
                         encoder_tokenizer: Any = None) -> RefragModel:
-        """Load a trained artifact: ``'default'`` (shipped) or a folder written by :meth:`save_pretrained`."""
+        """Load a trained artifact: ``'default'`` (shipped) or a folder written by :meth:`save_pretrained`.
+
+        The weights are checked against the SHA-256 in ``config.json`` and the model's shapes, and the encoder
+        against the identity recorded at save (:mod:`ragzip.artifacts`).
+        """
         from safetensors.torch import load_file
 
         folder = artifact_path(artifact)
-        data = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        where = f"REFRAG artifact {str(folder)!r}"
+        data = read_config(folder, where=where, fix=ARTIFACT_FIX)
         kind = data.pop("type", "refrag")
         if kind != "refrag":
             raise ConfigError(f"{str(folder)!r} holds a {kind!r} artifact, not a refrag one.")
-        config = from_dict(RefragModelConfig, data, where=f"{folder / CONFIG_FILE}", strict=False)
+        fields = {k: v for k, v in data.items() if k != INTEGRITY}
+        config = from_dict(RefragModelConfig, fields, where=f"{folder / CONFIG_FILE}", strict=False)
+        verify_weights(folder, data, where=where, fix=ARTIFACT_FIX)
         model = cls(config, encoder=encoder, encoder_tokenizer=encoder_tokenizer)
-        model.load_trained_state_dict(load_file(str(folder / WEIGHTS_FILE)), where=str(folder / WEIGHTS_FILE))
+        state = load_file(str(folder / WEIGHTS_FILE))
+        expected = {n: tuple(t.shape) for n, t in model.trained_state_dict().items()}
+        check_shapes(state, expected, where=f"{where} (encoder_trained_layers={config.encoder_trained_layers}, "
+                                            f"projector_hidden={config.projector_hidden}, policy_hidden="
+                                            f"{config.policy_hidden}, decoder_hidden={config.decoder_hidden})",
+                     fix=ARTIFACT_FIX)
+        check_base(data, "encoder", model.bases["encoder"], where=where, fix=ARTIFACT_FIX)
+        check_base(data, "decoder", base_identity(config.decoder, **model.decoder_dims()), where=where,
+                   fix=ARTIFACT_FIX)
+        model.load_trained_state_dict(state, where=str(folder / WEIGHTS_FILE))
+        recorded = (data.get(INTEGRITY) or {}).get("bases") or {}
+        if recorded.get("decoder"):
+            model.bases["decoder"] = dict(recorded["decoder"])
         model.eval()
         return model
 

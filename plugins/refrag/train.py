@@ -664,6 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    encoder_trained_layers=args.encoder_trained_layers)
         model = RefragModel(config)
     model.freeze_base()
+    model.record_decoder(decoder, tokenizer)  # its fingerprints go into config.json, checked when bound
     trainer = Trainer(args, corpus, model, decoder, tokenizer)
     stages = {s.strip() for s in args.stages.split(",") if s.strip()}
     timings: dict[str, float] = {}

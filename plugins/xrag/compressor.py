@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ragzip.artifacts import ArtifactError
 from ragzip.compressor import Compressor
 from ragzip.errors import ConfigError, InputError, ModelNotFoundError, SoftTokenError
 from ragzip.models import lazy_lock
@@ -26,6 +27,7 @@ from ragzip.plugins.xrag.modeling import (
     PassageEncoder,
     XRAGProjector,
     check_encoder,
+    check_generator,
     load_encoder,
     same_model,
 )
@@ -74,6 +76,7 @@ class XRAGCompressor(Compressor):
         self.config: XRAGConfig
         self._projector = projector
         self._encoder = encoder
+        self._encoder_checked = False
         self._space: str | None = None
         self._device: str | torch.device = self.config.device or "cpu"
         if projector is not None:
@@ -98,13 +101,18 @@ class XRAGCompressor(Compressor):
 
     @property
     def encoder(self) -> PassageEncoder:
-        """The passage encoder used to (re-)encode passages; loaded on first use."""
-        if self._encoder is None:
+        """The passage encoder used to (re-)encode passages; loaded on first use, and checked on first use against
+        what the projector was trained on (width, pooling, normalisation, and the model the artifact recorded)."""
+        if not self._encoder_checked:
             with lazy_lock(self):
-                if self._encoder is None:
-                    encoder = load_encoder(self.projector.config, self.embedder_name, device=str(self._device))
-                    check_encoder(encoder, self.projector.config)
-                    self._encoder = encoder
+                if not self._encoder_checked:
+                    projector = self.projector
+                    encoder = self._encoder or load_encoder(projector.config, self.embedder_name,
+                                                            device=str(self._device))
+                    check_encoder(encoder, projector.config, projector.bases,
+                                  where=f"{WHERE} (artifact {self.config.artifact!r})")
+                    self._encoder, self._encoder_checked = encoder, True
+        assert self._encoder is not None
         return self._encoder
 
     @property
@@ -141,6 +149,10 @@ class XRAGCompressor(Compressor):
                 f"Use generator model {cfg.generator!r}, or train a projector for {model_name!r} with "
                 f"`ragzip train xrag --generator {model_name} --out DIR` and set `artifact: DIR`."
             )
+        model = getattr(generator, "model", None)
+        if model is not None and hasattr(model, "get_input_embeddings"):
+            check_generator(self.projector, str(model_name), model, getattr(generator, "tokenizer", None),
+                            where=f"{WHERE} (artifact {self.config.artifact!r})")
         super().bind(generator)
         self._space = generator.space
         if self.config.device is None:
@@ -214,6 +226,8 @@ class XRAGCompressor(Compressor):
             logger.debug("xrag: encoding %d of %d passages with %s", len(todo), len(passages), self.embedder_name)
             try:
                 encoder = self.encoder
+            except ArtifactError:  # loaded, but not the embedder the projector was trained on: its own message
+                raise
             except ModelNotFoundError as err:
                 first = passages[todo[0]]
                 raise ModelNotFoundError(

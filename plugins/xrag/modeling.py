@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +23,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ragzip.artifacts import (
+    INTEGRITY,
+    base_identity,
+    check_base,
+    check_shapes,
+    read_config,
+    save_artifact,
+    verify_weights,
+)
 from ragzip.config_utils import from_dict
 from ragzip.errors import ConfigError, InputError, ModelNotFoundError
 from ragzip.models import EMBEDDED, hub_error, resolve
@@ -34,6 +43,9 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ARTIFACT_TYPE = "xrag"
+ARTIFACT_FIX = ("Use the artifact folder as it was saved (config.json and model.safetensors together, unedited), with "
+                "the embedder and generator its config.json names, or train a new projector with `ragzip train xrag "
+                "--out DIR`.")
 
 # Published checkpoints: their config.json does not name the retriever, so the facts come from the xRAG paper/code.
 PUBLISHED: dict[str, dict[str, Any]] = {
@@ -79,6 +91,7 @@ class XRAGProjector(nn.Module):
         super().__init__()
         self.config = config
         self.projector = Projector(config)
+        self.bases: dict[str, dict[str, Any]] = {}  # fingerprints of the embedder and generator (ragzip.artifacts)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Project ``(n, embedder_dim)`` passage embeddings to ``(n, generator_hidden)`` soft tokens."""
@@ -89,20 +102,40 @@ class XRAGProjector(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------------------------------------- persistence
-    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (the projector only) into ``folder``."""
-        from safetensors.torch import save_file
+    def record_bases(self, *, encoder: PassageEncoder | None = None, generator: Any = None) -> None:
+        """Remember the fingerprints of the embedder and the generator this projector is trained on; every
+        :meth:`save_pretrained` writes them, and loading checks them (:mod:`ragzip.artifacts`).
 
+        ``encoder`` is the passage encoder that made the training vectors, ``generator`` an ``HFGenerator`` (anything
+        with ``model`` and ``tokenizer``).
+        """
+        if encoder is not None:
+            self.bases["embedder"] = encoder_identity(encoder)
+        if generator is not None:
+            self.bases["generator"] = generator_identity(self.config.generator, generator.model, generator.tokenizer)
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (the projector only) into ``folder``.
+
+        ``config.json`` records the file's SHA-256 and the embedder's and generator's identities: names and the
+        settings below, plus fingerprints of their embeddings and tokenizers where :meth:`record_bases` (or loading)
+        gave them.
+        """
         import ragzip
 
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
         self.config.ragzip_version = ragzip.__version__
         payload = {"type": ARTIFACT_TYPE, **asdict(self.config)}
-        (out / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.projector.state_dict().items()}
-        save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "type": ARTIFACT_TYPE})
-        return out
+        return save_artifact(folder, payload, state, bases=self.integrity_bases(), metadata={"type": ARTIFACT_TYPE})
+
+    def integrity_bases(self) -> dict[str, dict[str, Any]]:
+        """What ``config.json`` records of the embedder and the generator: the names and settings of the config,
+        with the fingerprints :meth:`record_bases` (or loading) gave."""
+        bases = {}
+        for role, identity in artifact_bases(self.config).items():
+            known = self.bases.get(role, {})
+            bases[role] = {**identity, **{k: known[k] for k in ("embeddings", "tokenizer") if known.get(k)}}
+        return bases
 
     @classmethod
     def from_pretrained(cls, spec: str | os.PathLike[str] = "default", *, embedder: str | None = None) -> XRAGProjector:
@@ -123,7 +156,7 @@ class XRAGProjector(nn.Module):
             if not config_path.is_file():
                 raise ModelNotFoundError(f"xrag artifact {str(spec)!r} has no {CONFIG_NAME} in {folder}. Point "
                                          "`artifact` at a folder written by `ragzip train xrag --out DIR`.")
-            raw = json.loads(config_path.read_text(encoding="utf-8"))
+            raw = read_config(folder, where=f"xrag artifact {str(spec)!r}", fix=ARTIFACT_FIX)
             if "retriever_hidden_size" in raw:
                 return _load_published(str(spec), raw, lambda name: _local_file(folder, name), embedder)
             return _load_ragzip(folder, raw, str(spec))
@@ -153,20 +186,47 @@ def _load_ragzip(folder: Path, raw: dict[str, Any], spec: str) -> XRAGProjector:
     if kind != ARTIFACT_TYPE:
         raise ConfigError(f"artifact {spec!r} is a {kind!r} artifact, not an xrag projector. Use a folder written by "
                           "`ragzip train xrag`.")
-    config = from_dict(ProjectorConfig, raw, where=f"xrag artifact {spec!r} config.json", strict=False)
+    fields = {k: v for k, v in raw.items() if k != INTEGRITY}
+    config = from_dict(ProjectorConfig, fields, where=f"xrag artifact {spec!r} config.json", strict=False)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise ModelNotFoundError(f"xrag artifact {spec!r} has no {WEIGHTS_NAME} in {folder}; re-run "
                                  "`ragzip train xrag --out DIR` or copy the whole folder.")
+    where = f"xrag artifact {spec!r}"
+    verify_weights(folder, raw, where=where, fix=ARTIFACT_FIX)
     from safetensors.torch import load_file
 
     model = XRAGProjector(config)
     state = load_file(str(weights))
-    missing, unexpected = model.projector.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(f"xrag artifact {spec!r}: {WEIGHTS_NAME} does not match its config.json "
-                          f"(missing {sorted(missing)}, unexpected {sorted(unexpected)}). Re-train or re-copy it.")
+    expected = {k: tuple(v.shape) for k, v in model.projector.state_dict().items()}
+    check_shapes(state, expected, where=f"{where} (embedder_dim={config.embedder_dim}, intermediate_size="
+                                        f"{config.intermediate_size}, generator_hidden={config.generator_hidden})",
+                 fix=ARTIFACT_FIX)
+    for role, identity in artifact_bases(config).items():  # settings edited in config.json since it was saved
+        check_base(raw, role, identity, where=where, fix=_settings_fix(raw, role))
+    model.projector.load_state_dict(state)
+    model.bases = {role: dict(identity) for role, identity in ((raw.get(INTEGRITY) or {}).get("bases") or {}).items()}
     return model.eval().requires_grad_(False)  # loaded for inference; train a fresh XRAGProjector
+
+
+def artifact_bases(config: ProjectorConfig) -> dict[str, dict[str, Any]]:
+    """The embedder's and generator's identities as the projector's config describes them (no fingerprints)."""
+    return {"embedder": base_identity(config.embedder, **embedder_dims(config)),
+            "generator": base_identity(config.generator, hidden=config.generator_hidden)}
+
+
+def embedder_dims(config: ProjectorConfig) -> dict[str, Any]:
+    """What the projector needs of its embedder's vectors: width, pooling, normalisation and passage length."""
+    return {"dim": config.embedder_dim, "pooling": config.pooling, "normalize": config.normalize,
+            "max_length": config.embedder_max_length}
+
+
+def _settings_fix(raw: Mapping[str, Any], role: str) -> str:
+    recorded = ((raw.get(INTEGRITY) or {}).get("bases") or {}).get(role, {}).get("dims", {})
+    names = {"dim": "embedder_dim", "max_length": "embedder_max_length", "hidden": "generator_hidden"}
+    values = ", ".join(f"{names.get(k, k)}: {json.dumps(v)}" for k, v in recorded.items())
+    return (f"config.json was edited after training: set back {values} (the values recorded under "
+            f"integrity.bases.{role}.dims), or train a new projector with `ragzip train xrag --out DIR`.")
 
 
 def _published_config(spec: str, raw: dict[str, Any], embedder: str | None) -> ProjectorConfig:
@@ -270,7 +330,11 @@ def _load_published_from_hub(spec: str, embedder: str | None) -> XRAGProjector:
 
 # ------------------------------------------------------------------------------------------------- passage encoders
 class PassageEncoder(Protocol):
-    """What the compressor needs from an embedder: its ``name``, ``dim`` and ``encode(texts) -> (n, dim)``."""
+    """What the compressor needs from an embedder: its ``name``, ``dim`` and ``encode(texts) -> (n, dim)``.
+
+    ragzip's encoders also say how they pool and whether they normalise (``pooling``, ``normalize``), so a projector
+    trained on other vectors is refused (:func:`check_encoder`).
+    """
 
     name: str
     dim: int
@@ -280,6 +344,9 @@ class PassageEncoder(Protocol):
 
 class SentenceTransformerEncoder:
     """Passage vectors from :class:`ragzip.embed.Embedder` (L2-normalised), the embedder of ragzip's FAISS index."""
+
+    pooling = "sentence-transformers"
+    normalize = True
 
     def __init__(self, spec: str, *, device: str | None = None, model: Any = None) -> None:
         from ragzip.embed import Embedder
@@ -300,6 +367,9 @@ class LastTokenEncoder:
         max_length: Passage tokens kept (xRAG: 180).
         model, tokenizer: Already loaded objects (tests pass tiny ones).
     """
+
+    pooling = "last-token"
+    normalize = False
 
     def __init__(self, spec: str, *, max_length: int = 180, device: str | None = None, model: Any = None,
                  tokenizer: Any = None, batch_size: int = 8) -> None:
@@ -347,13 +417,87 @@ def load_encoder(config: ProjectorConfig, spec: str | None = None, *, device: st
     return SentenceTransformerEncoder(name, device=device)
 
 
-def check_encoder(encoder: PassageEncoder, config: ProjectorConfig) -> None:
-    """Refuse an encoder whose vectors the projector cannot read (wrong width)."""
+def check_encoder(encoder: PassageEncoder, config: ProjectorConfig,
+                  bases: Mapping[str, Mapping[str, Any]] | None = None, *, where: str = "xrag") -> None:
+    """Refuse an encoder whose vectors the projector cannot read: another width, pooling or normalisation, or (given
+    the ``bases`` an artifact recorded) another model or tokenizer than the one the projector was trained on.
+
+    Raises:
+        ConfigError: the width, pooling or normalisation differs from what the projector's config says.
+        ArtifactError: the encoder's embeddings or tokenizer differ from those recorded when the artifact was saved.
+    """
     if int(encoder.dim) != config.embedder_dim:
         raise ConfigError(f"embedder {encoder.name!r} gives {encoder.dim}-d vectors, but the xrag projector reads "
                           f"{config.embedder_dim}-d vectors from {config.embedder!r}. Use embedder "
                           f"{config.embedder!r}, or train a projector for {encoder.name!r} with "
                           f"`ragzip train xrag --embedder {encoder.name}`.")
+    pooling, normalize = getattr(encoder, "pooling", None), getattr(encoder, "normalize", None)
+    if pooling is not None and pooling != config.pooling:
+        raise ConfigError(f"{where}: embedder {encoder.name!r} makes {pooling!r} vectors, but the projector was "
+                          f"trained on pooling {config.pooling!r} (its config.json). Use an encoder with pooling "
+                          f"{config.pooling!r}, or restore `pooling` in config.json if it was edited.")
+    if normalize is not None and bool(normalize) != config.normalize:
+        made = "L2-normalised" if normalize else "unnormalised"
+        raise ConfigError(f"{where}: embedder {encoder.name!r} makes {made} vectors, but the projector's config.json "
+                          f"says normalize: {json.dumps(config.normalize)}. With pooling {config.pooling!r} ragzip's "
+                          f"encoder is {made}: restore `normalize: {json.dumps(bool(normalize))}` in config.json if it "
+                          "was edited, or train a projector on these vectors with `ragzip train xrag`.")
+    if bases and bases.get("embedder"):
+        check_base({INTEGRITY: {"bases": bases}}, "embedder", encoder_identity(encoder), where=where,
+                   fix=f"Use the embedder the projector was trained with ({config.embedder!r}), or train a projector "
+                       f"for {encoder.name!r} with `ragzip train xrag --embedder {encoder.name} --out DIR`.")
+
+
+def _hf_parts(encoder: Any) -> tuple[Any, Any]:
+    """The transformers model and tokenizer behind a passage encoder, where it has them (else None)."""
+    if isinstance(encoder, LastTokenEncoder):
+        return encoder.model, encoder.tokenizer
+    st = getattr(getattr(encoder, "embedder", None), "model", None)
+    try:
+        return st[0].auto_model, st.tokenizer  # a sentence-transformers model: its first module is the transformer
+    except (TypeError, IndexError, KeyError, AttributeError):
+        return None, None
+
+
+def _as_loaded(model: Any) -> Any:
+    """``model`` when its input embeddings are float32 (as ragzip loads them), else None: a fingerprint of weights
+    cast to a lower precision would not match the one recorded from the float32 weights."""
+    try:
+        weight = model.get_input_embeddings().weight
+    except AttributeError:
+        return None
+    return model if weight.dtype == torch.float32 else None
+
+
+def encoder_identity(encoder: PassageEncoder) -> dict[str, Any]:
+    """A passage encoder's identity (:func:`ragzip.artifacts.base_identity`): name, the settings :func:`embedder_dims`
+    names that it knows, and fingerprints of its embeddings and tokenizer where it has a transformers model."""
+    model, tokenizer = _hf_parts(encoder)
+    dims: dict[str, Any] = {"dim": int(encoder.dim)}
+    for key in ("pooling", "normalize"):
+        if getattr(encoder, key, None) is not None:
+            dims[key] = getattr(encoder, key)
+    if isinstance(encoder, LastTokenEncoder):  # the only encoder that reads embedder_max_length
+        dims["max_length"] = encoder.max_length
+    return base_identity(encoder.name, model=_as_loaded(model) if model is not None else None, tokenizer=tokenizer,
+                         **dims)
+
+
+def generator_identity(name: str, model: Any, tokenizer: Any = None) -> dict[str, Any]:
+    """A generator's identity: name, hidden size, fingerprints of its input embeddings and tokenizer."""
+    hidden = int(model.get_input_embeddings().embedding_dim)
+    return base_identity(name, model=_as_loaded(model), tokenizer=tokenizer, hidden=hidden)
+
+
+def check_generator(projector: XRAGProjector, name: str, model: Any, tokenizer: Any = None, *,
+                    where: str = "xrag") -> None:
+    """Raise :class:`ArtifactError` when the generator's embeddings or tokenizer differ from those the projector's
+    artifact recorded (a different model under the same name and width)."""
+    if not projector.bases.get("generator"):
+        return
+    check_base({INTEGRITY: {"bases": projector.bases}}, "generator", generator_identity(name, model, tokenizer),
+               where=where, fix=f"Use the generator the projector was trained with ({projector.config.generator!r}), "
+                                f"or train a projector for it with `ragzip train xrag --generator {name} --out DIR`.")
 
 
 def as_embedding_matrix(vectors: Sequence[np.ndarray] | np.ndarray, dim: int) -> np.ndarray:

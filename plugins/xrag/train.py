@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from ragzip.generation import kv_cache_kwargs
 from ragzip.plugins.xrag.config import ProjectorConfig, check_context_template
-from ragzip.plugins.xrag.modeling import XRAGProjector
+from ragzip.plugins.xrag.modeling import XRAGProjector, load_encoder
 
 logger = logging.getLogger("ragzip.xrag.train")
 
@@ -544,6 +544,7 @@ def train(args: argparse.Namespace) -> int:
                              generator=args.generator, generator_hidden=generator.hidden_size,
                              context_template=args.context_template)
     projector = XRAGProjector(config)
+    projector.record_bases(encoder=load_encoder(config), generator=generator)  # checked when the artifact loads
     losses: dict[str, Any] = {}
 
     t0 = time.perf_counter()
