@@ -180,7 +180,8 @@ def test_registered_and_built_from_yaml_dict():
     ({"empty_threshold": 1.5},
      "compressor[abstractive].empty_threshold = 1.5 is out of range; it must lie in [0.0, 1.0]."),
     ({"relevance_gate": "bm25"},
-     "compressor[abstractive].relevance_gate = 'bm25' is not allowed; choose one of 'extractive', 'none'."),
+     "compressor[abstractive].relevance_gate = 'bm25' is not allowed; choose one of 'auto', 'set', 'extractive', "
+     "'none'."),
     ({"gate_threshold": -0.1},
      "compressor[abstractive].gate_threshold = -0.1 is out of range; it must lie in [0.0, 1.0]."),
 ])
@@ -676,8 +677,118 @@ def test_shipped_adapter_summarizes_gold_and_stays_empty_on_unrelated():
     off = c.compress("Which psychic is best known for the show Most Haunted?", unrelated)
     # The shipped extractive gate stops it before the summarizer; without the gate the summarizer's own P(end) is
     # higher on the unrelated passages than on the gold ones.
-    assert not gold.extra["gated"] and gold.extra["gate_score"] >= c.config.gate_threshold
+    assert not gold.extra["gated"] and gold.extra["gate_score"] >= c.gate_threshold
     assert off.extra["gated"] and off.extra["empty"] and off.text == "" and off.extra["p_end"] is None
     ungated = AbstractiveCompressor(AbstractiveConfig(relevance_gate="none"), summarizer=c.summarizer)
     assert ungated.compress("Which psychic is best known for the show Most Haunted?", unrelated).extra["p_end"] > \
         gold.extra["p_end"]
+
+
+# ------------------------------------------------------------------------------------------- extract-then-fuse (#18)
+def _titled_passages():
+    from ragzip.data import make_passage
+
+    return [make_passage("Derek Acorah", "Derek Acorah was a British medium. He was best known for the show Most "
+                                         "Haunted.", "t"),
+            make_passage("Paris", "Paris is the capital of France. The Eiffel Tower was completed in 1889.", "t")]
+
+
+def test_extract_then_fuse_reads_only_the_kept_sentences_under_their_titles(scripted):
+    c, fake = scripted(["Derek Acorah was best known for Most Haunted."], gate=_gate("Haunted"), input="extracted",
+                       extract_tokens=10)
+    ctx = c.compress(QUERY, _titled_passages())
+    # the summarizer read one kept sentence, titled; nothing of the Paris passage
+    assert fake.prompts == [f"Question: {QUERY}\n Document: Derek Acorah: He was best known for the show Most "
+                            "Haunted.\n Summary: "]
+    assert ctx.extra["input"] == "extracted" and ctx.extra["extract_tokens"] == 10
+    assert ctx.extra["extracted_tokens"] == 9 and ctx.extra["gate"] == "extractive"
+    assert [r.decision for r in ctx.results] == ["summarized", "dropped"]
+    assert ctx.results[1].reason.startswith("not kept by the extractive step (max_tokens=10")
+    # provenance: the summary sentence comes from passage 0, sentence (unit) 1
+    assert ctx.extra["sources"] == [{"sentence": "Derek Acorah was best known for Most Haunted.", "passage": 0,
+                                     "id": ctx.results[0].passage.id, "units": [1], "support": 1.0}]
+    assert ctx.results[0].extra["summary_sentences"] == [0] and ctx.results[0].extra["attributed"]
+    assert [u.kept for u in ctx.results[0].units] == [False, True]
+
+
+def test_extract_then_fuse_scores_once_for_gate_and_extraction(scripted):
+    gate = _gate("Haunted")
+    c, fake = scripted(["Most Haunted."], gate=gate, input="extracted", extract_tokens=10)
+    out = c.compress_batch([QUERY, "Who painted it?"], [_titled_passages(), _titled_passages()[1:]])
+    assert gate.scorer.calls == 1 and len(fake.prompts) == 1
+    assert [o.extra["gated"] for o in out] == [False, True]
+
+
+def _write_gate(folder, threshold=0.5):
+    from ragzip.relevance import FEATURES, LogisticSetGate
+
+    return LogisticSetGate(weights=[3.0] + [0.0] * (len(FEATURES) - 1), bias=0.0, threshold=threshold).save(
+        folder / "set_gate.json")
+
+
+def test_set_gate_decides_from_the_whole_set(scripted, tmp_path):
+    _write_gate(tmp_path)
+    c, fake = scripted(["Derek Acorah hosted Most Haunted."], gate=_gate("Haunted"), relevance_gate="set",
+                       gate_model=str(tmp_path))
+    hit = c.compress(QUERY, PASSAGES)
+    miss = c.compress("Who painted the Mona Lisa?", PASSAGES[:1] + PASSAGES[2:])
+    assert hit.extra["gate"] == "set" and not hit.extra["gated"] and hit.extra["gate_score"] > 0.99
+    assert miss.extra["gated"] and miss.extra["gate_score"] < 0.01 and len(fake.prompts) == 1
+    assert "set relevance gate gave P(the passages hold the evidence) = 0.000, below 0.5" in miss.results[0].reason
+    assert c.gate_threshold == 0.5
+    auto, _ = scripted([], gate=_gate("Haunted"), relevance_gate="auto", gate_model=str(tmp_path))
+    assert auto.gate_kind == "set"
+    (tmp_path / "set_gate.json").unlink()
+    assert auto.gate_kind == "extractive"
+    with pytest.raises(Exception, match="fit one with `ragzip train extractive --fit-set-gate"):
+        scripted([], gate=_gate("Haunted"), relevance_gate="set", gate_model=str(tmp_path))[0].compress(QUERY, PASSAGES)
+
+
+def _question(i):
+    from ragzip.plugins.extractive.train import Paragraph, Question
+
+    q = f"Which psychic {i} hosted Most Haunted?"
+    return Question(str(i), q, [
+        Paragraph(q, "Derek Acorah", ["Derek Acorah was a psychic.", "He hosted Most Haunted."], [0, 1]),
+        Paragraph(q, "Uri Geller", ["Uri Geller is an illusionist."], [0]),
+        Paragraph(q, "Paris", ["Paris is the capital of France."], [0]),
+        Paragraph(q, "Nina", ["Nina presented a show."], [0]),
+        Paragraph(q, "Rome", ["Rome is in Italy."], [0]),
+        Paragraph(q, "Oslo", ["Oslo is in Norway."], [0]),
+    ])
+
+
+def test_extracted_examples_target_only_the_kept_evidence(words):
+    import random
+
+    from ragzip.plugins.abstractive.train import choose_sets, extracted_examples
+
+    extractor = ExtractiveCompressor(ExtractiveConfig(max_tokens=8), scorer=KeywordScorer("Haunted"),
+                                     token_counter=words)
+    sets = choose_sets([_question(i) for i in range(6)], random.Random(0), empty_frac=0.5)
+    assert [k for _, _, k in sets] == ["gold", "empty"] * 6  # empty_frac 0.5: every gold set has its empty twin
+    examples = extracted_examples(sets, extractor)
+    gold, empty = examples[0], examples[1]
+    assert gold.target == "Derek Acorah: He hosted Most Haunted." and gold.kind == "gold"
+    assert "Derek Acorah: He hosted Most Haunted." in gold.docs
+    assert empty.target == "" and empty.kind == "empty" and all("Haunted" not in d for d in empty.docs)
+    assert sum(len(d.split()) for d in gold.docs) <= 8 + len(gold.docs) * 2  # the budget (plus the titles)
+
+
+def test_train_main_extract_then_fuse_end_to_end(causal_dir, tmp_path):
+    from ragzip.plugins.abstractive.train import main
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(_hotpot_record(i)) for i in range(10)) + "\n")
+    out = tmp_path / "adapter"
+    rc = main(["--out", str(out), "--data", str(data), "--model", causal_dir, "--input", "extracted",
+               "--extract-tokens", "32", "--steps", "2", "--accum", "2", "--holdout", "2", "--checkpoint-every", "0",
+               "--log-every", "1", "--targets", "q_proj,v_proj", "--dtype", "float32"])
+    assert rc == 0
+    card = json.loads((out / "config.json").read_text())
+    assert card["input"] == "extracted" and card["extract_tokens"] == 32 and card["max_passage_tokens"] == 0
+    assert card["train"]["input"] == "extracted" and card["train"]["data_stats"]["holdout_records"] == 2
+    assert "extract-then-fuse" in (out / "MODEL_CARD.md").read_text()
+    c = AbstractiveCompressor(AbstractiveConfig(model=causal_dir, adapter=str(out), tokenizer="whitespace",
+                                                relevance_gate="none", max_summary_tokens=4))
+    assert c.input_kind == "extracted" and c.extract_tokens() == 32

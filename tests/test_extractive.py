@@ -234,7 +234,9 @@ def test_weights_that_do_not_match_the_config_are_refused(tiny_artifact: Path, t
     config = json.loads((folder / "config.json").read_text())
     config["trained_layers"] = 2
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelNotFoundError, match=re.escape("does not match its config.json (trained_layers=2)")):
+    with pytest.raises(ModelNotFoundError, match=re.escape(
+            "(trained_layers=2, head_hidden=16, head_type='interaction'): the weights do not match config.json: "
+            "missing ['encoder.encoder.layer.0.")):
         CrossEncoderScorer.from_pretrained(folder)
 
 
@@ -499,3 +501,22 @@ def test_selective_keeps_an_absolute_evidence_floor_under_a_relative_rule() -> N
     assert out.text == "" and out.extra == {"threshold": 0.5, "relative": 0.5}
     high = fake(SCORES, selective=True, relative=0.96).compress("q?", PASSAGES)  # floors 0.5 and 0.96 x 0.95
     assert high.text == "Gamma one."
+
+
+def test_selective_set_gate_decides_no_evidence_from_the_whole_set(tmp_path) -> None:
+    """``selective_rule: set_gate``: the set-level gate beside the model decides "no evidence"; no absolute floor."""
+    from ragzip.relevance import FEATURES, LogisticSetGate
+
+    LogisticSetGate(weights=[3.0] + [0.0] * (len(FEATURES) - 1), bias=0.0, threshold=0.5).save(
+        tmp_path / "set_gate.json")
+    low = {"Alpha two.": 0.3, "Beta one.": 0.1}
+    gated = fake(low, selective=True, selective_rule="set_gate", model=str(tmp_path), max_tokens=4)
+    out = gated.compress("q?", PASSAGES)
+    assert out.text == "" and set(out.decisions().values()) == {"dropped"}
+    assert out.reason.startswith("selective: the set relevance gate gave P(the passages hold the evidence) = 0.0")
+    assert out.extra["set_gate"] < 0.5 and all(r.units for r in out.results)
+    passing = fake(SCORES, selective=True, selective_rule="set_gate", model=str(tmp_path), max_tokens=4)
+    kept = passing.compress("q?", PASSAGES)
+    assert kept.text == "Alpha two.\n\nGamma one." and passing.threshold is None  # the budget selects, no floor
+    with pytest.raises(ConfigError, match="selective_rule"):
+        ExtractiveConfig(selective_rule="best")

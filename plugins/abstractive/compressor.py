@@ -2,10 +2,13 @@
 
 What happens to one question:
 
-0. With ``relevance_gate: extractive`` (the default) the extractive classifier scores every sentence first; when no
-   sentence reaches ``gate_threshold`` the summary is empty ("nothing helps") and the summarizer is not called.
-   ``extra["gate_score"]`` holds the best sentence's score either way, ``extra["gated"]`` the decision.
-1. Each passage is cut to ``max_passage_tokens`` summarizer tokens (at a sentence end where one fits); by default
+0. The extractive classifier (``gate_model``) scores every sentence once. With ``input: extracted``
+   (extract-then-fuse) the summarizer reads only the sentences it keeps under ``extract_tokens``, with their
+   passages' titles, instead of whole passages. The relevance gate reads the same scores: ``relevance_gate: set``
+   (the set-level gate fitted beside the classifier, :mod:`ragzip.relevance`) or ``extractive`` (the best
+   sentence alone); below ``gate_threshold`` the summary is empty ("nothing helps") and the summarizer is not
+   called. ``extra["gate_score"]`` holds the gate's value either way, ``extra["gated"]`` the decision.
+1. With ``input: passages`` each passage is cut to ``max_passage_tokens`` summarizer tokens (at a sentence end where one fits); by default
    the length the adapter was trained on (the shipped one: 96), since a small summarizer copes worst with inputs
    longer than it saw.
 2. If the prompt fits ``max_input_tokens`` the summarizer is called once. Otherwise, with ``long_input: map_reduce``,
@@ -23,7 +26,9 @@ What happens to one question:
 
 An empty summary with ``on_empty: no_context`` gives ``CompressedContext(summary="")`` with a reason: the generator
 then answers from the question alone (its ``no_context_template``). Every passage is reported: ``summarized`` (with
-``extra["attributed"]``: does a summary sentence draw on it), or ``dropped`` with the reason.
+``extra["attributed"]``: does a summary sentence draw on it, ``extra["summary_sentences"]``: which), or
+``dropped`` with the reason (with ``input: extracted``, also when the extractive step kept nothing of it).
+``extra["sources"]`` maps every summary sentence to the passage and the sentences (unit indices) it draws on.
 """
 
 from __future__ import annotations
@@ -38,12 +43,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragzip.compressor import Compressor
+from ragzip.data import passage_text
 from ragzip.errors import ConfigError
+from ragzip.relevance import GATE_FILE, LogisticSetGate, load_beside
 from ragzip.softstore import SoftTokenStore
 from ragzip.tokens import TokenCounter
 from ragzip.types import CompressedContext, Passage, PassageResult
 
-from .config import AbstractiveConfig
+from .config import DEFAULT_EXTRACT_TOKENS, DEFAULT_GATE_THRESHOLD, AbstractiveConfig
 from .modeling import ENDS_SENTENCE, Summarizer, SummaryOutput, cut_to_tokens, read_adapter_config, split_sentences
 
 if TYPE_CHECKING:
@@ -57,6 +64,7 @@ ECHO_RATIO = 0.9
 DEFAULT_PASSAGE_TOKENS = 256
 EMPTY_REASON = "the summarizer found nothing in the passages that helps answer the question"
 _MAX_REDUCE_ROUNDS = 4
+_UNIT_SHARE = 0.3  # a summary sentence draws on a source sentence holding at least this share of its content words
 # Function words left out of the faithfulness overlap (they match anything); content words carry the claim.
 _STOPWORDS = frozenset("""a an the and or but if of to in on at by for with from as is are was were be been being
 it its this that these those he she they them his her their him we you i not no so than then there here which who
@@ -105,6 +113,8 @@ class _Job:
     reduce_rounds: int = 0
     gate_score: float | None = None
     gated: bool = False
+    source: list[int] = field(default_factory=list)  # docs[j] comes from passages[source[j]]
+    extracted: CompressedContext | None = None  # the extractive step's result (units with scores)
 
 
 class AbstractiveCompressor(Compressor):
@@ -169,9 +179,9 @@ class AbstractiveCompressor(Compressor):
 
     @property
     def gate(self) -> ExtractiveCompressor | None:
-        """The extractive compressor whose sentence scores decide "nothing helps" first; None when gating is off."""
-        cfg = self.config
-        if cfg.relevance_gate == "none" or cfg.gate_threshold <= 0:
+        """The extractive compressor that scores every sentence (for the gate and the extractive step); None when
+        neither is on."""
+        if self.gate_kind == "none" and self.input_kind != "extracted":
             return None
         if self._gate is None:
             with self._load_lock:
@@ -179,29 +189,112 @@ class AbstractiveCompressor(Compressor):
                     from ragzip.plugins.extractive.compressor import ExtractiveCompressor
                     from ragzip.plugins.extractive.config import ExtractiveConfig
 
-                    self._gate = ExtractiveCompressor(ExtractiveConfig(model=cfg.gate_model, device=cfg.device or ""))
+                    cfg = self.config
+                    self._gate = ExtractiveCompressor(ExtractiveConfig(model=cfg.gate_model, device=cfg.device or ""),
+                                                      token_counter=self.token_counter)
         return self._gate
 
-    def gate_scores(self, queries: list[str], passages: list[list[Passage]]) -> list[float]:
-        """The gate's score of each question: its best sentence's P(useful) (0 without a finite score).
+    def _gate_folder(self) -> Path | None:
+        from ragzip.plugins.extractive.modeling import DEFAULT_ARTIFACT
 
-        One scorer call for all questions; needs the gate on (``relevance_gate: extractive``, threshold > 0).
-        """
+        spec = self.config.gate_model
+        folder = DEFAULT_ARTIFACT if spec == "default" else Path(spec).expanduser()
+        return folder if folder.is_dir() else None
+
+    @property
+    def gate_kind(self) -> str:
+        """The gate in force: 'set', 'extractive' (best sentence) or 'none' ('auto' resolved, threshold 0 = none)."""
+        cfg = self.config
+        if cfg.relevance_gate == "none" or cfg.gate_threshold == 0:
+            return "none"
+        if cfg.relevance_gate == "auto":
+            folder = self._gate_folder()
+            return "set" if folder is not None and (folder / GATE_FILE).is_file() else "extractive"
+        return cfg.relevance_gate
+
+    @property
+    def set_gate(self) -> LogisticSetGate:
+        """The set-level gate fitted beside ``gate_model`` (``set_gate.json``), loaded on first use."""
+        if getattr(self, "_set_gate", None) is None:
+            folder = self._gate_folder()
+            if folder is None:
+                raise ConfigError(f"compressor[abstractive].gate_model = {self.config.gate_model!r} is not a folder, "
+                                  "so it has no set gate; use relevance_gate: extractive, or fit one with "
+                                  "`ragzip train extractive --fit-set-gate --model FOLDER`.")
+            self._set_gate = load_beside(folder)
+        return self._set_gate
+
+    @property
+    def gate_threshold(self) -> float:
+        """The threshold in force: the config's, else the set gate's calibrated one, else the best-sentence rule's."""
+        if self.config.gate_threshold is not None:
+            return self.config.gate_threshold
+        return self.set_gate.threshold if self.gate_kind == "set" else DEFAULT_GATE_THRESHOLD
+
+    @property
+    def input_kind(self) -> str:
+        """What the summarizer reads: 'extracted' or 'passages' ('auto' = what the adapter was trained on)."""
+        if self.config.input != "auto":
+            return self.config.input
+        card = self._adapter_card()
+        return card.input if card is not None else "passages"
+
+    def _adapter_card(self) -> Any:
+        if self._summarizer is not None:
+            return self._summarizer.adapter
+        path = self.adapter_path()
+        return read_adapter_config(path) if path is not None else None
+
+    def extract_tokens(self) -> int:
+        if self.config.extract_tokens is not None:
+            return self.config.extract_tokens
+        card = self._adapter_card()
+        return card.extract_tokens if card is not None and card.extract_tokens else DEFAULT_EXTRACT_TOKENS
+
+    def _extractor(self) -> ExtractiveCompressor:
+        """The gate's compressor with the extractive step's budget, sharing its scorer (one scoring pass)."""
+        from dataclasses import replace
+
+        from ragzip.plugins.extractive.compressor import ExtractiveCompressor
+
         gate = self.gate
-        if gate is None:
+        assert gate is not None
+        budget = self.extract_tokens() if self.input_kind == "extracted" else None
+        key = (id(gate), budget)
+        if getattr(self, "_extractor_key", None) != key:
+            self._extractor_cached = ExtractiveCompressor(replace(gate.config, max_tokens=budget), scorer=gate.scorer,
+                                                          token_counter=self.token_counter)
+            memo = getattr(gate, "_score_memo", None)
+            if memo is not None:
+                self._extractor_cached._score_memo = memo
+            self._extractor_key = key
+        return self._extractor_cached
+
+    def _gate_value(self, extracted: CompressedContext) -> float:
+        scores = [[u.score if u.score is not None else math.nan for u in r.units] for r in extracted.results]
+        if self.gate_kind == "set":
+            return self.set_gate.probability(scores)
+        return max((x for row in scores for x in row if math.isfinite(x)), default=0.0)
+
+    def gate_scores(self, queries: list[str], passages: list[list[Passage]]) -> list[float]:
+        """The gate's value for each question: P(the set holds the evidence) for the set gate, the best sentence's
+        P(useful) for the best-sentence rule (0 without a finite score). One scorer call for all questions."""
+        if self.gate_kind == "none":
             raise ConfigError("compressor[abstractive] has no relevance gate (relevance_gate: none or "
-                              "gate_threshold: 0); set relevance_gate: extractive to score with it.")
-        scores = gate.score_sentences(queries, passages) if queries else []
-        return [max((x for row in per_passage for x in row if math.isfinite(x)), default=0.0)
-                for per_passage in scores]
+                              "gate_threshold: 0); set relevance_gate: extractive (or set) to score with it.")
+        if not queries:
+            return []
+        return [self._gate_value(ctx) for ctx in self._extractor().compress_batch(queries, passages)]
 
     def _apply_gate(self, jobs: list[_Job]) -> None:
-        """Mark the jobs whose best sentence is below the threshold as gated (no-op when the gate is off)."""
-        if self.gate is None or not jobs:
+        """Mark the jobs whose gate value is below the threshold as gated (no-op when the gate is off)."""
+        if self.gate_kind == "none":
             return
-        for job, best in zip(jobs, self.gate_scores([j.query for j in jobs], [j.passages for j in jobs]), strict=True):
-            job.gate_score = best
-            job.gated = best < self.config.gate_threshold
+        threshold = self.gate_threshold
+        for job in jobs:
+            assert job.extracted is not None
+            job.gate_score = self._gate_value(job.extracted)
+            job.gated = job.gate_score < threshold
 
     def _template(self) -> None:
         if self.config.prompt_template:
@@ -220,14 +313,25 @@ class AbstractiveCompressor(Compressor):
         return card.empty_threshold if card is not None else None
 
     # ------------------------------------------------------------------------------------------------- planning
-    def _plan(self, query: str, passages: list[Passage]) -> _Job:
+    def _plan(self, query: str, passages: list[Passage], extracted: CompressedContext | None = None) -> _Job:
         s = self.summarizer
-        docs, cut = [], []
-        for p in passages:
-            text, was_cut = cut_to_tokens(p.text, self._passage_tokens(), s.tokenizer)
-            docs.append(text)
-            cut.append(was_cut)
-        job = _Job(query, passages, docs, cut)
+        docs, cut, source = [], [], []
+        if self.input_kind == "extracted":
+            assert extracted is not None
+            for i, (p, r) in enumerate(zip(passages, extracted.results, strict=True)):
+                if r.text.strip():
+                    docs.append(_titled(p, r.text))
+                    cut.append(False)
+                    source.append(i)
+        else:
+            for i, p in enumerate(passages):
+                text, was_cut = cut_to_tokens(p.text, self._passage_tokens(), s.tokenizer)
+                docs.append(text)
+                cut.append(was_cut)
+                source.append(i)
+        job = _Job(query, passages, docs, cut, source=source, extracted=extracted)
+        if not docs:
+            return job
         budget = self.config.max_input_tokens - len(s.encode_prompt(s.prompt(query, [""])))
         if budget < 16:
             raise ConfigError(f"compressor[abstractive].max_input_tokens={self.config.max_input_tokens} leaves "
@@ -372,12 +476,18 @@ class AbstractiveCompressor(Compressor):
     # ------------------------------------------------------------------------------------------------- compress
     def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:
         self._template()
-        jobs = [self._plan(q, p) for q, p in zip(queries, passages, strict=True) if p]
+        live = [(q, p) for q, p in zip(queries, passages, strict=True) if p]
+        extracted: list[CompressedContext | None] = [None] * len(live)
+        if live and self.gate is not None:  # one scoring pass for the gate and the extractive step
+            extracted = list(self._extractor().compress_batch([q for q, _ in live], [p for _, p in live]))
+        jobs = [self._plan(q, p, e) for (q, p), e in zip(live, extracted, strict=True)]
         self._apply_gate(jobs)
         for job in jobs:
             if job.gated:
                 job.output = SummaryOutput("", "", 0, 1.0, "gated")
-        self._summarize([j for j in jobs if not j.gated])
+            elif not job.docs:
+                job.output = SummaryOutput("", "", 0, 1.0, "nothing extracted")
+        self._summarize([j for j in jobs if j.output is None])
         done = iter(jobs)
         return [self._finish(next(done)) if p else self.context(q, [], reason="no passages")
                 for q, p in zip(queries, passages, strict=True)]
@@ -391,18 +501,30 @@ class AbstractiveCompressor(Compressor):
         before = self.token_counter.count_many([p.text for p in job.passages])
         extra: dict[str, Any] = {
             "empty": False, "echo": False, "truncated": out.stopped == "length", "stopped": out.stopped,
-            "p_end": None if job.gated else round(out.p_end, 4),
+            "p_end": None if out.stopped in ("gated", "nothing extracted") else round(out.p_end, 4),
             "summarizer_calls": job.calls, "map_reduce": len(job.groups) > 1, "groups": len(job.groups),
             "reduce_rounds": job.reduce_rounds, "passages_cut": sum(job.cut), "summary_raw_tokens": out.n_tokens,
-            "gated": job.gated,
+            "gated": job.gated, "gate": self.gate_kind,
             "gate_score": None if job.gate_score is None else round(job.gate_score, 4),
+            "input": self.input_kind,
         }
+        if self.input_kind == "extracted" and job.extracted is not None:
+            extra["extract_tokens"] = self.extract_tokens()
+            extra["extracted_tokens"] = sum(r.tokens_after for r in job.extracted.results)
         if job.gated:
             extra["empty"] = True
             self._count(questions=1, empty=1, gated=1)
-            return self._empty(job, before, extra,
-                               f"the relevance gate found no sentence with P(useful) >= {self.config.gate_threshold} "
-                               f"(best {job.gate_score:.3f})")
+            if self.gate_kind == "set":
+                why = (f"the set relevance gate gave P(the passages hold the evidence) = {job.gate_score:.3f}, below "
+                       f"{self.gate_threshold:.3g}")
+            else:
+                why = (f"the relevance gate found no sentence with P(useful) >= {self.gate_threshold} "
+                       f"(best {job.gate_score:.3f})")
+            return self._empty(job, before, extra, why)
+        if not job.docs:
+            extra["empty"] = True
+            self._count(questions=1, empty=1)
+            return self._empty(job, before, extra, "the extractive step kept no sentence")
         summary = out.text
         echo = self._is_echo(summary, job) if summary else ""
         if echo:
@@ -414,18 +536,18 @@ class AbstractiveCompressor(Compressor):
         if summary:
             summary, removed = self._clean(summary, out.stopped == "length")
         extra["repeats_removed"] = removed
-        scores = [support(sent, job.docs) for sent in split_sentences(summary)] if summary else []
+        sentences = split_sentences(summary) if summary else []
+        scores = [support(sent, job.docs) for sent in sentences]
         if self.config.faithfulness_check and scores:
-            sentences = split_sentences(summary)
             keep = [i for i, (sc, _) in enumerate(scores) if sc >= self.config.faithfulness_threshold]
             dropped = len(sentences) - len(keep)
             extra["faithfulness"] = {"sentences": len(sentences), "dropped": dropped,
                                      "support": [round(sc, 3) for sc, _ in scores]}
             self._count(faithfulness_checked=1, faithfulness_fired=int(dropped > 0), sentences_checked=len(sentences),
                         sentences_dropped=dropped)
-            summary = " ".join(sentences[i] for i in keep)
+            sentences = [sentences[i] for i in keep]
             scores = [scores[i] for i in keep]
-        attributed = {where for sc, where in scores if sc >= self.config.faithfulness_threshold and where >= 0}
+            summary = " ".join(sentences)
         self._count(questions=1, truncated=int(extra["truncated"]), map_reduce=int(extra["map_reduce"]))
         if not summary:
             extra["empty"] = True
@@ -434,16 +556,53 @@ class AbstractiveCompressor(Compressor):
             if "faithfulness" in extra and extra["faithfulness"]["sentences"]:
                 reason = "the faithfulness check removed every summary sentence (none found in the passages)"
             return self._empty(job, before, extra, reason)
+        sources = self._sources(job, sentences, scores)
+        extra["sources"] = sources
+        drawn: dict[int, list[int]] = {}
+        for k, src in enumerate(sources):
+            if src["passage"] is not None:
+                drawn.setdefault(src["passage"], []).append(k)
+        in_window = {job.source[j] for j in range(len(job.docs)) if j not in job.window_dropped}
+        given = set(job.source)
         results = []
         for i, (p, n) in enumerate(zip(job.passages, before, strict=True)):
-            why = "fused into the summary" if i in attributed else "summarized; no summary sentence draws on it"
-            if i in job.window_dropped:
-                why = "left out: did not fit the summarizer window (long_input: truncate)"
-            results.append(PassageResult(p, "", "summarized" if i not in job.window_dropped else "dropped",
-                                         reason=why, tokens_before=n, tokens_after=0,
-                                         extra={"attributed": i in attributed, "cut": job.cut[i]}))
+            cut_here = job.cut[job.source.index(i)] if i in given else False
+            units = job.extracted.results[i].units if job.extracted is not None else ()
+            info = {"attributed": i in drawn, "summary_sentences": drawn.get(i, []), "cut": cut_here}
+            if i not in given:
+                why = job.extracted.results[i].reason if job.extracted is not None else ""
+                results.append(PassageResult(p, "", "dropped", reason=f"not kept by the extractive step ({why})",
+                                             units=units, tokens_before=n, extra=info))
+            elif i not in in_window:
+                results.append(PassageResult(p, "", "dropped", units=units, tokens_before=n, extra=info,
+                                             reason="left out: did not fit the summarizer window (long_input: "
+                                                    "truncate)"))
+            else:
+                why = "fused into the summary" if i in drawn else "summarized; no summary sentence draws on it"
+                results.append(PassageResult(p, "", "summarized", reason=why, units=units, tokens_before=n,
+                                             tokens_after=0, extra=info))
         return self.context(job.query, results, summary=summary, summary_tokens=self.token_counter.count(summary),
                             extra=extra)
+
+    def _sources(self, job: _Job, sentences: list[str], scores: list[tuple[float, int]]) -> list[dict[str, Any]]:
+        """Where each summary sentence comes from: the passage that supports it best (the faithfulness check's
+        alignment) and, when sentences were scored, the kept sentences (unit indices) whose content words it uses."""
+        out = []
+        for sentence, (score, where) in zip(sentences, scores, strict=True):
+            supported = where >= 0 and score >= self.config.faithfulness_threshold
+            passage = job.source[where] if supported else None
+            units: list[int] = []
+            if passage is not None and job.extracted is not None:
+                words = content_words(sentence)
+                overlaps = [(len(words & content_words(u.text)) / max(len(words), 1), u.index)
+                            for u in job.extracted.results[passage].units if u.kept or self.input_kind == "passages"]
+                units = sorted(k for share, k in overlaps if share >= _UNIT_SHARE)
+                if not units and overlaps and max(overlaps)[0] > 0:
+                    units = [max(overlaps)[1]]
+            out.append({"sentence": sentence, "passage": passage,
+                        "id": job.passages[passage].id if passage is not None else None,
+                        "units": units, "support": round(score, 3)})
+        return out
 
     def _empty(self, job: _Job, before: list[int], extra: dict[str, Any], reason: str) -> CompressedContext:
         if self.config.on_empty == "keep_original":
@@ -494,3 +653,11 @@ class AbstractiveCompressor(Compressor):
         checked = counts.get("faithfulness_checked", 0)
         out["faithfulness_fire_rate"] = counts.get("faithfulness_fired", 0) / checked if checked else 0.0
         return out
+
+
+def _titled(passage: Passage, text: str) -> str:
+    """What the summarizer reads of an extracted passage: its kept sentences, after its title when they lack it."""
+    title = passage.metadata.get("title", "")
+    if not isinstance(title, str) or not title.strip() or text.lstrip().startswith(title.strip()):
+        return text
+    return passage_text(title, text)

@@ -15,7 +15,9 @@ BACKBONES = ("causal", "seq2seq")
 ON_EMPTY = ("no_context", "keep_original")
 ON_ECHO = ("truncate", "keep_original", "no_context")
 LONG_INPUT = ("map_reduce", "truncate")
-RELEVANCE_GATE = ("extractive", "none")
+RELEVANCE_GATE = ("auto", "set", "extractive", "none")
+INPUTS = ("auto", "extracted", "passages")
+DEFAULT_EXTRACT_TOKENS = 160
 # Largest gate threshold that left at most 5% of held-out *train* questions with their gold paragraphs empty (the
 # 100 HotpotQA questions the shipped extractive classifier held out; 2 gold + 3 distractors vs 5 distractors):
 # 5% / 38%, ROC AUC 0.82 (benchmarks/results/abstractive_gate_heldout_train.json).
@@ -80,23 +82,37 @@ class AbstractiveConfig(CompressorConfig):
         metadata={"help": "Summary is empty when P(end marker as the first token) >= this; empty = the adapter's "
                           "calibrated value, or plain greedy decoding (end marker is the top token) without one."},
     )
+    input: str = field(
+        default="auto",
+        metadata={"help": "What the summarizer reads: 'extracted' (the sentences the extractive classifier keeps "
+                          "under `extract_tokens`, with their titles: extract-then-fuse), 'passages' (each passage cut "
+                          "to `max_passage_tokens`), or 'auto' (what the adapter was trained on)."},
+    )
+    extract_tokens: int | None = field(
+        default=None,
+        metadata={"help": "With input: extracted, the token budget of the extractive step (its `max_tokens`); empty = "
+                          f"what the adapter was trained with, else {DEFAULT_EXTRACT_TOKENS}."},
+    )
     relevance_gate: str = field(
-        default="extractive",
-        metadata={"help": "Decide 'nothing helps' before summarizing: 'extractive' scores every sentence with the "
-                          "extractive classifier (`gate_model`) and returns an empty summary, without calling the "
-                          "summarizer, when no sentence reaches `gate_threshold`; 'none' leaves the decision to the "
-                          "summarizer alone."},
+        default="auto",
+        metadata={"help": "Decide 'nothing helps' before summarizing, from the extractive classifier's sentence "
+                          "scores (`gate_model`): 'set' (the set-level gate fitted beside the classifier, "
+                          "set_gate.json: P(the set holds the evidence) from the scores of all sentences), "
+                          "'extractive' (the best sentence's score alone), 'none' (the summarizer alone decides), or "
+                          "'auto' ('set' when the classifier has a set gate, else 'extractive'). A gated question gets "
+                          "an empty summary without a summarizer call."},
     )
     gate_model: str = field(
         default="default",
-        metadata={"help": "The extractive (crossencoder) model the gate scores with: 'default' = the one shipped "
-                          "with ragzip, or a folder from `ragzip train extractive`."},
+        metadata={"help": "The extractive (crossencoder) model the gate and the extractive step score with: "
+                          "'default' = the one shipped with ragzip, or a folder from `ragzip train extractive`."},
     )
-    gate_threshold: float = field(
-        default=DEFAULT_GATE_THRESHOLD,
-        metadata={"help": "Gate: the summary is empty when the best sentence's P(useful) is below this "
-                          "(0 = never gate). The default keeps gold passages for 95% of held-out training "
-                          "questions."},
+    gate_threshold: float | None = field(
+        default=None,
+        metadata={"help": "Gate threshold (0 = never gate): the summary is empty when the gate's probability is "
+                          "below it. Empty = the calibrated one: the set gate's own, or "
+                          f"{DEFAULT_GATE_THRESHOLD} for the best-sentence rule (both keep the evidence of 95% of "
+                          "held-out training questions)."},
     )
     on_echo: str = field(
         default="truncate",
@@ -128,7 +144,11 @@ class AbstractiveConfig(CompressorConfig):
         check_choice(WHERE, "on_empty", self.on_empty, ON_EMPTY)
         check_choice(WHERE, "on_echo", self.on_echo, ON_ECHO)
         check_choice(WHERE, "relevance_gate", self.relevance_gate, RELEVANCE_GATE)
-        check_range(WHERE, "gate_threshold", self.gate_threshold, 0.0, 1.0)
+        check_choice(WHERE, "input", self.input, INPUTS)
+        if self.gate_threshold is not None:
+            check_range(WHERE, "gate_threshold", self.gate_threshold, 0.0, 1.0)
+        if self.extract_tokens is not None:
+            check_range(WHERE, "extract_tokens", self.extract_tokens, 8)
         if not isinstance(self.gate_model, str) or not self.gate_model.strip():
             raise ConfigError(f"{WHERE}.gate_model must be 'default' or an extractive model folder, "
                               f"got {self.gate_model!r}.")

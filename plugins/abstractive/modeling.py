@@ -16,7 +16,6 @@ tokenizer's end token; an end token first means an empty summary ("nothing here 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import re
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ragzip.artifacts import INTEGRITY, base_identity, check_base, read_config, save_artifact, verify_weights
 from ragzip.config_utils import check_choice, check_range, from_dict
 from ragzip.errors import ConfigError, InputError, ModelNotFoundError
 from ragzip.text import split_sentences as _split
@@ -42,6 +42,9 @@ WEIGHTS_NAME = "model.safetensors"
 # Llama/SmolLM2/Qwen/Mistral names first, then T5's (q, k, v, o, wi, wo) and GPT-2's (c_attn, c_proj are Conv1D).
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "q", "k", "v", "o",
                    "wi", "wo", "wi_0", "wi_1")
+ADAPTER_FIX = ("Load the adapter on the model it was trained for (`base_model` in its config.json), use the folder as "
+               "it was saved (config.json and model.safetensors together, unedited), or train a new adapter with "
+               "`ragzip train abstractive --out DIR`.")
 ENDS_SENTENCE = re.compile(r"[.!?。！？][\"'”’)\]」』]*\s*$")
 
 
@@ -165,6 +168,8 @@ class AdapterConfig:
     empty_threshold: float | None = None
     summary_prefix: str = ""
     max_passage_tokens: int = 0
+    input: str = "passages"  # what it was trained to read: "passages" or "extracted" (extract-then-fuse)
+    extract_tokens: int = 0  # with input "extracted": the extractive step's token budget in training
     dtype: str = "float32"
     train: dict[str, Any] = field(default_factory=dict)
 
@@ -182,13 +187,26 @@ class AdapterConfig:
 
 def read_adapter_config(folder: str | Path) -> AdapterConfig:
     """Read ``config.json`` of an adapter folder; unknown keys (from a newer ragzip) are logged and ignored."""
+    return _read_adapter(folder)[0]
+
+
+def _read_adapter(folder: str | Path) -> tuple[AdapterConfig, dict[str, Any]]:
+    """The typed card of an adapter folder and its raw ``config.json`` (which holds the integrity record)."""
     path = Path(folder) / CONFIG_NAME
     if not path.is_file():
         raise ModelNotFoundError(f"no adapter at {str(folder)!r}: {CONFIG_NAME} is missing. Pass a folder written by "
                                  "`ragzip train abstractive --out DIR`, or adapter: none for the plain model.")
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    return from_dict(AdapterConfig, data, where=str(path), strict=False)
+    data = read_config(folder, where=f"adapter {str(folder)!r}", fix=ADAPTER_FIX)
+    fields = {k: v for k, v in data.items() if k != INTEGRITY}
+    return from_dict(AdapterConfig, fields, where=str(path), strict=False), data
+
+
+def summarizer_identity(name: str, model: nn.Module, tokenizer: Any) -> dict[str, Any]:
+    """The summarizer LM's identity an adapter records (:func:`ragzip.artifacts.base_identity`): name, hidden size,
+    fingerprints of its input embeddings (when float32, as ragzip loads them) and of its tokenizer."""
+    weight = model.get_input_embeddings().weight
+    return base_identity(name, model=model if weight.dtype == torch.float32 else None, tokenizer=tokenizer,
+                         hidden=int(weight.shape[1]))
 
 
 # ------------------------------------------------------------------------------------------------------- text cuts
@@ -329,13 +347,19 @@ class Summarizer:
         return [p for n, p in self.model.named_parameters() if n.endswith((".lora_A", ".lora_B"))]
 
     def load_adapter(self, folder: Path) -> None:
+        """Wrap the model with the adapter in ``folder``, after checking its weights file against the SHA-256 in
+        ``config.json`` and this model against the base-model identity recorded there (:mod:`ragzip.artifacts`)."""
         from safetensors.torch import load_file
 
-        card = read_adapter_config(folder)
+        card, raw = _read_adapter(folder)
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
             raise ModelNotFoundError(f"adapter {str(folder)!r} has {CONFIG_NAME} but no {WEIGHTS_NAME}; "
                                      "re-run `ragzip train abstractive --out DIR` or restore the file.")
+        where = f"adapter {str(folder)!r}"
+        verify_weights(folder, raw, where=where, fix=ADAPTER_FIX)
+        check_base(raw, "summarizer", summarizer_identity(self.base_model or card.base_model, self.model,
+                                                          self.tokenizer), where=where, fix=ADAPTER_FIX)
         add_lora(self.model, card.lora_config())
         load_lora_state_dict(self.model, load_file(str(weights)), where=f"adapter {str(folder)!r}")
         self.model.eval()
@@ -344,9 +368,10 @@ class Summarizer:
         self.summary_prefix = card.summary_prefix
 
     def save_adapter(self, folder: str | Path, **card: Any) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` holding only the LoRA weights (``dtype`` from the card)."""
-        from safetensors.torch import save_file
+        """Write ``config.json`` and ``model.safetensors`` holding only the LoRA weights (``dtype`` from the card).
 
+        ``config.json`` records the file's SHA-256 and the summarizer model's identity, checked when it loads.
+        """
         from ragzip import __version__
 
         if self.adapter is None:
@@ -357,13 +382,9 @@ class Summarizer:
         self.adapter.__post_init__()
         dtype = getattr(torch, self.adapter.dtype)
         state = {k: v.to(dtype) for k, v in lora_state_dict(self.model).items()}
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "type": ADAPTER_TYPE})
-        with open(folder / CONFIG_NAME, "w", encoding="utf-8") as handle:
-            json.dump(asdict(self.adapter), handle, indent=2)
-            handle.write("\n")
-        return folder
+        identity = summarizer_identity(self.adapter.base_model or self.base_model, self.model, self.tokenizer)
+        return save_artifact(folder, asdict(self.adapter), state, bases={"summarizer": identity},
+                             metadata={"type": ADAPTER_TYPE})
 
     # ------------------------------------------------------------------------------------------------- prompts
     def _end_ids(self) -> list[int]:

@@ -170,12 +170,131 @@ def teacher_targets(examples: list[Example], teacher: str, *, max_new_tokens: in
     return out, {"teacher": teacher, "asked": len(todo), "kept": kept}
 
 
+# ----------------------------------------------------------------------------------------------- extract-then-fuse
+def _labelled_passage(paragraph: Any) -> tuple[Any, list[tuple[int, int]]]:
+    """A Passage built as ``ragzip.data`` builds them, and the character span of each labelled sentence in it."""
+    from ragzip.data import make_passage
+
+    body = " ".join(paragraph.sentences)
+    passage = make_passage(paragraph.title, body, "train")
+    offset = len(passage.text) - len(body)
+    spans, at = [], offset
+    for sentence in paragraph.sentences:
+        spans.append((at, at + len(sentence)))
+        at += len(sentence) + 1
+    return passage, spans
+
+
+def choose_sets(questions: Sequence[Any], rng: random.Random, *, empty_frac: float, paired: bool = True,
+                ) -> list[tuple[Any, list[Any], str]]:
+    """``(question, paragraphs, kind)`` sets of five: gold paragraphs + distractors ("gold"), or distractors only
+    ("empty"; with ``paired`` right after a gold set of the same question). A question with fewer than four
+    distractors of its own (NQ/QED: none) borrows other questions' paragraphs of the same source."""
+    by_source: dict[str, list[Any]] = {}
+    for q in questions:
+        by_source.setdefault(q.source, []).extend(q.paragraphs)
+    pair_prob = empty_frac / (1 - empty_frac)
+    out = []
+    for q in questions:
+        gold = [p for p in q.paragraphs if p.gold or p.anchor]
+        others = [p for p in q.paragraphs if not (p.gold or p.anchor)]
+        pool = by_source[q.source]
+        while len(others) < 5 and len(pool) > len(q.paragraphs) + 5:
+            cand = pool[rng.randrange(len(pool))]
+            if cand not in q.paragraphs and cand not in others:
+                others.append(type(cand)(q.query, cand.title, cand.sentences, [0] * len(cand.sentences)))
+        rng.shuffle(others)
+        kinds = (["gold", "empty"] if rng.random() < pair_prob else ["gold"]) if paired else \
+            ["empty" if rng.random() < empty_frac else "gold"]
+        for kind in kinds:
+            chosen = gold + others[: max(0, 5 - len(gold))] if kind == "gold" else others[:5]
+            chosen = list(chosen)
+            rng.shuffle(chosen)
+            out.append((q, chosen, kind))
+    return out
+
+
+def extracted_examples(sets: Sequence[tuple[Any, list[Any], str]], extractor: Any, *, batch: int = 16,
+                       ) -> list[Example]:
+    """What the summarizer reads at inference with ``input: extracted``: the extractive step's kept sentences of each
+    set (titled as the compressor titles them); the target is the kept sentences that are labelled evidence
+    (supporting facts / answer sentences), per passage in input order, or empty when the step kept none."""
+    from ragzip.plugins.abstractive.compressor import _titled
+
+    out: list[Example] = []
+    for start in range(0, len(sets), batch):
+        chunk = sets[start:start + batch]
+        built = [[_labelled_passage(p) for p in paragraphs] for _, paragraphs, _ in chunk]
+        contexts = extractor.compress_batch([q.query for q, _, _ in chunk], [[p for p, _ in b] for b in built])
+        for (q, paragraphs, kind), pairs, ctx in zip(chunk, built, contexts, strict=True):
+            docs, pieces = [], []
+            for para, (passage, spans), result in zip(paragraphs, pairs, ctx.results, strict=True):
+                if not result.text.strip():
+                    continue
+                docs.append(_titled(passage, result.text))
+                gold_spans = [span for span, label in zip(spans, para.labels, strict=True) if label]
+                kept = [u.text for u in result.units if u.kept and u.start is not None
+                        and any(u.start < b and a < u.end for a, b in gold_spans)]
+                if kept:
+                    pieces.append(_oracle_piece(para.title, kept))
+            target = " ".join(pieces)
+            n_gold = sum(p.gold for p in paragraphs)
+            out.append(Example(q.query, tuple(docs), target, "gold" if target else "empty", n_gold,
+                               source=f"extracted:{q.source}:{kind}"))
+    return out
+
+
+def _extracted_data(args: argparse.Namespace, rng: random.Random, n_train: int) -> tuple[Any, ...]:
+    """Training and held-out examples for ``--input extracted``: the classifier's own held-out split (same
+    ``--holdout``/``--seed`` as ``ragzip train extractive``) is held out here too, so calibration never sees a
+    question either model trained on."""
+    from ragzip.plugins.extractive.compressor import ExtractiveCompressor
+    from ragzip.plugins.extractive.config import ExtractiveConfig
+    from ragzip.plugins.extractive.train import load_questions, split_holdout
+
+    train_qs, held_qs = split_holdout(load_questions(args.data), args.holdout, args.seed)
+    rng.shuffle(train_qs)
+    if args.per_source:
+        seen: dict[str, int] = {}
+        capped = []
+        for q in train_qs:
+            if seen.get(q.source, 0) < args.per_source:
+                seen[q.source] = seen.get(q.source, 0) + 1
+                capped.append(q)
+        train_qs = capped
+    extractor = ExtractiveCompressor(ExtractiveConfig(model=args.extractor, max_tokens=args.extract_tokens,
+                                                      device=args.device))
+    t0 = time.perf_counter()
+    sets = choose_sets(train_qs, rng, empty_frac=args.empty_frac, paired=not args.unpaired)
+    while len(sets) < n_train:  # another pass, fresh distractors
+        sets += choose_sets(train_qs, rng, empty_frac=args.empty_frac, paired=not args.unpaired)
+    examples = extracted_examples(sets[:n_train], extractor)
+    val = extracted_examples(choose_sets(held_qs, random.Random(args.seed + 1), empty_frac=0.5), extractor)
+    logger.info("extract-then-fuse data: %d training and %d held-out examples in %.0f s", len(examples), len(val),
+                time.perf_counter() - t0)
+    val_gold = [ex for ex in val if ex.source.endswith(":gold")]
+    val_empty = [ex for ex in val if ex.source.endswith(":empty")]
+    return examples, val_gold, val_empty, len(train_qs), held_qs
+
+
 # -------------------------------------------------------------------------------------------------------- training
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ragzip train abstractive",
                                 description="Train the abstractive compressor's LoRA adapter on HotpotQA.")
     p.add_argument("--out", required=True, help="folder for the adapter, logs, checkpoints and loss curve")
-    p.add_argument("--data", default=DEFAULT_DATA, help="HotpotQA-style training JSONL (never the dev file)")
+    p.add_argument("--data", nargs="+", default=[DEFAULT_DATA],
+                   help="training JSONL (never a dev file): one HotpotQA-style file with --input passages; with "
+                        "--input extracted, any of HotpotQA, QED (NQ train) and SQuAD train files (.gz ok)")
+    p.add_argument("--input", default="passages", choices=["passages", "extracted"],
+                   help="what the summarizer learns to read: whole passages cut to --max-passage-tokens, or the "
+                        "sentences the extractive classifier keeps under --extract-tokens (extract-then-fuse)")
+    p.add_argument("--extract-tokens", type=int, default=160,
+                   help="--input extracted: the extractive step's token budget (its max_tokens)")
+    p.add_argument("--extractor", default="default", help="--input extracted: the extractive model (folder or default)")
+    p.add_argument("--per-source", type=int, default=0,
+                   help="--input extracted: at most this many training questions of each source (0: all)")
+    p.add_argument("--init-adapter", default="",
+                   help="start from this adapter folder (its LoRA shape and prompt) instead of a fresh LoRA")
     p.add_argument("--model", default="embedded:smollm2-135m", help="base summarizer (embedded name, HF id, folder)")
     p.add_argument("--backbone", default="causal", choices=["causal", "seq2seq"])
     p.add_argument("--steps", type=int, default=150, help="optimizer steps")
@@ -225,6 +344,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error("--empty-frac must lie in [0, 1) and --one-gold-frac in [0, 1]")
     if not 1 <= args.min_passages <= args.max_passages:
         p.error("need 1 <= --min-passages <= --max-passages")
+    if args.input == "passages" and len(args.data) != 1:
+        p.error("--input passages reads one HotpotQA-style --data file")
     return args
 
 
@@ -291,6 +412,16 @@ def plot_losses(log: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _input_line(card: dict[str, Any]) -> str:
+    if card.get("input") == "extracted":
+        return (f"5 passages each (gold + distractors, or distractors only), of which the summarizer reads only the "
+                f"sentences the extractive classifier (`{card.get('extractor')}`) keeps under "
+                f"{card.get('extract_tokens')} tokens, titled (extract-then-fuse); the target keeps the kept evidence "
+                "sentences and is empty when the extractive step kept none")
+    return (f"{card['passages'][0]}-{card['passages'][1]} passages each, cut to {card['max_passage_tokens']} "
+            "tokens")
+
+
 def write_model_card(out: Path, card: dict[str, Any], lora: dict[str, Any]) -> Path:
     """``MODEL_CARD.md``: data, seed, steps, time, losses, calibration and the command that reproduces the adapter."""
     cal = card["calibration"]
@@ -303,13 +434,13 @@ trained by `ragzip train abstractive`. Only the LoRA weights are stored ({size /
 {card.get("dtype", "float16")}); `config.json` names the base model.
 
 ## Training
-- Data: `{card["data"]}` (HotpotQA distractor train, CC BY-SA 4.0): {stats["train_records"]} questions for training,
-  {stats["holdout_records"]} held out for validation and calibration. The dev set was never used.
-- Examples: {stats["examples"]} built ({stats["empty_examples"]} distractor-only with an empty target,
-  {"each right after a with-gold example of the same question" if card.get("paired") else "drawn independently"}),
-  {card["passages"][0]}-{card["passages"][1]} passages each, cut to {card["max_passage_tokens"]} tokens; mean sequence
+- Data: `{card["data"]}` (train files only): {stats["train_records"]} questions for training,
+  {stats["holdout_records"]} held out for validation and calibration. The dev sets were never used.
+- Examples: {stats["examples"]} built ({stats["empty_examples"]} with an empty target,
+  {"each distractor-only set right after a with-gold set of the same question" if card.get("paired") else
+   "distractor-only sets drawn independently"}), {_input_line(card)}; mean sequence
   {stats["mean_tokens"]} tokens, mean target {stats["mean_target_tokens"]} tokens. Targets are oracle summaries
-  (supporting-fact sentences), prefixed with `{card.get("summary_prefix", "")}`.
+  (the evidence sentences: supporting facts / answer sentences), prefixed with `{card.get("summary_prefix", "")}`.
 - LoRA: rank {lora["rank"]}, alpha {lora["alpha"]}, dropout {lora["dropout"]}, on
   {", ".join(lora["target_modules"])} of blocks >= {lora["first_layer"]}.
 - Optimizer: AdamW lr {card["lr"]} (warm-up, cosine to 10%), batch {card["batch_size"]} x {card["accum"]} accumulation,
@@ -358,28 +489,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     c0 = clock()
 
-    summarizer = Summarizer.load(args.model, backbone=args.backbone, device=infer_device(args.device or None),
-                                 private=True)
-    lora = LoRAConfig(rank=args.rank, alpha=args.alpha, dropout=args.dropout, first_layer=args.first_layer,
-                      target_modules=tuple(t.strip() for t in args.targets.split(",") if t.strip()))
-    summarizer.summary_prefix = args.summary_prefix.strip()
-    summarizer.add_adapter(lora)
+    device = infer_device(args.device or None)
+    if args.init_adapter:
+        summarizer = Summarizer.load(args.model, backbone=args.backbone, adapter=args.init_adapter, device=device)
+        for param in summarizer.trainable_parameters():
+            param.requires_grad_(True)
+        lora = summarizer.adapter.lora_config()
+        summarizer.adapter.input = args.input
+    else:
+        summarizer = Summarizer.load(args.model, backbone=args.backbone, device=device, private=True)
+        lora = LoRAConfig(rank=args.rank, alpha=args.alpha, dropout=args.dropout, first_layer=args.first_layer,
+                          target_modules=tuple(t.strip() for t in args.targets.split(",") if t.strip()))
+        summarizer.summary_prefix = args.summary_prefix.strip()
+        summarizer.add_adapter(lora)
 
     def cut(text: str) -> str:
         return cut_to_tokens(text, args.max_passage_tokens, summarizer.tokenizer)[0]
 
-    records = read_hotpotqa(args.data)
-    rng.shuffle(records)
-    held, train_records = records[: args.holdout], records[args.holdout:]
     n_train = args.steps * args.accum * args.batch_size
-    examples = build_examples(train_records, n_train, rng, empty_frac=args.empty_frac,
-                              one_gold_frac=args.one_gold_frac, min_passages=args.min_passages,
-                              max_passages=args.max_passages, cut=cut, paired=not args.unpaired)
-    val_rng = random.Random(args.seed + 1)
-    val_gold = [make_example(r, "gold", val_rng, n_passages=val_rng.randint(args.min_passages, args.max_passages),
-                             one_gold=False, cut=cut) for r in held]
-    val_empty = [make_example(r, "empty", val_rng, n_passages=val_rng.randint(args.min_passages, args.max_passages),
-                              one_gold=False, cut=cut) for r in held]
+    if args.input == "extracted":
+        examples, val_gold, val_empty, n_records, held = _extracted_data(args, rng, n_train)
+    else:
+        records = read_hotpotqa(args.data[0])
+        rng.shuffle(records)
+        held, train_records = records[: args.holdout], records[args.holdout:]
+        n_records = len(train_records)
+        examples = build_examples(train_records, n_train, rng, empty_frac=args.empty_frac,
+                                  one_gold_frac=args.one_gold_frac, min_passages=args.min_passages,
+                                  max_passages=args.max_passages, cut=cut, paired=not args.unpaired)
+        val_rng = random.Random(args.seed + 1)
+        val_gold = [make_example(r, "gold", val_rng, n_passages=val_rng.randint(args.min_passages, args.max_passages),
+                                 one_gold=False, cut=cut) for r in held]
+        val_empty = [make_example(r, "empty", val_rng,
+                                  n_passages=val_rng.randint(args.min_passages, args.max_passages),
+                                  one_gold=False, cut=cut) for r in held]
     teacher_info: dict[str, Any] = {}
     if args.teacher:
         examples, teacher_info = teacher_targets(examples, args.teacher)
@@ -391,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     encoded = [encode(ex) for ex in examples]
     lengths = [len(a) + len(b) for a, b in encoded]
-    data_stats = {"train_records": len(train_records), "holdout_records": len(held), "examples": len(examples),
+    data_stats = {"train_records": n_records, "holdout_records": len(held), "examples": len(examples),
                   "empty_examples": sum(ex.kind == "empty" for ex in examples),
                   "mean_tokens": round(sum(lengths) / len(lengths), 1), "max_tokens": max(lengths),
                   "mean_target_tokens": round(sum(len(b) for _, b in encoded) / len(encoded), 1)}
@@ -486,7 +629,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.max_gold_empty)
     logger.info("calibration on %d held-out questions: %s (%.0f s)", len(held), cal, time.perf_counter() - t_cal)
     train_card = {
-        "data": Path(args.data).name, "seed": args.seed, "steps": step, "steps_planned": args.steps,
+        "data": ", ".join(Path(d).name for d in args.data), "input": args.input,
+        **({"extract_tokens": args.extract_tokens, "extractor": args.extractor} if args.input == "extracted" else {}),
+        **({"init_adapter": args.init_adapter} if args.init_adapter else {}), "seed": args.seed, "steps": step, "steps_planned": args.steps,
         "stopped_early": stopped_early, "batch_size": args.batch_size, "accum": args.accum, "lr": args.lr,
         "lora": {"rank": args.rank, "alpha": args.alpha, "first_layer": args.first_layer, "targets": args.targets},
         "first_token_weight": args.first_token_weight, "empty_frac": args.empty_frac,
@@ -503,7 +648,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "ragzip train abstractive " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     summarizer.save_adapter(out, dtype=args.dtype, empty_threshold=round(cal["threshold"], 4),
-                            max_passage_tokens=args.max_passage_tokens, base_model=args.model, train=train_card)
+                            max_passage_tokens=args.max_passage_tokens if args.input == "passages" else 0,
+                            input=args.input, extract_tokens=args.extract_tokens if args.input == "extracted" else 0,
+                            base_model=args.model, train=train_card)
     write_model_card(out, {**train_card, "base_model": args.model, "dtype": args.dtype}, asdict(lora))
     plot_losses(log, out / "loss.png")
     log_file.close()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ragzip.compressor import Compressor
 from ragzip.models import lazy_lock
 from ragzip.plugins.extractive.config import DEFAULT_WINDOWS, ExtractiveConfig
 from ragzip.plugins.extractive.modeling import ScoreItem, SentenceScorer, load_scorer
+from ragzip.relevance import LogisticSetGate, load_beside
 from ragzip.text import Sentence, split_sentences
 from ragzip.types import CompressedContext, Passage, PassageResult, Unit
 
@@ -77,7 +79,8 @@ class ExtractiveCompressor(Compressor):
         cfg = self.config
         if cfg.threshold is not None:
             return cfg.threshold
-        if cfg.selective:  # "no evidence" needs an absolute floor: a relative rule always passes the best sentence
+        if cfg.selective and cfg.selective_rule == "threshold":
+            # "no evidence" needs an absolute floor: a relative rule always passes the best sentence
             return self.scorer.default_threshold
         if cfg.max_tokens is not None or cfg.top_k is not None or cfg.relative is not None:
             return None
@@ -94,6 +97,17 @@ class ExtractiveCompressor(Compressor):
         if cfg.threshold is None and cfg.max_tokens is None and cfg.top_k is None:
             return getattr(self.scorer, "default_relative", None)
         return None
+
+    @property
+    def set_gate(self) -> LogisticSetGate:
+        """The set-level relevance gate fitted beside the model (``set_gate.json``), for ``selective_rule: set_gate``."""
+        if getattr(self, "_set_gate", None) is None:
+            from ragzip.plugins.extractive.modeling import DEFAULT_ARTIFACT
+
+            spec = self.config.model
+            folder = DEFAULT_ARTIFACT if spec == "default" else Path(spec).expanduser()
+            self._set_gate = load_beside(folder)
+        return self._set_gate
 
     def split(self, text: str) -> list[Sentence]:
         return split_sentences(text, max_chars=self.config.max_sentence_chars)
@@ -146,6 +160,11 @@ class ExtractiveCompressor(Compressor):
     def _select(self, query: str, passages: list[Passage], splits: list[list[Sentence]], scores: list[list[float]],
                 tokens: list[list[int]], before: list[int]) -> CompressedContext:
         cfg = self.config
+        if cfg.selective and cfg.selective_rule == "set_gate":
+            gate = self.set_gate
+            p = gate.probability(scores)
+            if p < gate.threshold:
+                return self._nothing(query, passages, splits, scores, before, p, gate.threshold)
         threshold = self.threshold
         relative = self.relative
         # Headings (and table rules) are context for their section, not evidence: never selected on their own score;
@@ -224,6 +243,21 @@ class ExtractiveCompressor(Compressor):
                                          tokens_before=before[i], tokens_after=self.token_counter.count(text),
                                          extra=extra))
         return self.context(query, results, reason=reason, extra={"threshold": threshold, "relative": relative})
+
+    def _nothing(self, query: str, passages: list[Passage], splits: list[list[Sentence]], scores: list[list[float]],
+                 before: list[int], p: float, threshold: float) -> CompressedContext:
+        """``selective_rule: set_gate`` said the set holds no evidence: every passage dropped, no context."""
+        reason = (f"selective: the set relevance gate gave P(the passages hold the evidence) = {p:.3f}, below "
+                  f"{threshold:.3g}; answer without context")
+        results = []
+        for i, (passage, sentences) in enumerate(zip(passages, splits, strict=True)):
+            units = tuple(Unit(k, s.text, _round(scores[i][k]), False, start=s.start, end=s.end,
+                               kind=getattr(s, "kind", "sentence")) for k, s in enumerate(sentences))
+            results.append(PassageResult(passage, "", "dropped", reason=reason, units=units, tokens_before=before[i],
+                                         extra={"threshold": None, "n_sentences": len(sentences),
+                                                "best_score": _round(max(scores[i])) if scores[i] else None}))
+        return self.context(query, results, reason=reason,
+                            extra={"threshold": None, "relative": self.relative, "set_gate": round(p, 4)})
 
     def _drop_reason(self, i: int, row: list[float], threshold: float | None, skipped_budget: set[int],
                      skipped_top_k: set[int], reason: str) -> str:

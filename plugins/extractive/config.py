@@ -76,6 +76,13 @@ class ExtractiveConfig(CompressorConfig):
         metadata={"help": "If no sentence passes the threshold, return an empty context (answer without "
                           "retrieval) instead of keeping the single best sentence."},
     )
+    selective_rule: str = field(
+        default="threshold",
+        metadata={"help": "With selective: what decides 'no evidence here': 'threshold' (no sentence reaches the "
+                          "threshold, by default the model's calibrated one) or 'set_gate' (the set-level relevance "
+                          "gate fitted beside the model, set_gate.json, reads the scores of every sentence; the "
+                          "budget or relative rule then selects as usual)."},
+    )
     window: int = field(
         default=0,
         metadata={"help": "Model input length in tokens; 0 = the backbone's default (crossencoder: as trained, "
@@ -118,6 +125,7 @@ class ExtractiveConfig(CompressorConfig):
         if self.top_k is not None:
             check_range(_WHERE, "top_k", self.top_k, 1)
         check_range(_WHERE, "neighbors", self.neighbors, 0)
+        check_choice(_WHERE, "selective_rule", self.selective_rule, ("threshold", "set_gate"))
         check_range(_WHERE, "batch_size", self.batch_size, 1)
         check_range(_WHERE, "max_sentence_chars", self.max_sentence_chars, 16)
         if self.window:

@@ -1066,6 +1066,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Re-run the held-out calibration of --model (threshold, relative rule, per-source MAP) "
                              "on the held-out split of --data (same --holdout and --seed as training) and write it "
                              "into its config.json and model card; train nothing.")
+    parser.add_argument("--fit-set-gate", action="store_true",
+                        help="Fit the set-level relevance gate of --model on the held-out split of --data (same "
+                             "--holdout and --seed as training) and save it beside the model (set_gate.json); train "
+                             "nothing. See ragzip.plugins.extractive.set_gate.")
+    parser.add_argument("--dev", nargs="+", default=[], metavar="DEV_JSONL",
+                        help="With --fit-set-gate: also measure the fitted gate (never refit) on sets from these "
+                             "dev files (HotpotQA, SQuAD, NQ).")
+    parser.add_argument("--dev-limit", type=int, default=500, help="With --dev: questions per dev file.")
+    parser.add_argument("--max-gold-gated", type=float, default=0.05,
+                        help="With --fit-set-gate: the threshold gates at most this share of held-out sets that hold "
+                             "evidence (out of fold).")
+    parser.add_argument("--gate-l2", type=float, default=1.0, help="With --fit-set-gate: L2 penalty.")
+    parser.add_argument("--gate-out", help="With --fit-set-gate: write the gate here instead of beside the model.")
+    parser.add_argument("--gate-report", help="With --fit-set-gate: also write the measurements to this JSON file.")
+    parser.add_argument("--device", default="", help="torch device; empty = cuda when present, else cpu.")
     parser.add_argument("--model", default="default", help="Artifact to evaluate (--eval-only): folder or `default`.")
     parser.add_argument("--update-card", action="store_true",
                         help="With --eval-only: write the metrics into the model's config.json and MODEL_CARD.md.")
@@ -1120,6 +1135,10 @@ def main(argv: list[str] | None = None) -> int:
         return card_evidence(args.model, args.card_evidence)
     if args.recalibrate:
         return recalibrate(args)
+    if args.fit_set_gate:
+        from ragzip.plugins.extractive.set_gate import fit_set_gate
+
+        return fit_set_gate(args)
     if args.eval_only:
         result = evaluate(args.model, args.data[0], threshold=args.threshold, limit=args.limit,
                           timing_questions=args.timing_questions, tokenizer=args.tokenizer, threads=args.threads)

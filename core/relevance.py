@@ -1,0 +1,190 @@
+"""Does this set of passages answer the question? Sentence scorers and the set-level relevance gate.
+
+Two protocols let compressors meet without importing each other:
+
+- :class:`SentenceScorer`: anything that gives every sentence of every passage a P(useful) (the extractive
+  compressor is one); the abstractive compressor and the router score through it.
+- :class:`SetGate`: from all the sentence scores of one question's passages, P(the set holds what answers it).
+
+:class:`LogisticSetGate` is the shipped gate: a logistic regression over a few order statistics of the whole set's
+scores (:func:`set_features`), not just its best sentence: a set whose second and third best sentences are also
+strong, or whose strong sentences sit in one passage, is more likely to hold the evidence than one lucky sentence.
+It is fitted by ``ragzip train extractive --fit-set-gate`` on held-out *training* questions and stored as a small
+JSON file beside the classifier whose scores it reads.
+
+Example:
+    >>> gate = LogisticSetGate(weights=[2.0] + [0.0] * (len(FEATURES) - 1), bias=0.0, threshold=0.5)
+    >>> round(gate.probability([[0.9, 0.1], [0.2]]), 3) > round(gate.probability([[0.1], [0.05]]), 3)
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ragzip.errors import ConfigError, ModelNotFoundError
+from ragzip.types import Passage
+
+FEATURES = ("logit_top1", "logit_top2", "logit_top3", "logit_mean_top5", "log_count_over_half",
+            "logit_best_passage_mean", "logit_second_passage_top1")
+_EPS = 1e-4
+GATE_FILE = "set_gate.json"
+
+
+@runtime_checkable
+class SentenceScorer(Protocol):
+    """Scores every sentence of every passage of every question: ``[question][passage][sentence]`` -> P(useful)."""
+
+    def score_sentences(self, queries: list[str], passages: list[list[Passage]]) -> list[list[list[float]]]: ...
+
+
+@runtime_checkable
+class SetGate(Protocol):
+    """P(this question's passages hold what answers it), from the sentence scores of all of them."""
+
+    threshold: float
+
+    def probability(self, scores: Sequence[Sequence[float]]) -> float: ...
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, _EPS), 1 - _EPS)
+    return math.log(p / (1 - p))
+
+
+def set_features(scores: Sequence[Sequence[float]]) -> list[float]:
+    """The features of one question's set: ``scores[passage][sentence]`` (non-finite scores are left out).
+
+    In order (:data:`FEATURES`): the logits of the best, second and third sentence scores, of the mean of the top
+    five, ``log(1 + number of sentences >= 0.5)``, the logit of the mean of the best passage's top-3 sentences, and
+    of the best sentence of the second-best passage. An empty set gives the features of all-zero scores.
+    """
+    rows = [[float(x) for x in row if isinstance(x, (int, float)) and math.isfinite(x)] for row in scores]
+    flat = sorted((x for row in rows for x in row), reverse=True)
+    top = [*flat[:5], *([0.0] * max(0, 5 - len(flat)))]
+    per_passage = sorted((sorted(row, reverse=True) for row in rows if row), key=lambda r: -r[0])
+    best_mean = sum(per_passage[0][:3]) / len(per_passage[0][:3]) if per_passage else 0.0
+    second = per_passage[1][0] if len(per_passage) > 1 else 0.0
+    return [_logit(top[0]), _logit(top[1]), _logit(top[2]), _logit(sum(top) / 5),
+            math.log1p(sum(x >= 0.5 for x in flat)), _logit(best_mean), _logit(second)]
+
+
+@dataclass
+class LogisticSetGate:
+    """``P = sigmoid(weights . standardized features + bias)``; "nothing helps" when ``P < threshold``."""
+
+    weights: list[float]
+    bias: float
+    threshold: float
+    mean: list[float] = field(default_factory=lambda: [0.0] * len(FEATURES))
+    scale: list[float] = field(default_factory=lambda: [1.0] * len(FEATURES))
+    features: list[str] = field(default_factory=lambda: list(FEATURES))
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if list(self.features) != list(FEATURES):
+            raise ConfigError(f"set gate features {self.features} are not this ragzip's {list(FEATURES)}; refit it "
+                              "with `ragzip train extractive --fit-set-gate`.")
+        for name in ("weights", "mean", "scale"):
+            if len(getattr(self, name)) != len(FEATURES):
+                raise ConfigError(f"set gate {name} has {len(getattr(self, name))} values, expected {len(FEATURES)}.")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"set gate threshold must be in [0, 1], got {self.threshold}.")
+
+    def logit(self, scores: Sequence[Sequence[float]]) -> float:
+        x = set_features(scores)
+        return self.bias + sum(w * (v - m) / s for w, v, m, s in zip(self.weights, x, self.mean, self.scale,
+                                                                       strict=True))
+
+    def probability(self, scores: Sequence[Sequence[float]]) -> float:
+        z = self.logit(scores)
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+    # --------------------------------------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps({"type": "set_gate", **asdict(self)}, indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LogisticSetGate:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelNotFoundError(f"no set gate at {str(path)!r}; fit one with `ragzip train extractive "
+                                     "--fit-set-gate`, or set the gate to the best-sentence rule.")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.pop("type", None) != "set_gate":
+            raise ConfigError(f"{path} is not a set gate file (no \"type\": \"set_gate\").")
+        return cls(**data)
+
+    # ------------------------------------------------------------------------------------------------- fitting
+    @classmethod
+    def fit(cls, sets: Sequence[Sequence[Sequence[float]]], labels: Sequence[int], *, l2: float = 1.0,
+            threshold: float = 0.5, iterations: int = 50) -> LogisticSetGate:
+        """Fit by Newton's method (L2-penalised logistic regression on standardized features)."""
+        import numpy as np
+
+        x = np.array([set_features(s) for s in sets], dtype=np.float64)
+        y = np.array(labels, dtype=np.float64)
+        if len(set(y.tolist())) < 2:
+            raise ConfigError("a set gate needs sets with and without evidence to fit; got one class only.")
+        mean, scale = x.mean(0), x.std(0)
+        scale[scale < 1e-8] = 1.0
+        z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+        w = np.zeros(z.shape[1])
+        penalty = np.full(z.shape[1], l2)
+        penalty[-1] = 0.0
+        for _ in range(iterations):
+            p = 1 / (1 + np.exp(-(z @ w)))
+            grad = z.T @ (p - y) + penalty * w
+            hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty + 1e-9)
+            step = np.linalg.solve(hess, grad)
+            w -= step
+            if np.abs(step).max() < 1e-8:
+                break
+        return cls(weights=[float(v) for v in w[:-1]], bias=float(w[-1]), threshold=threshold,
+                   mean=[float(v) for v in mean], scale=[float(v) for v in scale])
+
+
+def load_beside(folder: str | Path) -> LogisticSetGate:
+    """The set gate fitted beside a classifier artifact (``<folder>/set_gate.json``), refused when the classifier's
+    weights are not the ones it was fitted on (its features are that classifier's scores)."""
+    from ragzip.artifacts import INTEGRITY, ArtifactError
+
+    folder = Path(folder)
+    gate = LogisticSetGate.load(folder / GATE_FILE)
+    want = gate.training.get("classifier_weights_sha256")
+    config = folder / "config.json"
+    have = None
+    if config.is_file():
+        have = (json.loads(config.read_text(encoding="utf-8")).get(INTEGRITY) or {}).get("weights_sha256")
+    if want and have and want != have:
+        raise ArtifactError(f"{folder / GATE_FILE} was fitted on another classifier's scores (weights sha256 "
+                            f"{str(want)[:16]}..., this folder's are {str(have)[:16]}...); refit it with `ragzip train "
+                            f"extractive --fit-set-gate --model {folder}`.")
+    return gate
+
+
+def roc_auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
+    """Area under the ROC curve: P(a random positive scores above a random negative), ties counted half."""
+    if not positives or not negatives:
+        return math.nan
+    wins = 0.0
+    for p in positives:
+        for n in negatives:
+            wins += 1.0 if p > n else 0.5 if p == n else 0.0
+    return wins / (len(positives) * len(negatives))
+
+
+def threshold_for(positive_probs: Sequence[float], max_positive_gated: float) -> float:
+    """The largest threshold that gates (``P < threshold``) at most ``max_positive_gated`` of the positive sets."""
+    if not positive_probs:
+        raise ConfigError("no positive sets to calibrate the gate threshold on.")
+    ordered = sorted(positive_probs)
+    allowed = int(math.floor(max_positive_gated * len(ordered)))
+    return ordered[allowed] if allowed < len(ordered) else ordered[-1]
