@@ -745,7 +745,7 @@ def test_set_gate_decides_from_the_whole_set(scripted, tmp_path):
 
 
 def _question(i):
-    from ragzip.plugins.extractive.train import Paragraph, Question
+    from ragzip.data import Paragraph, Question
 
     q = f"Which psychic {i} hosted Most Haunted?"
     return Question(str(i), q, [

@@ -131,3 +131,32 @@ def test_recall():
 def test_passage_text_without_title():
     assert passage_text(None, " body ") == "body"
     assert passage_text("T", "body") == "T: body"
+
+
+def test_training_readers_detect_the_shape_and_fail_clearly(tmp_path):
+    """ragzip.data reads the trainers' files: HotpotQA, QED and SQuAD shapes, .gz or not; bad paths are InputErrors."""
+    import gzip
+    import json
+
+    from ragzip.data import QED, SQUAD, load_questions, split_holdout
+
+    qed = tmp_path / "qed.jsonl.gz"
+    with gzip.open(qed, "wt", encoding="utf-8") as handle:
+        for i in range(6):
+            handle.write(json.dumps({"id": f"q{i}", "question": f"who {i}?", "context": "A one. B two. C three.",
+                                     "title": "T", "sentence_starts": [0, 7, 14], "answer_sentence_idx": [1]}) + "\n")
+    squad = tmp_path / "squad.jsonl"
+    squad.write_text("\n".join(json.dumps({"id": f"s{i}", "question": "where?", "answers": ["Paris"],
+                                           "answer_starts": [9], "context": "It is in Paris. Not here.",
+                                           "title": "Art"}) for i in range(3)) + "\n")
+    questions = load_questions([qed, squad])
+    assert [q.source for q in questions] == [QED] * 6 + [SQUAD] * 3
+    assert questions[0].paragraphs[0].labels == [0, 1, 0]
+    assert questions[-1].paragraphs[0].labels == [1, 0]
+    train, held = split_holdout(questions, 1, seed=0)
+    assert len(held) == 2 and len(train) == 7 and {q.source for q in held} == {QED, SQUAD}
+    with pytest.raises(InputError, match="no such file"):
+        load_questions([tmp_path / "missing.jsonl"])
+    (tmp_path / "odd.jsonl").write_text(json.dumps({"foo": 1}) + "\n")
+    with pytest.raises(InputError, match="unknown record shape"):
+        load_questions([tmp_path / "odd.jsonl"])

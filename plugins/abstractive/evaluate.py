@@ -51,8 +51,8 @@ def _settings(example: Any, rng: random.Random, n_distractors: int) -> dict[str,
 
 def _heldout_train(path: str, examples: list[Any]) -> list[Any]:
     """The training questions the shipped extractive classifier held out (its card's holdout size and seed)."""
+    from ragzip.data import load_hotpotqa, split_holdout
     from ragzip.plugins.extractive.modeling import ARTIFACTS
-    from ragzip.plugins.extractive.train import load_hotpotqa, split_holdout
 
     card = json.loads((ARTIFACTS / "default" / "config.json").read_text(encoding="utf-8"))["training"]
     # split_holdout holds out that many questions *per source*; older cards trained on HotpotQA alone

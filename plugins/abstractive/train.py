@@ -248,9 +248,9 @@ def _extracted_data(args: argparse.Namespace, rng: random.Random, n_train: int) 
     """Training and held-out examples for ``--input extracted``: the classifier's own held-out split (same
     ``--holdout``/``--seed`` as ``ragzip train extractive``) is held out here too, so calibration never sees a
     question either model trained on."""
+    from ragzip.data import load_questions, split_holdout
     from ragzip.plugins.extractive.compressor import ExtractiveCompressor
     from ragzip.plugins.extractive.config import ExtractiveConfig
-    from ragzip.plugins.extractive.train import load_questions, split_holdout
 
     train_qs, held_qs = split_holdout(load_questions(args.data), args.holdout, args.seed)
     rng.shuffle(train_qs)

@@ -136,10 +136,10 @@ def _by_source(values: Sequence[float], sets: Sequence[Any], threshold: float) -
 
 def fit_set_gate(args: Any) -> int:
     """Fit, calibrate and save the gate beside the classifier (``<model>/set_gate.json``); report to ``--gate-report``."""
+    from ragzip.data import load_questions, split_holdout
     from ragzip.plugins.extractive.compressor import ExtractiveCompressor
     from ragzip.plugins.extractive.config import ExtractiveConfig
     from ragzip.plugins.extractive.modeling import DEFAULT_ARTIFACT
-    from ragzip.plugins.extractive.train import load_questions, split_holdout
 
     t0 = time.perf_counter()
     folder = DEFAULT_ARTIFACT if args.model == "default" else Path(args.model)

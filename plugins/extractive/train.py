@@ -20,7 +20,6 @@ highest threshold whose held-out supporting-fact recall reaches ``--target-recal
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import logging
@@ -36,6 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragzip.data import (  # the multi-source readers live in ragzip.data; re-exported for older imports
+    Paragraph,
+    Question,
+    five_passages,
+    load_hotpotqa,
+    load_questions,
+    split_holdout,
+)
 from ragzip.fsutil import sha256_file
 from ragzip.plugins.extractive.modeling import (
     CONFIG_NAME,
@@ -49,184 +56,6 @@ from ragzip.plugins.extractive.modeling import (
 
 logger = logging.getLogger("ragzip.train.extractive")
 CARD_NAME = "MODEL_CARD.md"
-HOTPOTQA, QED, SQUAD = "hotpotqa", "qed", "squad"
-
-
-# ============================================================================================================== data
-@dataclass
-class Paragraph:
-    """One passage of one question, with a 0/1 label per sentence.
-
-    ``anchor`` marks a passage that is always trained on even with no positive sentence (a SQuAD 2.0 unanswerable
-    question's own paragraph: the hard "nothing here answers it" negative).
-    """
-
-    query: str
-    title: str
-    sentences: list[str]
-    labels: list[int]
-    anchor: bool = False
-
-    @property
-    def gold(self) -> bool:
-        return any(self.labels)
-
-
-@dataclass
-class Question:
-    id: str
-    query: str
-    paragraphs: list[Paragraph]
-    reconstructed: bool = False
-    source: str = HOTPOTQA
-
-
-def _records(path: str | Path) -> Iterable[dict[str, Any]]:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
-
-
-def load_questions(paths: str | Path | Sequence[str | Path], limit: int | None = None) -> list[Question]:
-    """Read training questions from HotpotQA, QED (NQ train) and SQuAD (v1.1/v2.0) JSONL files, ``.gz`` or not.
-
-    The record shape is detected per file: ``supporting_facts`` = HotpotQA (positives: the supporting-fact
-    sentences), ``sentence_starts`` = QED (positives: ``answer_sentence_idx``), ``answer_starts`` or ``is_impossible``
-    = SQuAD (positives: the sentences the answer span overlaps, split by ragzip's own splitter as at inference; other
-    paragraphs of the same article that do not contain the answer are its distractors; an unanswerable question's
-    own paragraph is an all-negative anchor). ``limit`` caps each file.
-    """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    questions: list[Question] = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise SystemExit(f"--data {str(path)!r}: no such file. Pass HotpotQA, QED or SQuAD train JSONL (.gz ok), "
-                             "e.g. ../shared/data/hotpotqa_train.jsonl.")
-        records = list(_records(path))[: limit or None]
-        if not records:
-            raise SystemExit(f"no records in {path}; expected HotpotQA, QED or SQuAD-style JSONL.")
-        first = records[0]
-        if "supporting_facts" in first:
-            questions += _hotpot_questions(records)
-        elif "sentence_starts" in first:
-            questions += _qed_questions(records)
-        elif "answer_starts" in first or "is_impossible" in first:
-            questions += _squad_questions(records)
-        else:
-            raise SystemExit(f"{path}: unknown record shape (keys {sorted(first)[:8]}); expected HotpotQA "
-                             "(supporting_facts), QED (sentence_starts) or SQuAD (answer_starts).")
-    return questions
-
-
-def load_hotpotqa(path: str | Path, limit: int | None = None) -> list[Question]:
-    """Read HotpotQA-style JSONL (``question``, ``context`` = [[title, [sentences]]], ``supporting_facts``)."""
-    return load_questions([path], limit)
-
-
-def _hotpot_questions(records: Sequence[dict[str, Any]]) -> list[Question]:
-    questions = []
-    for rec in records:
-        facts = {(t, int(i)) for t, i in rec.get("supporting_facts", [])}
-        paragraphs = []
-        for title, sentences in rec["context"]:
-            keep = [(k, s) for k, s in enumerate(sentences) if s.strip()]
-            if not keep:
-                continue
-            paragraphs.append(Paragraph(rec["question"], title, [s.strip() for _, s in keep],
-                                        [int((title, k) in facts) for k, _ in keep]))
-        questions.append(Question(str(rec.get("id", len(questions))), rec["question"], paragraphs,
-                                  bool(rec.get("reconstructed", False)), HOTPOTQA))
-    return questions
-
-
-def _qed_questions(records: Sequence[dict[str, Any]]) -> list[Question]:
-    questions = []
-    for rec in records:
-        text, starts = rec["context"], list(rec["sentence_starts"]) or [0]
-        bounds = list(zip(starts, [*starts[1:], len(text)], strict=True))
-        gold = {int(i) for i in rec.get("answer_sentence_idx", [])}
-        pairs = [(text[a:b].strip(), int(k in gold)) for k, (a, b) in enumerate(bounds)]
-        pairs = [(s, lab) for s, lab in pairs if s]
-        if not pairs or not any(lab for _, lab in pairs):
-            continue
-        para = Paragraph(rec["question"], rec.get("title", ""), [s for s, _ in pairs], [lab for _, lab in pairs])
-        questions.append(Question(str(rec["id"]), rec["question"], [para], source=QED))
-    return questions
-
-
-def _squad_questions(records: Sequence[dict[str, Any]]) -> list[Question]:
-    from ragzip.text import split_sentences
-
-    splits: dict[str, list[Any]] = {}
-    by_title: dict[str, list[str]] = {}
-    for rec in records:
-        if rec["context"] not in splits:
-            splits[rec["context"]] = split_sentences(rec["context"])
-            by_title.setdefault(rec.get("title", ""), []).append(rec["context"])
-    questions = []
-    for rec in records:
-        context, title = rec["context"], rec.get("title", "")
-        sentences = splits[context]
-        impossible = bool(rec.get("is_impossible"))
-        labels = [0] * len(sentences)
-        if not impossible:
-            for answer, start in zip(rec.get("answers", []), rec.get("answer_starts", []), strict=False):
-                end = start + len(answer)
-                for k, s in enumerate(sentences):
-                    if s.start < end and start < s.end:
-                        labels[k] = 1
-            if not any(labels):
-                continue
-        own = Paragraph(rec["question"], title.replace("_", " "), [s.text for s in sentences], labels,
-                        anchor=impossible)
-        answers = [a.lower() for a in rec.get("answers", []) + rec.get("plausible_answers", []) if a.strip()]
-        others = [
-            Paragraph(rec["question"], title.replace("_", " "), [s.text for s in splits[c]], [0] * len(splits[c]))
-            for c in by_title[title] if c != context and not any(a in c.lower() for a in answers)
-        ]
-        questions.append(Question(str(rec["id"]), rec["question"], [own, *others], source=SQUAD))
-    return questions
-
-
-def split_holdout(questions: list[Question], n: int, seed: int) -> tuple[list[Question], list[Question]]:
-    """Hold out ``n`` questions of every source, verbatim HotpotQA records first (reconstructed ones may carry shifted
-    labels).
-
-    A held-out QED question has only its own passage; it gets four other held-out QED passages as all-negative
-    distractors, so that every held-out question is a five-passage set.
-    """
-    rng = random.Random(seed)
-    held: set[str] = set()
-    for source in sorted({q.source for q in questions}):
-        pool = [q for q in questions if q.source == source]
-        verbatim = [q for q in pool if not q.reconstructed]
-        rng.shuffle(verbatim)
-        ids = {q.id for q in verbatim[:n]}
-        if len(ids) < n:
-            rest = [q for q in pool if q.id not in ids]
-            rng.shuffle(rest)
-            ids |= {q.id for q in rest[: n - len(ids)]}
-        held |= ids
-    train_qs = [q for q in questions if q.id not in held]
-    held_qs = [q for q in questions if q.id in held]
-    nq = [q for q in held_qs if q.source == QED]
-    for i, q in enumerate(nq):
-        for j in range(1, 5):
-            if len(nq) > j:
-                other = nq[(i + j) % len(nq)].paragraphs[0]
-                q.paragraphs.append(Paragraph(q.query, other.title, other.sentences, [0] * len(other.sentences)))
-    return train_qs, held_qs
-
-
-def five_passages(question: Question) -> list[Paragraph]:
-    """The gold paragraphs plus the first distractors, five in all, in context order: a stand-in for top-5 retrieval."""
-    gold = [p for p in question.paragraphs if p.gold or p.anchor]
-    others = [p for p in question.paragraphs if not (p.gold or p.anchor)][: max(0, 5 - len(gold))]
-    chosen = {id(p) for p in gold + others}
-    return [p for p in question.paragraphs if id(p) in chosen]
 
 
 # ========================================================================================================= training
