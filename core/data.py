@@ -252,8 +252,9 @@ def recall(retrieved: Sequence[Passage], gold_ids: Sequence[str]) -> float | Non
     return sum(g in got for g in gold_ids) / len(gold_ids)
 
 
-__all__ = ["HOTPOTQA", "SQUAD", "QAExample", "corpus", "load_qa", "make_passage", "parse_record", "passage_text",
-           "recall", "same_article_distractors", "select"]
+__all__ = ["HOTPOTQA", "QED", "SQUAD", "Paragraph", "QAExample", "Question", "corpus", "five_passages", "load_hotpotqa",
+           "load_qa", "load_questions", "make_passage", "parse_record", "passage_text", "recall",
+           "same_article_distractors", "select", "split_holdout"]
 
 
 # ============================================================================= training questions with sentence labels
