@@ -21,7 +21,9 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +36,9 @@ FEATURES = ("logit_top1", "logit_top2", "logit_top3", "logit_mean_top5", "log_co
             "logit_best_passage_mean", "logit_second_passage_top1")
 _EPS = 1e-4
 GATE_FILE = "set_gate.json"
+FIT_COMMAND = ("ragzip train extractive --fit-set-gate --model {model} --data TRAIN_FILES (the files and --holdout/--seed "
+               "the classifier was trained with)")
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -64,7 +69,8 @@ def set_features(scores: Sequence[Sequence[float]]) -> list[float]:
     five, ``log(1 + number of sentences >= 0.5)``, the logit of the mean of the best passage's top-3 sentences, and
     of the best sentence of the second-best passage. An empty set gives the features of all-zero scores.
     """
-    rows = [[float(x) for x in row if isinstance(x, (int, float)) and math.isfinite(x)] for row in scores]
+    rows = [[float(x) for x in row if isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)]
+            for row in scores]
     flat = sorted((x for row in rows for x in row), reverse=True)
     top = [*flat[:5], *([0.0] * max(0, 5 - len(flat)))]
     per_passage = sorted((sorted(row, reverse=True) for row in rows if row), key=lambda r: -r[0])
@@ -112,15 +118,18 @@ class LogisticSetGate:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> LogisticSetGate:
+    def load(cls, path: str | Path, *, fix: str = "") -> LogisticSetGate:
         path = Path(path)
+        fix = fix or f"fit one with `{FIT_COMMAND.format(model=path.parent)}`"
         if not path.is_file():
-            raise ModelNotFoundError(f"no set gate at {str(path)!r}; fit one with `ragzip train extractive "
-                                     "--fit-set-gate`, or set the gate to the best-sentence rule.")
+            raise ModelNotFoundError(f"no set gate at {str(path)!r}; {fix}.")
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.pop("type", None) != "set_gate":
-            raise ConfigError(f"{path} is not a set gate file (no \"type\": \"set_gate\").")
-        return cls(**data)
+            raise ConfigError(f"{path} is not a set gate file (no \"type\": \"set_gate\"); {fix}.")
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise ConfigError(f"{path} does not hold this ragzip's set gate fields ({err}); {fix}.") from None
 
     # ------------------------------------------------------------------------------------------------- fitting
     @classmethod
@@ -151,22 +160,25 @@ class LogisticSetGate:
                    mean=[float(v) for v in mean], scale=[float(v) for v in scale])
 
 
-def load_beside(folder: str | Path) -> LogisticSetGate:
+def load_beside(folder: str | Path, *, fix: str = "") -> LogisticSetGate:
     """The set gate fitted beside a classifier artifact (``<folder>/set_gate.json``), refused when the classifier's
-    weights are not the ones it was fitted on (its features are that classifier's scores)."""
-    from ragzip.artifacts import INTEGRITY, ArtifactError
+    weights file is not the one it was fitted on (its features are that classifier's scores)."""
+    from ragzip.artifacts import WEIGHTS_NAME, ArtifactError
+    from ragzip.fsutil import sha256_file
 
     folder = Path(folder)
-    gate = LogisticSetGate.load(folder / GATE_FILE)
+    fix = fix or f"refit it with `{FIT_COMMAND.format(model=folder)}`"
+    gate = LogisticSetGate.load(folder / GATE_FILE, fix=fix)
     want = gate.training.get("classifier_weights_sha256")
-    config = folder / "config.json"
-    have = None
-    if config.is_file():
-        have = (json.loads(config.read_text(encoding="utf-8")).get(INTEGRITY) or {}).get("weights_sha256")
-    if want and have and want != have:
+    weights = folder / WEIGHTS_NAME
+    if not want or not weights.is_file():
+        logger.warning("%s does not record the classifier weights it was fitted on (or %s is missing): it cannot be "
+                       "checked against them", folder / GATE_FILE, weights)
+        return gate
+    have = sha256_file(weights)
+    if want != have:
         raise ArtifactError(f"{folder / GATE_FILE} was fitted on another classifier's scores (weights sha256 "
-                            f"{str(want)[:16]}..., this folder's are {str(have)[:16]}...); refit it with `ragzip train "
-                            f"extractive --fit-set-gate --model {folder}`.")
+                            f"{str(want)[:16]}..., this folder's are {have[:16]}...); {fix}.")
     return gate
 
 
@@ -185,6 +197,8 @@ def threshold_for(positive_probs: Sequence[float], max_positive_gated: float) ->
     """The largest threshold that gates (``P < threshold``) at most ``max_positive_gated`` of the positive sets."""
     if not positive_probs:
         raise ConfigError("no positive sets to calibrate the gate threshold on.")
+    if not 0.0 <= max_positive_gated < 1.0:
+        raise ConfigError(f"the share of positive sets a gate may close must lie in [0, 1), got {max_positive_gated}.")
     ordered = sorted(positive_probs)
     allowed = int(math.floor(max_positive_gated * len(ordered)))
     return ordered[allowed] if allowed < len(ordered) else ordered[-1]

@@ -740,7 +740,7 @@ def test_set_gate_decides_from_the_whole_set(scripted, tmp_path):
     assert auto.gate_kind == "set"
     (tmp_path / "set_gate.json").unlink()
     assert auto.gate_kind == "extractive"
-    with pytest.raises(Exception, match="fit one with `ragzip train extractive --fit-set-gate"):
+    with pytest.raises(Exception, match="refit it with `ragzip train extractive --fit-set-gate --model FOLDER --data"):
         scripted([], gate=_gate("Haunted"), relevance_gate="set", gate_model=str(tmp_path))[0].compress(QUERY, PASSAGES)
 
 
@@ -792,3 +792,33 @@ def test_train_main_extract_then_fuse_end_to_end(causal_dir, tmp_path):
     c = AbstractiveCompressor(AbstractiveConfig(model=causal_dir, adapter=str(out), tokenizer="whitespace",
                                                 relevance_gate="none", max_summary_tokens=4))
     assert c.input_kind == "extracted" and c.extract_tokens() == 32
+
+
+def test_explicit_gate_threshold_keeps_the_best_sentence_rule_under_auto(scripted, tmp_path):
+    """A gate_threshold written for the best-sentence rule keeps meaning that under relevance_gate: auto."""
+    _write_gate(tmp_path)
+    c, _ = scripted([], gate=_gate("Haunted"), relevance_gate="auto", gate_model=str(tmp_path), gate_threshold=0.65)
+    assert c.gate_kind == "extractive" and c.gate_threshold == 0.65
+
+
+def test_auto_falls_back_when_the_set_gate_belongs_to_another_classifier(scripted, tmp_path, caplog):
+    import json as _json
+
+    from ragzip.relevance import FEATURES, LogisticSetGate
+
+    LogisticSetGate(weights=[1.0] * len(FEATURES), bias=0.0, threshold=0.5,
+                    training={"classifier_weights_sha256": "0" * 64}).save(tmp_path / "set_gate.json")
+    (tmp_path / "model.safetensors").write_bytes(b"not the weights it was fitted on")
+    (tmp_path / "config.json").write_text(_json.dumps({}))
+    c, _ = scripted([], gate=_gate("Haunted"), relevance_gate="auto", gate_model=str(tmp_path))
+    assert c.gate_kind == "extractive"
+    assert "fitted on another classifier's scores" in caplog.text
+
+
+def test_a_user_gate_lends_its_model_not_its_selection_rules(scripted):
+    gate = ExtractiveCompressor(ExtractiveConfig(top_k=1, threshold=0.99, selective=True),
+                                scorer=KeywordScorer("Haunted"))
+    c, fake = scripted(["Most Haunted."], gate=gate, input="extracted", extract_tokens=30)
+    c.compress(QUERY, _titled_passages())
+    doc = fake.prompts[0].split("Document: ")[1]
+    assert "He was best known" in doc and "Paris" in doc  # the budget alone selected, past top_k and the threshold

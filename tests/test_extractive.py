@@ -520,3 +520,8 @@ def test_selective_set_gate_decides_no_evidence_from_the_whole_set(tmp_path) -> 
     assert kept.text == "Alpha two.\n\nGamma one." and passing.threshold is None  # the budget selects, no floor
     with pytest.raises(ConfigError, match="selective_rule"):
         ExtractiveConfig(selective_rule="best")
+
+
+def test_selective_rule_set_gate_needs_selective() -> None:
+    with pytest.raises(ConfigError, match="set selective: true"):
+        ExtractiveConfig(selective_rule="set_gate")

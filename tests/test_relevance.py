@@ -58,20 +58,22 @@ def test_save_load_round_trip_and_errors(tmp_path):
         LogisticSetGate.fit([[[0.5]], [[0.6]]], [1, 1])
 
 
-def test_a_gate_fitted_on_another_classifier_is_refused(tmp_path):
-    import json
-
+def test_a_gate_fitted_on_another_classifier_is_refused(tmp_path, caplog):
     from ragzip.artifacts import ArtifactError
+    from ragzip.fsutil import sha256_file
     from ragzip.relevance import load_beside
 
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"classifier A")
     gate = LogisticSetGate(weights=[1.0] * len(FEATURES), bias=0.0, threshold=0.3,
-                           training={"classifier_weights_sha256": "a" * 64})
+                           training={"classifier_weights_sha256": sha256_file(weights)})
     gate.save(tmp_path / "set_gate.json")
-    (tmp_path / "config.json").write_text(json.dumps({"integrity": {"weights_sha256": "a" * 64}}))
     assert load_beside(tmp_path) == gate
-    (tmp_path / "config.json").write_text(json.dumps({"integrity": {"weights_sha256": "b" * 64}}))
-    with pytest.raises(ArtifactError, match="fitted on another classifier's scores"):
+    weights.write_bytes(b"classifier B, retrained into the same folder")
+    with pytest.raises(ArtifactError, match="fitted on another classifier's scores.*--fit-set-gate --model"):
         load_beside(tmp_path)
+    LogisticSetGate(weights=[1.0] * len(FEATURES), bias=0.0, threshold=0.3).save(tmp_path / "set_gate.json")
+    assert load_beside(tmp_path).threshold == 0.3 and "cannot be checked" in caplog.text  # old file: a warning
 
 
 def test_shipped_set_gate_matches_the_shipped_classifier():

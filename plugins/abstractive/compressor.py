@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragzip.compressor import Compressor
 from ragzip.data import passage_text
-from ragzip.errors import ConfigError
+from ragzip.errors import ConfigError, RagzipError
 from ragzip.relevance import GATE_FILE, LogisticSetGate, load_beside
 from ragzip.softstore import SoftTokenStore
 from ragzip.tokens import TokenCounter
@@ -208,8 +208,19 @@ class AbstractiveCompressor(Compressor):
         if cfg.relevance_gate == "none" or cfg.gate_threshold == 0:
             return "none"
         if cfg.relevance_gate == "auto":
+            # An explicit gate_threshold was written for the best-sentence rule (the only gate before the set gate).
+            if cfg.gate_threshold is not None:
+                return "extractive"
             folder = self._gate_folder()
-            return "set" if folder is not None and (folder / GATE_FILE).is_file() else "extractive"
+            if folder is None or not (folder / GATE_FILE).is_file():
+                return "extractive"
+            try:
+                self.set_gate  # noqa: B018 - load (and check) it now, so that auto can fall back
+            except RagzipError as err:
+                logger.warning("relevance_gate auto: the set gate beside %s cannot be used (%s); using the "
+                               "best-sentence rule", folder, err)
+                return "extractive"
+            return "set"
         return cfg.relevance_gate
 
     @property
@@ -220,8 +231,10 @@ class AbstractiveCompressor(Compressor):
             if folder is None:
                 raise ConfigError(f"compressor[abstractive].gate_model = {self.config.gate_model!r} is not a folder, "
                                   "so it has no set gate; use relevance_gate: extractive, or fit one with "
-                                  "`ragzip train extractive --fit-set-gate --model FOLDER`.")
-            self._set_gate = load_beside(folder)
+                                  "`ragzip train extractive --fit-set-gate --model FOLDER --data TRAIN_FILES`.")
+            self._set_gate = load_beside(folder, fix=(
+                "refit it with `ragzip train extractive --fit-set-gate --model FOLDER --data TRAIN_FILES`, or set "
+                "relevance_gate: extractive (the best-sentence rule)"))
         return self._set_gate
 
     @property
@@ -260,10 +273,13 @@ class AbstractiveCompressor(Compressor):
         gate = self.gate
         assert gate is not None
         budget = self.extract_tokens() if self.input_kind == "extracted" else None
-        key = (id(gate), budget)
+        key = (id(gate), budget, id(self.token_counter))
         if getattr(self, "_extractor_key", None) != key:
-            self._extractor_cached = ExtractiveCompressor(replace(gate.config, max_tokens=budget), scorer=gate.scorer,
-                                                          token_counter=self.token_counter)
+            # Only the gate's model settings carry over; selection is the extractive step's budget alone, as in
+            # training (no threshold, relative rule, top_k, neighbours or selective mode of a user-supplied gate).
+            config = replace(gate.config, max_tokens=budget, threshold=None, relative=None, top_k=None, neighbors=0,
+                             selective=False, selective_rule="threshold")
+            self._extractor_cached = ExtractiveCompressor(config, scorer=gate.scorer, token_counter=self.token_counter)
             memo = getattr(gate, "_score_memo", None)
             if memo is not None:
                 self._extractor_cached._score_memo = memo
@@ -537,7 +553,8 @@ class AbstractiveCompressor(Compressor):
             summary, removed = self._clean(summary, out.stopped == "length")
         extra["repeats_removed"] = removed
         sentences = split_sentences(summary) if summary else []
-        scores = [support(sent, job.docs) for sent in sentences]
+        read = ["" if j in job.window_dropped else doc for j, doc in enumerate(job.docs)]  # what the summarizer read
+        scores = [support(sent, read) for sent in sentences]
         if self.config.faithfulness_check and scores:
             keep = [i for i, (sc, _) in enumerate(scores) if sc >= self.config.faithfulness_threshold]
             dropped = len(sentences) - len(keep)

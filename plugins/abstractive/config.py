@@ -99,7 +99,8 @@ class AbstractiveConfig(CompressorConfig):
                           "scores (`gate_model`): 'set' (the set-level gate fitted beside the classifier, "
                           "set_gate.json: P(the set holds the evidence) from the scores of all sentences), "
                           "'extractive' (the best sentence's score alone), 'none' (the summarizer alone decides), or "
-                          "'auto' ('set' when the classifier has a set gate, else 'extractive'). A gated question gets "
+                          "'auto' ('set' when the classifier has a usable set gate and `gate_threshold` is empty, "
+                          "else 'extractive'). A gated question gets "
                           "an empty summary without a summarizer call."},
     )
     gate_model: str = field(

@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-summary-tokens", type=int, default=128)
     p.add_argument("--empty-threshold", type=float, default=None)
     p.add_argument("--answer", action="store_true", help="also answer with the generator (full / summary / none)")
-    p.add_argument("--relevance-gate", choices=["extractive", "none"], default="extractive")
+    p.add_argument("--relevance-gate", choices=["auto", "set", "extractive", "none"], default="auto")
     p.add_argument("--gate-threshold", type=float, default=None, help="empty: the config's default")
     p.add_argument("--gate-sweep", action="store_true", help="score with the relevance gate only (no summarizer)")
     p.add_argument("--heldout-train", action="store_true",
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {"data": args.data, "n": len(examples), "seed": args.seed,
                               "distractors": args.distractors, "adapter": str(compressor.adapter_path()),
                               "empty_threshold": compressor._threshold(), "relevance_gate": args.relevance_gate,
-                              "gate_threshold": compressor.config.gate_threshold, "settings": {}}
+                              "gate": compressor.gate_kind, "gate_threshold": compressor.gate_threshold, "settings": {}}
     for setting in ("gold", "distractors"):
         sub = [r for r in rows if r["setting"] == setting]
         if not sub:

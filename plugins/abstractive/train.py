@@ -199,10 +199,17 @@ def choose_sets(questions: Sequence[Any], rng: random.Random, *, empty_frac: flo
         gold = [p for p in q.paragraphs if p.gold or p.anchor]
         others = [p for p in q.paragraphs if not (p.gold or p.anchor)]
         pool = by_source[q.source]
-        while len(others) < 5 and len(pool) > len(q.paragraphs) + 5:
+        seen = {(p.title, tuple(p.sentences)) for p in q.paragraphs}
+        answers = [" ".join(p.sentences[k] for k, y in enumerate(p.labels) if y).lower() for p in gold]
+        tries = 0
+        while len(others) < 5 and tries < 50:  # borrow other questions' paragraphs (not this one's, once each)
+            tries += 1
             cand = pool[rng.randrange(len(pool))]
-            if cand not in q.paragraphs and cand not in others:
-                others.append(type(cand)(q.query, cand.title, cand.sentences, [0] * len(cand.sentences)))
+            key = (cand.title, tuple(cand.sentences))
+            if key in seen or any(a and a in " ".join(cand.sentences).lower() for a in answers):
+                continue
+            seen.add(key)
+            others.append(type(cand)(q.query, cand.title, cand.sentences, [0] * len(cand.sentences)))
         rng.shuffle(others)
         kinds = (["gold", "empty"] if rng.random() < pair_prob else ["gold"]) if paired else \
             ["empty" if rng.random() < empty_frac else "gold"]
@@ -249,6 +256,7 @@ def _extracted_data(args: argparse.Namespace, rng: random.Random, n_train: int) 
     ``--holdout``/``--seed`` as ``ragzip train extractive``) is held out here too, so calibration never sees a
     question either model trained on."""
     from ragzip.data import load_questions, split_holdout
+    from ragzip.errors import InputError
     from ragzip.plugins.extractive.compressor import ExtractiveCompressor
     from ragzip.plugins.extractive.config import ExtractiveConfig
 
@@ -266,13 +274,16 @@ def _extracted_data(args: argparse.Namespace, rng: random.Random, n_train: int) 
                                                       device=args.device))
     t0 = time.perf_counter()
     sets = choose_sets(train_qs, rng, empty_frac=args.empty_frac, paired=not args.unpaired)
+    if not sets:
+        raise InputError(f"no training questions left in {args.data} after holding out {args.holdout} per source.")
     while len(sets) < n_train:  # another pass, fresh distractors
         sets += choose_sets(train_qs, rng, empty_frac=args.empty_frac, paired=not args.unpaired)
     examples = extracted_examples(sets[:n_train], extractor)
     val = extracted_examples(choose_sets(held_qs, random.Random(args.seed + 1), empty_frac=0.5), extractor)
     logger.info("extract-then-fuse data: %d training and %d held-out examples in %.0f s", len(examples), len(val),
                 time.perf_counter() - t0)
-    val_gold = [ex for ex in val if ex.source.endswith(":gold")]
+    # Calibrate on what the targets say: a gold set whose evidence the extractive step dropped has an empty target.
+    val_gold = [ex for ex in val if ex.source.endswith(":gold") and ex.kind == "gold"]
     val_empty = [ex for ex in val if ex.source.endswith(":empty")]
     return examples, val_gold, val_empty, len(train_qs), held_qs
 
@@ -633,7 +644,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         **({"extract_tokens": args.extract_tokens, "extractor": args.extractor} if args.input == "extracted" else {}),
         **({"init_adapter": args.init_adapter} if args.init_adapter else {}), "seed": args.seed, "steps": step, "steps_planned": args.steps,
         "stopped_early": stopped_early, "batch_size": args.batch_size, "accum": args.accum, "lr": args.lr,
-        "lora": {"rank": args.rank, "alpha": args.alpha, "first_layer": args.first_layer, "targets": args.targets},
+        "lora": {"rank": lora.rank, "alpha": lora.alpha, "first_layer": lora.first_layer,
+                 "targets": ",".join(lora.target_modules)},
         "first_token_weight": args.first_token_weight, "empty_frac": args.empty_frac,
         "summary_prefix": summarizer.summary_prefix, "paired": not args.unpaired,
         "one_gold_frac": args.one_gold_frac, "passages": [args.min_passages, args.max_passages],

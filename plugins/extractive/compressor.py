@@ -106,7 +106,9 @@ class ExtractiveCompressor(Compressor):
 
             spec = self.config.model
             folder = DEFAULT_ARTIFACT if spec == "default" else Path(spec).expanduser()
-            self._set_gate = load_beside(folder)
+            self._set_gate = load_beside(folder, fix=(
+                f"refit it with `ragzip train extractive --fit-set-gate --model {spec} --data TRAIN_FILES`, or set "
+                "selective_rule: threshold"))
         return self._set_gate
 
     def split(self, text: str) -> list[Sentence]:

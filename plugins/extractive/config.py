@@ -126,6 +126,9 @@ class ExtractiveConfig(CompressorConfig):
             check_range(_WHERE, "top_k", self.top_k, 1)
         check_range(_WHERE, "neighbors", self.neighbors, 0)
         check_choice(_WHERE, "selective_rule", self.selective_rule, ("threshold", "set_gate"))
+        if self.selective_rule == "set_gate" and not self.selective:
+            raise ConfigError(f"{_WHERE}.selective_rule 'set_gate' decides when `selective` returns no context; set "
+                              "selective: true with it (or leave selective_rule at 'threshold').")
         check_range(_WHERE, "batch_size", self.batch_size, 1)
         check_range(_WHERE, "max_sentence_chars", self.max_sentence_chars, 16)
         if self.window:

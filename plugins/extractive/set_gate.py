@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ragzip.artifacts import WEIGHTS_NAME
 from ragzip.data import load_qa, make_passage, same_article_distractors, select
+from ragzip.fsutil import sha256_file
 from ragzip.relevance import GATE_FILE, LogisticSetGate, roc_auc, set_features, threshold_for
 from ragzip.types import Passage
 
@@ -80,13 +83,14 @@ def dev_sets(path: str, limit: int, seed: int) -> list[tuple[str, list[Passage],
         others = [p for p in passages if p.id not in ex.gold_ids]
         if len(others) < 5:  # NQ: one passage per question; draw other questions' passages
             answers = [a.lower() for a in ex.answers]
-            extra = [p for p in rng.sample(pool, 20) if p.id not in ex.gold_ids
+            extra = [p for p in rng.sample(pool, min(20, len(pool))) if p.id not in ex.gold_ids
                      and not any(a in p.text.lower() for a in answers)]
             others += extra[: 5 - len(others)]
         with_gold = gold + others[: max(0, 5 - len(gold))]
         rng.shuffle(with_gold)
         out.append((ex.question, with_gold, 1, name))
-        out.append((ex.question, others[:5], 0, name))
+        if others:
+            out.append((ex.question, others[:5], 0, name))
     return out
 
 
@@ -154,7 +158,8 @@ def fit_set_gate(args: Any) -> int:
     gold_probs = [p for p, y in zip(oof, labels, strict=True) if y]
     threshold = threshold_for(gold_probs, args.max_gold_gated)
     best_threshold = threshold_for([b for b, y in zip(best, labels, strict=True) if y], args.max_gold_gated)
-    gate = LogisticSetGate.fit(scores, labels, l2=args.gate_l2, threshold=round(threshold, 4))
+    threshold = math.floor(threshold * 1e4) / 1e4  # stored rounded down: never gates more than calibrated
+    gate = LogisticSetGate.fit(scores, labels, l2=args.gate_l2, threshold=threshold)
     heldout = {"set_gate": {"threshold": round(threshold, 4), **_rates(oof, labels, threshold),
                             "by_source": _by_source(oof, sets, threshold)},
                "best_sentence": {"threshold": round(best_threshold, 4), **_rates(best, labels, best_threshold),
@@ -163,8 +168,7 @@ def fit_set_gate(args: Any) -> int:
         "data": ", ".join(Path(p).name for p in args.data), "holdout_per_source": args.holdout, "seed": args.seed,
         "sets": len(sets), "with_evidence": sum(labels), "l2": args.gate_l2, "max_gold_gated": args.max_gold_gated,
         "classifier": str(folder.name if args.model == "default" else folder), "heldout_out_of_fold": heldout,
-        "classifier_weights_sha256": (json.loads((folder / "config.json").read_text()).get("integrity") or {}).get(
-            "weights_sha256"),
+        "classifier_weights_sha256": sha256_file(folder / WEIGHTS_NAME),
         "command": "ragzip train extractive " + " ".join(args.argv),
     }
     report: dict[str, Any] = {"heldout_train": heldout, "weights": dict(zip(gate.features, gate.weights,
