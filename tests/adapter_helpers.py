@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import torch
+from conftest import build_bpe_tokenizer, build_tiny_llama
 
 from ragzip import Compressor, CompressorConfig, PassageResult, SoftSegment
 from ragzip.softstore import PLACEHOLDER_RE, SoftTokenStore
@@ -70,16 +71,7 @@ class ToySoftCompressor(Compressor):
 
 def tiny_tokenizer():
     """A byte-level BPE tokenizer trained in memory, with a chat template: no download."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(["The Eiffel Tower in Paris was designed by Gustave Eiffel. Who? Context:"] * 3, trainer)
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    hf = build_bpe_tokenizer(["The Eiffel Tower in Paris was designed by Gustave Eiffel. Who? Context:"] * 3)
     hf.chat_template = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     return hf
@@ -87,14 +79,10 @@ def tiny_tokenizer():
 
 def tiny_causal_lm():
     """(model, tokenizer): a 2-layer Llama with random weights over :func:`tiny_tokenizer`."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tokenizer = tiny_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    return LlamaForCausalLM(config).eval(), tokenizer
+    model = build_tiny_llama(len(tokenizer), heads=2, max_positions=2048, bos_token_id=1, eos_token_id=2,
+                             pad_token_id=0)
+    return model, tokenizer
 
 
 def tiny_generator(parts):

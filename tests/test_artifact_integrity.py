@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import build_bpe_tokenizer, build_tiny_llama, tiny_refrag_encoder, write_tiny_bert
 
 from ragzip.artifacts import INTEGRITY, ArtifactError, verify_weights
 from ragzip.errors import ConfigError
-from ragzip.models import load_tokenizer
 
 GEN = "embedded:smollm2-135m"
 
@@ -44,37 +44,8 @@ def edited_weights_message(folder: Path) -> str:
     return f"{folder / 'model.safetensors'} is not the file this artifact was saved with"
 
 
-@pytest.fixture(scope="session")
-def smol_tok():
-    return load_tokenizer(GEN)
-
-
-def tiny_llama(vocab: int, *, seed: int, hidden: int = 32, causal: bool = True) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True)
-    return (LlamaForCausalLM if causal else LlamaModel)(config).eval()
-
-
 # ========================================================================================================= extractive
-CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,?!'"
-
-
-def write_tiny_bert(folder: Path, *, seed: int) -> Path:
-    """A 2-layer, 32-wide BERT with a character-level WordPiece vocabulary; ``seed`` picks its weights."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *CHARS, *[f"##{c}" for c in CHARS]]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    torch.manual_seed(seed)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(folder)
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
-    return folder
+CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,?!'"  # the tiny BERT's characters (max 128 positions)
 
 
 @pytest.fixture()
@@ -82,7 +53,7 @@ def extractive_artifact(tmp_path: Path) -> tuple[Path, Path]:
     """``(artifact folder, base encoder folder)``: a crossencoder artifact over a tiny BERT."""
     from ragzip.plugins.extractive.modeling import CrossEncoderScorer
 
-    base = write_tiny_bert(tmp_path / "base", seed=0)
+    base = write_tiny_bert(tmp_path / "base", chars=CHARS, max_positions=128, seed=0)
     scorer = CrossEncoderScorer.from_base(str(base), trained_layers=1, head_hidden=16, window=64, seed=1)
     return scorer.save_pretrained(tmp_path / "artifact"), base
 
@@ -122,7 +93,7 @@ def test_extractive_edited_weights_are_refused(extractive_artifact):
 
 def test_extractive_another_encoder_of_the_same_width_is_refused(extractive_artifact):
     folder, base = extractive_artifact
-    write_tiny_bert(base, seed=7)  # the same name and width, other weights
+    write_tiny_bert(base, chars=CHARS, max_positions=128, seed=7)  # the same name and width, other weights
     with pytest.raises(ArtifactError, match=re.escape(
             f"extractive artifact {str(folder)!r}: the encoder {str(base)!r} does not match the one this artifact "
             f"was trained with ({str(base)!r}): its input embeddings differ")):
@@ -155,7 +126,7 @@ def xrag_generator(smol_tok, seed: int):
     from ragzip.softstore import SoftTokenStore
 
     return HFGenerator(GeneratorConfig(model=GEN, max_new_tokens=2), store=SoftTokenStore(),
-                       model=tiny_llama(len(smol_tok), seed=seed, hidden=D_GEN), tokenizer=smol_tok)
+                       model=build_tiny_llama(len(smol_tok), seed=seed, hidden=D_GEN, tie=True), tokenizer=smol_tok)
 
 
 def xrag_artifact(folder: Path, config=None, **bases) -> Path:
@@ -238,7 +209,7 @@ def test_xrag_another_embedder_of_the_same_width_is_refused(tmp_path, smol_tok):
 
     def encoder(seed: int) -> LastTokenEncoder:
         return LastTokenEncoder("tiny-sfr", max_length=180, tokenizer=smol_tok,
-                                model=tiny_llama(len(smol_tok), seed=seed, hidden=D_EMB, causal=False))
+                                model=build_tiny_llama(len(smol_tok), seed=seed, hidden=D_EMB, causal=False, tie=True))
 
     config = xrag_config(embedder="tiny-sfr", pooling="last-token", normalize=False, embedder_max_length=180)
     folder = xrag_artifact(tmp_path / "p", config, encoder=encoder(0))
@@ -271,23 +242,6 @@ def test_xrag_artifact_without_a_record_still_loads(tmp_path):
 
 
 # ============================================================================================================= refrag
-@pytest.fixture(scope="session")
-def minilm_tok():
-    from transformers import AutoTokenizer
-
-    from ragzip.models import resolve
-
-    return AutoTokenizer.from_pretrained(resolve("embedded:minilm"))
-
-
-def tiny_refrag_encoder(minilm_tok, seed: int):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    return BertModel(BertConfig(vocab_size=minilm_tok.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
-
-
 def refrag_artifact(folder: Path, minilm_tok, decoder=None, smol_tok=None) -> Path:
     from ragzip.plugins.refrag import RefragModel, RefragModelConfig
 
@@ -335,13 +289,13 @@ def test_refrag_another_encoder_of_the_same_width_is_refused(tmp_path, minilm_to
 
 
 def test_refrag_another_decoder_of_the_same_width_is_refused(tmp_path, minilm_tok, smol_tok):
-    folder = refrag_artifact(tmp_path / "r", minilm_tok, tiny_llama(len(smol_tok), seed=0), smol_tok)
+    folder = refrag_artifact(tmp_path / "r", minilm_tok, build_tiny_llama(len(smol_tok), seed=0, tie=True), smol_tok)
     model = load_refrag(folder, minilm_tok)
-    model.check_decoder(tiny_llama(len(smol_tok), seed=0), smol_tok)
+    model.check_decoder(build_tiny_llama(len(smol_tok), seed=0, tie=True), smol_tok)
     with pytest.raises(ArtifactError, match=re.escape(
             "refrag: the decoder 'tiny-llama' does not match the one this artifact was trained with ('tiny-llama'): "
             "its input embeddings differ")):
-        model.check_decoder(tiny_llama(len(smol_tok), seed=2), smol_tok)
+        model.check_decoder(build_tiny_llama(len(smol_tok), seed=2, tie=True), smol_tok)
 
 
 def test_refrag_artifact_without_a_record_still_loads(tmp_path, minilm_tok):
@@ -359,20 +313,11 @@ CORPUS = ["Question: Document: Summary: the of and a in is was by for to",
 
 @pytest.fixture(scope="session")
 def bpe_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS * 4, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    return build_bpe_tokenizer(CORPUS * 4)
 
 
 def write_summarizer(folder: Path, tokenizer, *, seed: int) -> str:
-    tiny_llama(len(tokenizer), seed=seed).save_pretrained(folder)
+    build_tiny_llama(len(tokenizer), seed=seed, tie=True).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 

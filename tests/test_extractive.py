@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import re
-import string
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+
+from conftest import write_tiny_bert  # noqa: E402
 
 from ragzip import ConfigError, InputError, ModelNotFoundError, Passage, build_compressor  # noqa: E402
 from ragzip.plugins.extractive import ExtractiveCompressor, ExtractiveConfig  # noqa: E402
@@ -29,26 +30,8 @@ from ragzip.plugins.extractive.modeling import (  # noqa: E402
 )
 from ragzip.tokens import WhitespaceTokenCounter  # noqa: E402
 
+
 # ------------------------------------------------------------------------------------------------------- fixtures
-CHARS = string.ascii_lowercase + string.digits + string.punctuation
-
-
-def write_tiny_bert(folder: Path, *, max_positions: int = 512) -> Path:
-    """A 2-layer BERT with a character-level WordPiece vocabulary (every ASCII word tokenizes)."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *CHARS, *[f"##{c}" for c in CHARS]]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=max_positions)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

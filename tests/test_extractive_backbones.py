@@ -16,6 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from conftest import build_tiny_llama, write_tiny_bert  # noqa: E402
+
 from ragzip import MissingDependencyError, build_compressor  # noqa: E402
 from ragzip.plugins.extractive.modeling import EXIT_PROMPT, ExitScorer, RecompScorer, ScoreItem  # noqa: E402
 
@@ -27,7 +29,7 @@ WORDS = ("query full context sentence is this useful in answering the answer onl
 def write_tiny_llama(folder: Path) -> Path:
     """A 2-layer Llama with a word-level tokenizer that knows the EXIT prompt's words, BOS first."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<unk>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"]
     vocab = {w: i for i, w in enumerate(specials + sorted(set(WORDS) | set(string.punctuation) | set(string.digits)))}
@@ -37,26 +39,8 @@ def write_tiny_llama(folder: Path) -> Path:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
                                         unk_token="<unk>", pad_token="<pad>",
                                         additional_special_tokens=["<start_of_turn>", "<end_of_turn>"])
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         pad_token_id=0, bos_token_id=2, eos_token_id=3)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    build_tiny_llama(len(vocab), pad_token_id=0, bos_token_id=2, eos_token_id=3).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return folder
-
-
-def write_tiny_bert(folder: Path) -> Path:
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    chars = string.ascii_lowercase + string.digits + string.punctuation
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *[f"##{c}" for c in chars]]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
     return folder
 
 

@@ -14,6 +14,7 @@ import re
 
 import pytest
 import torch
+from conftest import build_tiny_llama, build_tiny_refrag
 
 from ragzip import build_compressor
 from ragzip.errors import ConfigError, InputError
@@ -22,7 +23,6 @@ from ragzip.plugins.refrag import (
     RefragCompressor,
     RefragConfig,
     RefragModel,
-    RefragModelConfig,
     build_refrag_cache,
     chunk_passage,
 )
@@ -40,45 +40,13 @@ QUESTION = "Who designed the Eiffel Tower?"
 
 # ----------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
-def smol_tok():
-    from ragzip.models import load_tokenizer
-
-    return load_tokenizer("embedded:smollm2-135m")
-
-
-@pytest.fixture(scope="session")
-def minilm_tok():
-    from transformers import AutoTokenizer
-
-    from ragzip.models import resolve
-
-    return AutoTokenizer.from_pretrained(resolve("embedded:minilm"))
-
-
-@pytest.fixture(scope="session")
 def tiny_llama(smol_tok):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smol_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
-    return LlamaForCausalLM(config).eval()
-
-
-def make_model(minilm_tok, k: int = 4, seed: int = 0) -> RefragModel:
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    bert = BertModel(BertConfig(vocab_size=minilm_tok.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
-    config = RefragModelConfig(encoder="tiny-bert", encoder_hidden=32, decoder="tiny-llama", decoder_hidden=32, k=k,
-                               projector_hidden=16, policy_hidden=8, encoder_max_length=32)
-    return RefragModel(config, encoder=bert, encoder_tokenizer=minilm_tok).eval()
+    return build_tiny_llama(len(smol_tok))
 
 
 @pytest.fixture(scope="session")
 def tiny_model(minilm_tok):
-    return make_model(minilm_tok)
+    return build_tiny_refrag(minilm_tok)
 
 
 @pytest.fixture()
@@ -428,7 +396,7 @@ def test_cache_built_with_another_encoder_is_refused(tiny_model, generator, tmp_
 
 def test_cache_from_another_artifact_is_refused_then_rebuilt(tiny_model, minilm_tok, generator, tmp_path, caplog):
     folder = build_refrag_cache(PASSAGES, tmp_path, compressor=make_compressor(tiny_model, generator))
-    retrained = make_model(minilm_tok, seed=1)  # same names and shapes, other trained weights
+    retrained = build_tiny_refrag(minilm_tok, seed=1)  # same names and shapes, other trained weights
     refrag = make_compressor(retrained, generator, cache=str(tmp_path))
     with pytest.raises(CacheMismatchError, match=re.escape("encoder weights (artifact)")):
         refrag.compress(QUESTION, PASSAGES)
@@ -470,7 +438,7 @@ def test_save_and_load_roundtrip_keeps_only_trained_parameters(tiny_model, minil
     assert data["k"] == 4
     names = set(load_file(str(tmp_path / "model.safetensors")))
     assert names and all(n.startswith(("encoder.encoder.layer.1.", "projector.", "policy.")) for n in names)
-    base = make_model(minilm_tok, seed=0).encoder  # the same base encoder, as loading it by name gives
+    base = build_tiny_refrag(minilm_tok, seed=0).encoder  # the same base encoder, as loading it by name gives
     with torch.no_grad():
         for param in base.encoder.layer[-1].parameters():
             param.add_(1.0)  # the trained top layer must come from the file, not from the base
@@ -489,7 +457,8 @@ def test_unknown_key_in_a_saved_artifact_is_a_warning(tiny_model, minilm_tok, tm
     data["future_option"] = 1
     (tmp_path / "config.json").write_text(json.dumps(data))
     with caplog.at_level(logging.WARNING):
-        RefragModel.from_pretrained(tmp_path, encoder=make_model(minilm_tok).encoder, encoder_tokenizer=minilm_tok)
+        RefragModel.from_pretrained(tmp_path, encoder=build_tiny_refrag(minilm_tok).encoder,
+                                    encoder_tokenizer=minilm_tok)
     assert "unknown key 'future_option'" in caplog.text
 
 

@@ -12,6 +12,7 @@ import unicodedata
 
 import pytest
 import torch
+from conftest import build_bpe_tokenizer, build_tiny_llama, build_tiny_refrag, write_tiny_bert
 
 from ragzip import ModelNotFoundError, Passage, RagzipError, SoftTokenStore, build_compressor
 from ragzip.compressor import registered_compressors
@@ -56,22 +57,10 @@ CASES = cases()
 
 # --------------------------------------------------------------------------------------------------------- models
 @pytest.fixture(scope="module")
-def smol_tok():
-    from ragzip.models import load_tokenizer
-
-    return load_tokenizer("embedded:smollm2-135m")
-
-
-@pytest.fixture(scope="module")
 def generator(smol_tok):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from ragzip.generation import GeneratorConfig, HFGenerator
 
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(smol_tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=65536)).eval()
+    model = build_tiny_llama(len(smol_tok), max_positions=65536)
     return HFGenerator(GeneratorConfig(model="tiny-llama", max_new_tokens=1), store=SoftTokenStore(), model=model,
                        tokenizer=smol_tok)
 
@@ -88,38 +77,21 @@ def _xrag(tmp, generator):
 
 
 def _refrag(tmp, generator):
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer
 
     from ragzip.models import resolve
-    from ragzip.plugins.refrag import RefragCompressor, RefragConfig, RefragModel, RefragModelConfig
+    from ragzip.plugins.refrag import RefragCompressor, RefragConfig
 
-    tok = AutoTokenizer.from_pretrained(resolve("embedded:minilm"))
-    torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, max_position_embeddings=128))
-    config = RefragModelConfig(encoder="tiny-bert", encoder_hidden=32, decoder="tiny-llama", decoder_hidden=32, k=4,
-                               projector_hidden=16, policy_hidden=8, encoder_max_length=32)
-    model = RefragModel(config, encoder=bert, encoder_tokenizer=tok).eval()
+    model = build_tiny_refrag(AutoTokenizer.from_pretrained(resolve("embedded:minilm")))
     compressor = RefragCompressor(RefragConfig(k=4, p=0.25, policy="learned"), model=model)
     compressor.bind(generator)
     return compressor
 
 
 def _extractive(tmp, generator):
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
     from ragzip.plugins.extractive.modeling import CrossEncoderScorer
 
-    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,?!'\"-:;()")
-    folder = tmp / "bert"
-    folder.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *[f"##{c}" for c in chars]]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=512)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = write_tiny_bert(tmp / "bert", chars="abcdefghijklmnopqrstuvwxyz0123456789.,?!'\"-:;()", max_positions=512)
     scorer = CrossEncoderScorer.from_base(str(folder), trained_layers=1, head_hidden=16, window=64, seed=1)
     artifact = scorer.save_pretrained(tmp / "extractive", threshold=0.5)
     return build_compressor({"type": "extractive", "model": str(artifact), "tokenizer": "whitespace", "device": "cpu",
@@ -127,24 +99,11 @@ def _extractive(tmp, generator):
 
 
 def _abstractive(tmp, generator):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(["Question: Document: Summary: the a of in is was."] * 4,
-                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                show_progress=False))
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(hf), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id, bos_token_id=hf.bos_token_id,
-                         tie_word_embeddings=True)
+    hf = build_bpe_tokenizer(["Question: Document: Summary: the a of in is was."] * 4)
+    model = build_tiny_llama(len(hf), max_positions=4096, tie=True, eos_token_id=hf.eos_token_id,
+                             pad_token_id=hf.pad_token_id, bos_token_id=hf.bos_token_id)
     path = tmp / "tiny-causal"
-    LlamaForCausalLM(config).save_pretrained(path)
+    model.save_pretrained(path)
     hf.save_pretrained(path)
     return build_compressor({"type": "abstractive", "model": str(path), "adapter": "none", "tokenizer": "whitespace",
                              "relevance_gate": "none", "max_summary_tokens": 4})

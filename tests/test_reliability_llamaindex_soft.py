@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-import torch  # noqa: E402
+from conftest import build_tiny_refrag  # noqa: E402
 from llama_index.core import get_response_synthesizer  # noqa: E402
 from llama_index.core.node_parser import TokenTextSplitter  # noqa: E402
 from llama_index.core.prompts import PromptTemplate  # noqa: E402
@@ -33,19 +33,8 @@ WINDOW = 800  # LlamaIndex's compact synthesizer needs several prompts for the 3
 
 
 @pytest.fixture(scope="module")
-def refrag_model():
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from ragzip.models import resolve
-    from ragzip.plugins.refrag import RefragModel, RefragModelConfig
-
-    tok = AutoTokenizer.from_pretrained(resolve("embedded:minilm"))
-    torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, max_position_embeddings=128))
-    config = RefragModelConfig(encoder="tiny-bert", encoder_hidden=32, decoder="tiny-llama", decoder_hidden=32, k=4,
-                               projector_hidden=16, policy_hidden=8, encoder_max_length=32)
-    return RefragModel(config, encoder=bert, encoder_tokenizer=tok).eval()
+def refrag_model(minilm_tok):
+    return build_tiny_refrag(minilm_tok)
 
 
 @pytest.fixture()

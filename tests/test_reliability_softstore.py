@@ -13,7 +13,7 @@ import threading
 import pytest
 import torch
 
-from ragzip import ModelNotFoundError, Passage, SoftTokenError, SoftTokenStore, build_compressor
+from ragzip import Passage, SoftTokenError, SoftTokenStore, build_compressor
 from ragzip.generation import GeneratorConfig, HFGenerator
 from ragzip.plugins.xrag import ProjectorConfig, XRAGProjector
 from ragzip.softstore import PLACEHOLDER_RE
@@ -25,24 +25,8 @@ PASSAGES = 3
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from ragzip.models import load_tokenizer
-
-    try:
-        return load_tokenizer(GEN)
-    except ModelNotFoundError as err:  # pragma: no cover - the embedded model package is part of the dev setup
-        pytest.skip(str(err))
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=D_GEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=1024,
-                         tie_word_embeddings=True)
-    return LlamaForCausalLM(config).eval().requires_grad_(False)
+def tokenizer(smol_tok):
+    return smol_tok  # tiny_lm (conftest): the 2-layer, 32-wide Llama over this tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -26,26 +26,8 @@ D_EMB, D_GEN = 16, 32
 
 # ---------------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
-def tokenizer():
-    from ragzip.models import load_tokenizer
-
-    try:
-        return load_tokenizer(GEN)
-    except ModelNotFoundError as err:  # pragma: no cover - the embedded model package is part of the dev setup
-        pytest.skip(str(err))
-
-
-@pytest.fixture(scope="session")
-def tiny_lm(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=D_GEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=1024,
-                         tie_word_embeddings=True)
-    model = LlamaForCausalLM(config).eval()
-    model.requires_grad_(False)
-    return model
+def tokenizer(smol_tok):
+    return smol_tok  # tiny_lm (conftest): the 2-layer, 32-wide Llama over this tokenizer
 
 
 @pytest.fixture()
