@@ -13,24 +13,14 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
+from ragzip.data import demo_file, read_jsonl
 from ragzip.errors import RagzipError
 
 logger = logging.getLogger("ragzip")
 
 TRAINABLE = ("extractive", "abstractive", "xrag", "refrag")
-
-
-def _demo_file(name: str) -> Path:
-    return Path(str(resources.files("ragzip") / "demo" / name))
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def _demo_methods() -> list[dict[str, Any]]:
@@ -66,9 +56,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     embedder = Embedder(args.embedder)
-    retriever = FaissRetriever.build(load_corpus(_demo_file("demo_corpus.jsonl")), embedder)
+    retriever = FaissRetriever.build(load_corpus(demo_file("demo_corpus.jsonl")), embedder)
     generator = HFGenerator(GeneratorConfig(model=args.generator))
-    questions = _read_jsonl(_demo_file("demo_questions.jsonl"))[: args.questions]
+    questions = read_jsonl(demo_file("demo_questions.jsonl"))[: args.questions]
     queries = [q["question"] for q in questions]
     retrieved = retriever.search_batch(queries, args.top_k)
     print(f"indexed {len(retriever)} passages of the demo corpus with {embedder.name}; generator {args.generator}; "

@@ -70,6 +70,20 @@ class QAExample:
     supporting: tuple[str, ...] = ()
 
 
+def demo_file(name: str) -> Path:
+    """A file of the demo data shipped inside the package (``ragzip/demo/<name>``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("ragzip") / "demo" / name))
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSONL file (``.gz`` too), blank lines skipped."""
+    opener: Any = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
 def passage_text(title: str | None, body: str) -> str:
     """The text of a passage: ``"{title}: {body}"``, or ``body`` alone when there is no title."""
     body = body.strip()
@@ -252,9 +266,9 @@ def recall(retrieved: Sequence[Passage], gold_ids: Sequence[str]) -> float | Non
     return sum(g in got for g in gold_ids) / len(gold_ids)
 
 
-__all__ = ["HOTPOTQA", "QED", "SQUAD", "Paragraph", "QAExample", "Question", "corpus", "five_passages", "load_hotpotqa",
-           "load_qa", "load_questions", "make_passage", "parse_record", "passage_text", "recall",
-           "same_article_distractors", "select", "split_holdout"]
+__all__ = ["HOTPOTQA", "QED", "SQUAD", "Paragraph", "QAExample", "Question", "corpus", "demo_file", "five_passages",
+           "load_hotpotqa", "load_qa", "load_questions", "make_passage", "parse_record", "passage_text", "read_jsonl",
+           "recall", "same_article_distractors", "select", "split_holdout"]
 
 
 # ============================================================================= training questions with sentence labels

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from ragzip.data import read_jsonl
 from ragzip.plugins.refrag.config import RefragModelConfig, check_k
 from ragzip.plugins.refrag.kernels import assemble_embeddings
 from ragzip.plugins.refrag.modeling import (
@@ -77,11 +78,6 @@ class Corpus:
     eval_pair_titles: list[str]
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def load_corpus(data_dir: str | Path, *, max_qa_passages: int = 4) -> Corpus:
     """Read SQuAD dev paragraphs (grouped into articles) and HotpotQA train records from ``data_dir``."""
     data_dir = Path(data_dir)
@@ -91,7 +87,7 @@ def load_corpus(data_dir: str | Path, *, max_qa_passages: int = 4) -> Corpus:
             raise FileNotFoundError(f"training data {str(path)!r} not found; pass --data DIR (the folder with "
                                     "squad_dev.jsonl and hotpotqa_train.jsonl).")
     articles: dict[str, list[str]] = {}
-    for row in _read_jsonl(squad):
+    for row in read_jsonl(squad):
         paragraphs = articles.setdefault(row.get("title") or "untitled", [])
         if not paragraphs or paragraphs[-1] != row["context"]:
             if row["context"] not in paragraphs:
@@ -109,7 +105,7 @@ def load_corpus(data_dir: str | Path, *, max_qa_passages: int = 4) -> Corpus:
             train_pairs.extend(pairs)
             train_paragraphs.extend(paragraphs)
 
-    records = _read_jsonl(hotpot)
+    records = read_jsonl(hotpot)
     held = records[-HELD_OUT_HOTPOT:]
     held_texts = {"".join(s) for r in held for _, s in r["context"]}
     seen: set[str] = set()

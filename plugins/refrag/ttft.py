@@ -75,10 +75,10 @@ def _source_texts(path: str) -> list[str]:
                 if isinstance(context, str) and context.strip() and (not texts or texts[-1] != context):
                     texts.append(context)
     if not texts:
-        from ragzip.cli import _demo_file, _read_jsonl
+        from ragzip.data import demo_file, read_jsonl
 
         logger.warning("%s not found: timing on the demo corpus (repeated as needed)", path)
-        texts = [r["text"] for r in _read_jsonl(_demo_file("demo_corpus.jsonl"))]
+        texts = [r["text"] for r in read_jsonl(demo_file("demo_corpus.jsonl"))]
     return texts
 
 
