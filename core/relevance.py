@@ -163,7 +163,7 @@ class LogisticSetGate:
 def load_beside(folder: str | Path, *, fix: str = "") -> LogisticSetGate:
     """The set gate fitted beside a classifier artifact (``<folder>/set_gate.json``), refused when the classifier's
     weights file is not the one it was fitted on (its features are that classifier's scores)."""
-    from ragzip.artifacts import WEIGHTS_NAME, ArtifactError
+    from ragzip.artifacts import CONFIG_NAME, INTEGRITY, WEIGHTS_NAME, ArtifactError, read_config
     from ragzip.fsutil import sha256_file
 
     folder = Path(folder)
@@ -175,7 +175,11 @@ def load_beside(folder: str | Path, *, fix: str = "") -> LogisticSetGate:
         logger.warning("%s does not record the classifier weights it was fitted on (or %s is missing): it cannot be "
                        "checked against them", folder / GATE_FILE, weights)
         return gate
-    have = sha256_file(weights)
+    # The classifier's config.json records its weights' hash, and loading the classifier checks the file against it;
+    # hash the (large) file here only for an artifact saved before those records.
+    have = (read_config(folder, where="set gate", fix=fix).get(INTEGRITY) or {}).get("weights_sha256") \
+        if (folder / CONFIG_NAME).is_file() else None
+    have = have or sha256_file(weights)
     if want != have:
         raise ArtifactError(f"{folder / GATE_FILE} was fitted on another classifier's scores (weights sha256 "
                             f"{str(want)[:16]}..., this folder's are {have[:16]}...); {fix}.")

@@ -115,6 +115,8 @@ class _Job:
     gated: bool = False
     source: list[int] = field(default_factory=list)  # docs[j] comes from passages[source[j]]
     extracted: CompressedContext | None = None  # the extractive step's result (units with scores)
+    gate: str = "none"  # the gate in force for this batch (resolved once: it may read files)
+    threshold: float | None = None
 
 
 class AbstractiveCompressor(Compressor):
@@ -195,10 +197,10 @@ class AbstractiveCompressor(Compressor):
         return self._gate
 
     def _gate_folder(self) -> Path | None:
-        from ragzip.plugins.extractive.modeling import DEFAULT_ARTIFACT
+        from ragzip.plugins.extractive.modeling import artifact_folder
 
         spec = self.config.gate_model
-        folder = DEFAULT_ARTIFACT if spec == "default" else Path(spec).expanduser()
+        folder = artifact_folder(spec)
         return folder if folder.is_dir() else None
 
     @property
@@ -240,9 +242,12 @@ class AbstractiveCompressor(Compressor):
     @property
     def gate_threshold(self) -> float:
         """The threshold in force: the config's, else the set gate's calibrated one, else the best-sentence rule's."""
+        return self._threshold_for(self.gate_kind)
+
+    def _threshold_for(self, kind: str) -> float:
         if self.config.gate_threshold is not None:
             return self.config.gate_threshold
-        return self.set_gate.threshold if self.gate_kind == "set" else DEFAULT_GATE_THRESHOLD
+        return self.set_gate.threshold if kind == "set" else DEFAULT_GATE_THRESHOLD
 
     @property
     def input_kind(self) -> str:
@@ -286,31 +291,33 @@ class AbstractiveCompressor(Compressor):
             self._extractor_key = key
         return self._extractor_cached
 
-    def _gate_value(self, extracted: CompressedContext) -> float:
+    def _gate_value(self, extracted: CompressedContext, kind: str) -> float:
         scores = [[u.score if u.score is not None else math.nan for u in r.units] for r in extracted.results]
-        if self.gate_kind == "set":
+        if kind == "set":
             return self.set_gate.probability(scores)
         return max((x for row in scores for x in row if math.isfinite(x)), default=0.0)
 
     def gate_scores(self, queries: list[str], passages: list[list[Passage]]) -> list[float]:
         """The gate's value for each question: P(the set holds the evidence) for the set gate, the best sentence's
         P(useful) for the best-sentence rule (0 without a finite score). One scorer call for all questions."""
-        if self.gate_kind == "none":
+        kind = self.gate_kind
+        if kind == "none":
             raise ConfigError("compressor[abstractive] has no relevance gate (relevance_gate: none or "
                               "gate_threshold: 0); set relevance_gate: extractive (or set) to score with it.")
         if not queries:
             return []
-        return [self._gate_value(ctx) for ctx in self._extractor().compress_batch(queries, passages)]
+        return [self._gate_value(ctx, kind) for ctx in self._extractor().compress_batch(queries, passages)]
 
     def _apply_gate(self, jobs: list[_Job]) -> None:
-        """Mark the jobs whose gate value is below the threshold as gated (no-op when the gate is off)."""
-        if self.gate_kind == "none":
-            return
-        threshold = self.gate_threshold
+        """Resolve the gate once for the batch; mark the jobs whose gate value is below the threshold as gated."""
+        kind = self.gate_kind
+        threshold = None if kind == "none" else self._threshold_for(kind)
         for job in jobs:
-            assert job.extracted is not None
-            job.gate_score = self._gate_value(job.extracted)
-            job.gated = job.gate_score < threshold
+            job.gate, job.threshold = kind, threshold
+            if threshold is not None:
+                assert job.extracted is not None
+                job.gate_score = self._gate_value(job.extracted, kind)
+                job.gated = job.gate_score < threshold
 
     def _template(self) -> None:
         if self.config.prompt_template:
@@ -520,7 +527,7 @@ class AbstractiveCompressor(Compressor):
             "p_end": None if out.stopped in ("gated", "nothing extracted") else round(out.p_end, 4),
             "summarizer_calls": job.calls, "map_reduce": len(job.groups) > 1, "groups": len(job.groups),
             "reduce_rounds": job.reduce_rounds, "passages_cut": sum(job.cut), "summary_raw_tokens": out.n_tokens,
-            "gated": job.gated, "gate": self.gate_kind,
+            "gated": job.gated, "gate": job.gate,
             "gate_score": None if job.gate_score is None else round(job.gate_score, 4),
             "input": self.input_kind,
         }
@@ -530,11 +537,11 @@ class AbstractiveCompressor(Compressor):
         if job.gated:
             extra["empty"] = True
             self._count(questions=1, empty=1, gated=1)
-            if self.gate_kind == "set":
+            if job.gate == "set":
                 why = (f"the set relevance gate gave P(the passages hold the evidence) = {job.gate_score:.3f}, below "
-                       f"{self.gate_threshold:.3g}")
+                       f"{job.threshold:.3g}")
             else:
-                why = (f"the relevance gate found no sentence with P(useful) >= {self.gate_threshold} "
+                why = (f"the relevance gate found no sentence with P(useful) >= {job.threshold} "
                        f"(best {job.gate_score:.3f})")
             return self._empty(job, before, extra, why)
         if not job.docs:

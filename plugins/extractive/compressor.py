@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ragzip.compressor import Compressor
@@ -102,10 +101,10 @@ class ExtractiveCompressor(Compressor):
     def set_gate(self) -> LogisticSetGate:
         """The set-level relevance gate fitted beside the model (``set_gate.json``), for ``selective_rule: set_gate``."""
         if getattr(self, "_set_gate", None) is None:
-            from ragzip.plugins.extractive.modeling import DEFAULT_ARTIFACT
+            from ragzip.plugins.extractive.modeling import artifact_folder
 
             spec = self.config.model
-            folder = DEFAULT_ARTIFACT if spec == "default" else Path(spec).expanduser()
+            folder = artifact_folder(spec)
             self._set_gate = load_beside(folder, fix=(
                 f"refit it with `ragzip train extractive --fit-set-gate --model {spec} --data TRAIN_FILES`, or set "
                 "selective_rule: threshold"))

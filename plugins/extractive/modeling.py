@@ -441,7 +441,7 @@ class CrossEncoderScorer:
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
-        folder = DEFAULT_ARTIFACT if path in (None, "default") else Path(str(path)).expanduser()
+        folder = artifact_folder(path)
         config, raw = _read_artifact(folder)
         where = f"extractive artifact {str(folder)!r}"
         verify_weights(folder, raw, where=where, fix=ARTIFACT_FIX)
@@ -526,6 +526,11 @@ class CrossEncoderScorer:
         finally:
             self.model.train(was_training)
         return out
+
+
+def artifact_folder(spec: str | Path | None) -> Path:
+    """The folder an artifact spec names: ``default`` (or None) is the classifier shipped with ragzip."""
+    return DEFAULT_ARTIFACT if spec in (None, "default") else Path(str(spec)).expanduser()
 
 
 def read_artifact_config(folder: Path) -> CrossEncoderConfig:

@@ -143,10 +143,10 @@ def fit_set_gate(args: Any) -> int:
     from ragzip.data import load_questions, split_holdout
     from ragzip.plugins.extractive.compressor import ExtractiveCompressor
     from ragzip.plugins.extractive.config import ExtractiveConfig
-    from ragzip.plugins.extractive.modeling import DEFAULT_ARTIFACT
+    from ragzip.plugins.extractive.modeling import artifact_folder
 
     t0 = time.perf_counter()
-    folder = DEFAULT_ARTIFACT if args.model == "default" else Path(args.model)
+    folder = artifact_folder(args.model)
     compressor = ExtractiveCompressor(ExtractiveConfig(model=str(folder), device=args.device or ""))
     _, held = split_holdout(load_questions(args.data, args.limit), args.holdout, args.seed)
     sets = heldout_sets(held, args.seed)

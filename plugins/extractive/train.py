@@ -49,6 +49,7 @@ from ragzip.plugins.extractive.modeling import (
     WEIGHTS_NAME,
     CrossEncoderScorer,
     ScoreItem,
+    artifact_folder,
     batches_by_length,
     collate,
     pooling,
@@ -365,9 +366,7 @@ def train(args: argparse.Namespace) -> int:
 
 def card_evidence(model: str, results: Sequence[str]) -> int:
     """``--card-evidence``: copy the extractive rows and curves of bench results into the artifact's card."""
-    from ragzip.plugins.extractive.modeling import DEFAULT_ARTIFACT
-
-    folder = DEFAULT_ARTIFACT if model == "default" else Path(model)
+    folder = artifact_folder(model)
     cfg = json.loads((folder / CONFIG_NAME).read_text())
     evidence = {}
     for path in results:
@@ -436,10 +435,8 @@ def recalibrate(args: argparse.Namespace) -> int:
     """``--recalibrate``: calibrate an artifact on the held-out training split and update its config and card."""
     import torch
 
-    from ragzip.plugins.extractive.modeling import DEFAULT_ARTIFACT
-
     torch.set_num_threads(args.threads)
-    folder = DEFAULT_ARTIFACT if args.model == "default" else Path(args.model)
+    folder = artifact_folder(args.model)
     _, held_qs = split_holdout(load_questions(args.data, args.limit), args.holdout, args.seed)
     calibration = calibrate(CrossEncoderScorer.from_pretrained(folder, device="cpu"), held_qs, args.target_recall)
     cfg = json.loads((folder / CONFIG_NAME).read_text())
@@ -975,9 +972,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         if args.update_card:
-            from ragzip.plugins.extractive.modeling import DEFAULT_ARTIFACT
-
-            folder = DEFAULT_ARTIFACT if args.model == "default" else Path(args.model)
+            folder = artifact_folder(args.model)
             cfg = json.loads((folder / CONFIG_NAME).read_text())
             cfg.setdefault("metrics", {})["dev"] = result
             (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
