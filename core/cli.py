@@ -1,13 +1,14 @@
-"""The ``ragzip`` command: demo, index, ask, bench, train.
+"""The ``ragzip`` command: demo, index, ask, bench, train (and the commands plugins add).
 
-Run ``ragzip <command> --help`` for each command's options.
+Run ``ragzip <command> --help`` for each command's options. The CLI names no compressor: what it trains, demonstrates,
+caches at index time and adds as a command, it reads from the registry (what each compressor declared when it
+registered, :class:`ragzip.compressor.CompressorInfo`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import logging
 import sys
@@ -20,22 +21,28 @@ from ragzip.errors import RagzipError
 
 logger = logging.getLogger("ragzip")
 
-TRAINABLE = ("extractive", "abstractive", "xrag", "refrag")
+
+def _demo_methods() -> list[tuple[str, dict[str, Any]]]:
+    """``(label, config)`` of every compressor that declares a demo config, in the order they registered."""
+    from ragzip.bench.methods import method_label
+    from ragzip.compressor import demo_configs
+
+    return [(method_label(c["type"], {k: v for k, v in c.items() if k != "type"}), c) for c in demo_configs()]
 
 
-def _demo_methods() -> list[dict[str, Any]]:
-    """One config per compressor that can run on the embedded defaults, in the order of the table."""
+def _demo_config(label: str) -> dict[str, Any]:
+    """The config of one ``--methods`` entry, read as ``ragzip bench`` reads it (``truncate:96``, ``extractive:t0.3``).
+
+    Raises:
+        ConfigError: a bad variant (an unknown name is left to build_compressor, which lists the types).
+    """
+    from ragzip.bench.methods import parse_method
     from ragzip.compressor import registered_compressors
 
-    available = registered_compressors()
-    methods: list[dict[str, Any]] = [{"type": "none"}]
-    if "extractive" in available:
-        methods.append({"type": "extractive"})
-    methods.append({"type": "truncate", "max_tokens": 96})
-    for name in ("abstractive", "xrag", "refrag"):
-        if name in available:
-            methods.append({"type": name})
-    return methods
+    name = label.partition(":")[0]
+    if name not in registered_compressors():
+        return {"type": name}  # build_compressor says so, naming the types there are
+    return parse_method(label).config
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -64,16 +71,16 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"indexed {len(retriever)} passages of the demo corpus with {embedder.name}; generator {args.generator}; "
           f"top-{args.top_k}; setup {time.perf_counter() - t0:.1f} s\n")
     summary = []
-    for method in _demo_methods() if not args.methods else [_method_spec(m) for m in args.methods.split(",")]:
+    asked = [(m.strip(), None) for m in args.methods.split(",")] if args.methods else _demo_methods()
+    for label, method in asked:
         try:
-            compressor = build_compressor(method)
+            compressor = build_compressor(method or _demo_config(label))
             compressor.bind(generator)
             contexts = compressor.compress_batch(queries, retrieved)
         except (RagzipError, OSError) as err:  # e.g. a plugin whose trained artifact is not in this build
-            print(f"## {method['type']}: skipped ({err})\n")
+            print(f"## {label}: skipped ({err})\n")
             continue
         answers = [generator.answer(q, c) for q, c in zip(queries, contexts)]
-        label = compressor.name if compressor.name != "truncate" else f"truncate:{method.get('max_tokens')}"
         print(f"## {label}")
         print("| question | answer | ok | context tokens | ratio | compress s | TTFT s |")
         print("|---|---|---|---:|---:|---:|---:|")
@@ -96,14 +103,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _method_spec(text: str) -> dict[str, Any]:
-    name, _, arg = text.partition(":")
-    spec: dict[str, Any] = {"type": name}
-    if name == "truncate" and arg:
-        spec["max_tokens"] = int(arg)
-    return spec
-
-
 def cmd_index(args: argparse.Namespace) -> int:
     """Build a FAISS index from a corpus (JSONL or a folder of .txt/.md) and save it."""
     from ragzip.embed import Embedder
@@ -117,15 +116,32 @@ def cmd_index(args: argparse.Namespace) -> int:
     retriever.save(args.out)
     print(f"indexed {len(retriever)} chunks from {args.corpus} with {args.embedder} into {args.out} "
           f"in {time.perf_counter() - t0:.1f} s")
-    if args.refrag:
+    generator = None
+    for name, cache in _index_caches().items():
+        if not getattr(args, f"cache_{name}"):
+            continue
         from ragzip.generation import GeneratorConfig, HFGenerator
-        from ragzip.plugins.refrag.cache import build_refrag_cache
 
         t1 = time.perf_counter()
-        folder = build_refrag_cache(retriever, args.out, {"k": args.refrag_k},
-                                    generator=HFGenerator(GeneratorConfig(model=args.generator)))
-        print(f"cached REFRAG chunk embeddings (k={args.refrag_k}) in {folder} in {time.perf_counter() - t1:.1f} s")
+        generator = generator or HFGenerator(GeneratorConfig(model=args.generator))
+        options = {key: getattr(args, f"cache_{name}_{key}") for key in cache.options}
+        folder = _load(cache.builder)(retriever, args.out, options, generator=generator)
+        shown = f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""
+        print(f"built the {name} index cache{shown} in {folder} in {time.perf_counter() - t1:.1f} s")
     return 0
+
+
+def _index_caches() -> dict[str, Any]:
+    """``{type: IndexCache}`` of the compressors that build something beside an index."""
+    from ragzip.compressor import compressor_infos
+
+    return {name: info.index_cache for name, info in compressor_infos().items() if info.index_cache is not None}
+
+
+def _load(path: str) -> Any:
+    """The object a ``"module:attribute"`` declaration names, imported on use."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -149,12 +165,6 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ttft(args: argparse.Namespace) -> int:
-    from ragzip.plugins.refrag import ttft
-
-    return ttft.run(args)
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from ragzip import bench
 
@@ -162,15 +172,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
-    """Dispatch ``ragzip train <type> ...`` to the plugin's trainer."""
-    try:
-        module = importlib.import_module(f"ragzip.plugins.{args.type}.train")
-    except ModuleNotFoundError:
-        trainable = [t for t in TRAINABLE if importlib.util.find_spec(f"ragzip.plugins.{t}") is not None]
+    """Dispatch ``ragzip train <type> ...`` to the trainer the compressor declared."""
+    from ragzip.compressor import trainers
+
+    trainable = trainers()
+    if args.type not in trainable:
         print(f"ragzip train: no trainer for {args.type!r} yet. Trainable types here: {', '.join(trainable) or 'none'}.",
               file=sys.stderr)
         return 2
-    return int(module.main(rest) or 0)
+    return int(importlib.import_module(trainable[args.type]).main(rest) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--embedder", default="embedded:minilm")
     index.add_argument("--chunk-words", type=int, default=120)
     index.add_argument("--chunk-overlap", type=int, default=20)
-    index.add_argument("--refrag", action="store_true", help="also cache REFRAG chunk embeddings beside the index")
-    index.add_argument("--refrag-k", type=int, default=16, help="REFRAG chunk size in generator tokens")
+    for name, cache in _index_caches().items():
+        _add_index_cache_arguments(index, name, cache)
     index.add_argument("--generator", default="embedded:smollm2-135m", help="generator whose tokenizer cuts chunks")
     index.set_defaults(func=cmd_index)
 
@@ -218,17 +228,35 @@ def build_parser() -> argparse.ArgumentParser:
         bench.add_arguments(bench_parser)
         bench_parser.set_defaults(func=cmd_bench)
 
-    if importlib.util.find_spec("ragzip.plugins.refrag.ttft") is not None:
-        from ragzip.plugins.refrag import ttft
+    from ragzip.compressor import compressor_infos, trainers
 
-        ttft_parser = sub.add_parser("ttft", help="time to first token: full context vs REFRAG")
-        ttft.add_arguments(ttft_parser)
-        ttft_parser.set_defaults(func=cmd_ttft)
+    for info in compressor_infos().values():
+        for command, declared in info.commands.items():
+            module = importlib.import_module(declared.module)
+            command_parser = sub.add_parser(command, help=declared.help)
+            module.add_arguments(command_parser)
+            command_parser.set_defaults(func=module.run)
 
     train = sub.add_parser("train", help="train a compressor: ragzip train <type> --help")
-    train.add_argument("type", help=f"one of: {', '.join(TRAINABLE)}")
+    train.add_argument("type", help=f"one of: {', '.join(trainers())}")
     train.set_defaults(func=None)
     return parser
+
+
+def _add_index_cache_arguments(parser: argparse.ArgumentParser, name: str, cache: Any) -> None:
+    """``--<type>`` and its ``--<type>-<field>`` options, typed and explained by the compressor's config."""
+    import dataclasses
+
+    from ragzip.compressor import get_compressor_class
+
+    flag = name.replace("_", "-")
+    parser.add_argument(f"--{flag}", dest=f"cache_{name}", action="store_true", help=cache.help)
+    fields = {f.name: f for f in dataclasses.fields(get_compressor_class(name).config_class)}
+    for key in cache.options:
+        default = fields[key].default
+        parser.add_argument(f"--{flag}-{key.replace('_', '-')}", dest=f"cache_{name}_{key}", type=type(default),
+                            metavar=f"{name}_{key}".upper(),
+                            default=default, help=f"{fields[key].metadata.get('help', '')} (with --{flag})".replace("%", "%%"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

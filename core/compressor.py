@@ -1,16 +1,20 @@
-"""The compressor contract, the registry that maps YAML ``type:`` to classes, and chains of compressors."""
+"""The compressor contract, the registry that maps YAML ``type:`` to classes (with what each declares for the app:
+``ragzip train``, ``demo``, ``index`` and ``bench`` ask it, never a list of their own), and chains of compressors."""
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.util
 import logging
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
-from ragzip.config_utils import check_range, from_dict, to_dict, unknown_key_message
+from ragzip.config_utils import check_range, field_names, from_dict, to_dict, unknown_key_message
 from ragzip.errors import ConfigError, InputError, check_batch_output
 from ragzip.quiet import quiet_dependencies
 from ragzip.softstore import SoftTokenStore, default_store
@@ -191,18 +195,120 @@ def _with_time(ctx: CompressedContext, seconds: float) -> CompressedContext:
 
 
 # --------------------------------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class IndexCache:
+    """Something a compressor precomputes over an index's passages, built by ``ragzip index --<type>``.
+
+    Attributes:
+        builder: ``"module:function"``, called as ``function(retriever, index_folder, options, generator=...)``; it
+            returns the folder it wrote.
+        help: The help of the ``--<type>`` flag.
+        options: Config fields also set at index time, as ``--<type>-<field>`` (type, default and help are the
+            config's).
+    """
+
+    builder: str
+    help: str
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ``ragzip <name>`` subcommand a plugin adds: ``module`` has ``add_arguments(parser)`` and ``run(args)``."""
+
+    module: str
+    help: str
+
+
+@dataclass(frozen=True)
+class CompressorInfo:
+    """What the app (``ragzip train``, ``demo``, ``index``, ``bench``) needs to know of a compressor, declared when
+    it is registered (``register_compressor(MyCompressor, budget="max_tokens")``).
+
+    Attributes:
+        trainer: The module whose ``main(argv)`` trains it (``ragzip train <type>``); ``True`` (default): the
+            ``train`` module beside the compressor's module, when there is one; ``False``: not trainable.
+        demo: The options ``ragzip demo`` runs it with (``{}``: its defaults); ``None`` leaves it out of the demo.
+        budget: The config field that caps the tokens it keeps (``max_tokens``), if one does.
+        budget_rate: The config field that caps them as a share of the input instead (a ``rate``), if one does.
+        equal_budget: Run plain (neither ``budget`` nor ``budget_rate`` set), the bench gives it the run's equal
+            budget in ``budget``: the tokens the first compressor under test read.
+        baseline: A reference row (pass-through, truncation), not a compressor under test: listed first by the
+            bench, never the one whose tokens set the equal budget.
+        bench_default: Part of ``ragzip bench``'s default ``--methods``.
+        aliases: Short names in the bench's method language: ``{"t": "threshold"}`` reads ``name:t0.3`` as
+            ``threshold=0.3``; the alias ``""`` takes a bare number (``name:256``).
+        index_cache: What ``ragzip index --<type>`` builds beside an index, if anything.
+        commands: ``ragzip`` subcommands the plugin adds, by name.
+    """
+
+    trainer: str | bool = True
+    demo: Mapping[str, Any] | None = field(default_factory=dict)
+    budget: str | None = None
+    budget_rate: str | None = None
+    equal_budget: bool = False
+    baseline: bool = False
+    bench_default: bool = False
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    index_cache: IndexCache | None = None
+    commands: Mapping[str, Command] = field(default_factory=dict)
+
+    def check(self, config_class: type[CompressorConfig], where: str) -> None:
+        """Raise ``ValueError`` when a field this declaration names is not a field of ``config_class``."""
+        valid = field_names(config_class)
+        named = [("budget", self.budget), ("budget_rate", self.budget_rate)]
+        named += [(f"aliases[{alias!r}]", target) for alias, target in self.aliases.items()]
+        named += [(f"demo[{key!r}]", key) for key in self.demo or {}]
+        named += [("index_cache.options", key) for key in (self.index_cache.options if self.index_cache else ())]
+        for what, name in named:
+            if name is not None and name not in valid:
+                raise ValueError(f"{where}: {what} names {name!r}, which is not a field of "
+                                 f"{config_class.__name__}; use one of: {', '.join(valid)}.")
+        if self.equal_budget and self.budget is None:
+            raise ValueError(f"{where}: equal_budget needs `budget`, the config field the equal budget goes into.")
+
+
 _REGISTRY: dict[str, type[Compressor]] = {}
+_INFO: dict[str, CompressorInfo] = {}
+_DECLARATION_KEYS = tuple(f.name for f in fields(CompressorInfo))
 
 
-def register_compressor(compressor_class: type[Compressor]) -> type[Compressor]:
-    """Register a compressor class under its ``name`` (the YAML ``type:``). Usable as a decorator."""
+def register_compressor(compressor_class: type[Compressor], info: CompressorInfo | None = None,
+                        **declaration: Any) -> type[Compressor]:
+    """Register a compressor class under its ``name`` (the YAML ``type:``), with what the app needs to know of it.
+
+    Usable as a decorator. Registering the same class again replaces its declaration when one is given.
+
+    Args:
+        compressor_class: The :class:`Compressor` subclass.
+        info: Its :class:`CompressorInfo`; or give the fields as keywords (``budget="max_tokens", aliases={...}``).
+
+    Example:
+        >>> register_compressor(MyCompressor, budget="max_words", aliases={"w": "max_words"})  # doctest: +SKIP
+    """
     name = compressor_class.name
     if not name:
         raise ValueError(f"{compressor_class.__name__}.name must be set to its YAML type name.")
     if name in _REGISTRY and _REGISTRY[name] is not compressor_class:
         raise ValueError(f"a compressor named {name!r} is already registered ({_REGISTRY[name].__name__}).")
+    for key in declaration:
+        if key not in _DECLARATION_KEYS:
+            raise TypeError(unknown_key_message(key, list(_DECLARATION_KEYS), f"register_compressor({name!r})"))
+    if info is not None and declaration:
+        raise TypeError(f"register_compressor({name!r}): give a CompressorInfo or keywords, not both.")
+    if info is None and (declaration or name not in _INFO):
+        info = CompressorInfo(**declaration)
+    if info is not None:
+        info.check(compressor_class.config_class, f"register_compressor({name!r})")
+        _INFO[name] = info
     _REGISTRY[name] = compressor_class
     return compressor_class
+
+
+def unregister_compressor(name: str) -> None:
+    """Remove type ``name`` from the registry (a test's clean-up); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
+    _INFO.pop(name, None)
 
 
 def registered_compressors() -> list[str]:
@@ -217,6 +323,49 @@ def get_compressor_class(name: str) -> type[Compressor]:
     if name not in _REGISTRY:
         raise ConfigError(unknown_key_message(name, names, "compressor.type").replace("unknown key", "unknown type"))
     return _REGISTRY[name]
+
+
+def compressor_info(name: str) -> CompressorInfo:
+    """What type ``name`` declared at registration (:class:`CompressorInfo`)."""
+    get_compressor_class(name)
+    return _INFO[name]
+
+
+def compressor_infos() -> dict[str, CompressorInfo]:
+    """Every registered type's :class:`CompressorInfo`, in the order they were registered."""
+    registered_compressors()
+    return dict(_INFO)
+
+
+def trainers() -> dict[str, str]:
+    """``{type: trainer module}`` of the trainable compressors, in the order they were registered."""
+    out = {}
+    for name, info in compressor_infos().items():
+        module = _trainer_module(_REGISTRY[name], info.trainer)
+        if module is not None:
+            out[name] = module
+    return out
+
+
+def _trainer_module(compressor_class: type[Compressor], trainer: str | bool) -> str | None:
+    if isinstance(trainer, str):
+        return trainer
+    if not trainer:
+        return None
+    module = sys.modules.get(compressor_class.__module__)
+    package = getattr(module, "__package__", None) or compressor_class.__module__.rpartition(".")[0]
+    if not package:
+        return None
+    try:
+        found = importlib.util.find_spec(f"{package}.train") is not None
+    except (ImportError, ValueError):
+        found = False
+    return f"{package}.train" if found else None
+
+
+def demo_configs() -> list[dict[str, Any]]:
+    """The configs ``ragzip demo`` runs, one per compressor that declares one, in the order they were registered."""
+    return [{"type": name, **info.demo} for name, info in compressor_infos().items() if info.demo is not None]
 
 
 def build_compressor(

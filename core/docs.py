@@ -32,11 +32,11 @@ def options_table(config_class: type) -> str:
 
 
 def all_tables() -> dict[str, str]:
-    from ragzip.compressor import _REGISTRY, registered_compressors
+    from ragzip.compressor import get_compressor_class, registered_compressors
     from ragzip.generation import GeneratorConfig
     from ragzip.retrieval import RetrieverConfig
 
-    tables = {name: options_table(_REGISTRY[name].config_class) for name in registered_compressors()}
+    tables = {name: options_table(get_compressor_class(name).config_class) for name in registered_compressors()}
     tables["retriever"] = options_table(RetrieverConfig)
     tables["generator"] = options_table(GeneratorConfig)
     return tables

@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from ragzip.compressor import Compressor, CompressorConfig
+from ragzip.compressor import Compressor, CompressorConfig, CompressorInfo
 from ragzip.config_utils import check_range
 from ragzip.errors import ConfigError, MissingDependencyError
 from ragzip.peer_ragcompress import RagCompressCompressor
@@ -100,6 +100,25 @@ PEERS: dict[str, PeerInfo] = {
                             "ragcompress extractive sentence selection (embedding relevance + MMR) under a token "
                             "budget"),
 }
+
+
+# What the bench's method language needs of each peer: the declaration ragzip's own compressors make when they register.
+PEER_DECLARATIONS: dict[str, CompressorInfo] = {
+    "lc_embeddings_filter": CompressorInfo(trainer=False, demo=None, bench_default=True,
+                                           aliases={"t": "similarity_threshold"}),
+    "li_sentence_optimizer": CompressorInfo(trainer=False, demo=None, bench_default=True,
+                                            aliases={"p": "percentile_cutoff", "t": "threshold_cutoff"}),
+    "longllmlingua": CompressorInfo(trainer=False, demo=None, bench_default=True, budget="target_token",
+                                    budget_rate="rate", equal_budget=True, aliases={"r": "rate", "n": "target_token"}),
+    "ragcompress": CompressorInfo(trainer=False, demo=None, budget="budget",
+                                  aliases={"": "budget", "n": "budget", "k": "top_k"}),
+}
+_NO_EMBEDDER = frozenset({"longllmlingua"})  # peers that read the text with a language model, not an embedder
+
+
+def needs_embedder(name: str) -> bool:
+    """Whether peer ``name`` compares embeddings (it is built with the bench's embedder)."""
+    return name not in _NO_EMBEDDER
 
 
 def _module_missing(module: str) -> bool:
@@ -519,12 +538,12 @@ def build_peer(name: str, options: dict[str, Any] | None = None, *, embedder: An
     _require(name)
     klass = PEER_CLASSES[name]
     config = from_dict(klass.config_class, dict(options or {}), where=f"peer[{name}]")
-    if name == "longllmlingua":
+    if not needs_embedder(name):
         return klass(config, token_counter=token_counter, **kwargs)
     return klass(config, embedder=embedder, token_counter=token_counter, **kwargs)
 
 
-__all__ = ["PEERS", "EmbeddingsFilterConfig", "LCEmbeddingsFilterCompressor", "LISentenceOptimizerCompressor",
-           "LongLLMLinguaCompressor", "LongLLMLinguaConfig", "PeerInfo", "SentenceOptimizerConfig", "build_peer",
-           "english_sentence_splitter", "langchain_embeddings", "llama_index_embedding", "load_prompt_compressor",
-           "missing_dependency"]
+__all__ = ["PEERS", "PEER_DECLARATIONS", "EmbeddingsFilterConfig", "LCEmbeddingsFilterCompressor",
+           "LISentenceOptimizerCompressor", "LongLLMLinguaCompressor", "LongLLMLinguaConfig", "PeerInfo",
+           "SentenceOptimizerConfig", "build_peer", "english_sentence_splitter", "langchain_embeddings",
+           "llama_index_embedding", "load_prompt_compressor", "missing_dependency", "needs_embedder"]

@@ -134,7 +134,7 @@ def no_llmlingua(monkeypatch):
 
 def test_run_bench_contract(data_file, generator, embedder, tmp_path, no_llmlingua, monkeypatch):
     registered, absent = bench._plugin_names()
-    monkeypatch.setattr(bench, "_plugin_names", lambda: (registered, [*absent, "ghostzip"]))
+    monkeypatch.setattr(bench.methods, "_plugin_names", lambda: (registered, [*absent, "ghostzip"]))
     out = tmp_path / "res" / "result.json"
     methods = "no_context,none,truncate,truncate:8,cut,longllmlingua,ghostzip"
     result = run_bench(data_file, methods, limit=3, top_k=2, seed=1, generator=generator, embedder=embedder,

@@ -508,3 +508,17 @@ def test_selective_set_gate_decides_no_evidence_from_the_whole_set(tmp_path) -> 
 def test_selective_rule_set_gate_needs_selective() -> None:
     with pytest.raises(ConfigError, match="set selective: true"):
         ExtractiveConfig(selective_rule="set_gate")
+
+
+def test_with_selection_shares_one_scoring_pass() -> None:
+    """Other selection settings re-select from the same scores (the bench's settings of one model score once)."""
+    c = fake(SCORES)
+    budgets = [c.with_selection(max_tokens=n, threshold=0.0) for n in (2, 4)]
+    outs = [b.compress("q?", PASSAGES) for b in [c, *budgets]]
+    assert len(c.scorer.calls) == 1  # scored by the first call, read from the memory by the others
+    assert [b.config.max_tokens for b in budgets] == [2, 4] and c.config.max_tokens is None
+    assert outs[1].tokens_after <= 2 < outs[2].tokens_after <= 4
+    message = ("with_selection: window would change the scores, not only the selection; pass only max_tokens, "
+               "neighbors, relative, selective, selective_rule, threshold, top_k, or build another compressor.")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        c.with_selection(window=128)

@@ -13,4 +13,4 @@ from ragzip.plugins.abstractive.config import AbstractiveConfig
 
 __all__ = ["AbstractiveCompressor", "AbstractiveConfig"]
 
-register_compressor(AbstractiveCompressor)
+register_compressor(AbstractiveCompressor, budget="max_summary_tokens", aliases={"n": "max_summary_tokens"})

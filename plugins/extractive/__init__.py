@@ -13,4 +13,4 @@ from ragzip.plugins.extractive.config import ExtractiveConfig
 
 __all__ = ["ExtractiveCompressor", "ExtractiveConfig"]
 
-register_compressor(ExtractiveCompressor)
+register_compressor(ExtractiveCompressor, budget="max_tokens", bench_default=True, aliases={"t": "threshold"})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ragzip.compressor import Compressor
+from ragzip.errors import ConfigError
 from ragzip.models import lazy_lock
 from ragzip.plugins.extractive.config import DEFAULT_WINDOWS, ExtractiveConfig
 from ragzip.plugins.extractive.modeling import ScoreItem, SentenceScorer, load_scorer
@@ -45,6 +48,9 @@ class ExtractiveCompressor(Compressor):
 
     name = "extractive"
     config_class = ExtractiveConfig
+    # Options that only decide which scored sentences are kept: settings that differ only in these share one scoring.
+    selection_fields: ClassVar[frozenset[str]] = frozenset(
+        {"threshold", "relative", "max_tokens", "top_k", "neighbors", "selective", "selective_rule"})
 
     def __init__(self, config: ExtractiveConfig | None = None, *, scorer: SentenceScorer | None = None,
                  **kwargs: Any) -> None:
@@ -121,6 +127,23 @@ class ExtractiveCompressor(Compressor):
         """Remember every sentence score from now on (and share the memory with copies of this compressor), so
         that several selection settings over the same questions score each passage once (the bench's sweeps)."""
         self._score_memo: dict[tuple[str, str, tuple[str, ...]], list[float]] | None = {}
+
+    def with_selection(self, **options: Any) -> ExtractiveCompressor:
+        """A copy that keeps sentences by other ``selection_fields`` settings (``max_tokens=64``), sharing this
+        compressor's scorer and, from now on, its memory of scores: every setting scores each sentence once.
+
+        Raises:
+            ConfigError: an option that is not a selection setting (it would need other scores).
+        """
+        other = sorted(set(options) - self.selection_fields)
+        if other:
+            raise ConfigError(f"with_selection: {', '.join(other)} would change the scores, not only the selection; "
+                              f"pass only {', '.join(sorted(self.selection_fields))}, or build another compressor.")
+        if getattr(self, "_score_memo", None) is None:
+            self.memoize_scores()
+        clone = copy.copy(self)
+        clone.config = dataclasses.replace(self.config, **options)
+        return clone
 
     def score_sentences(self, queries: list[str], passages: list[list[Passage]],
                         splits: list[list[list[Sentence]]] | None = None) -> list[list[list[float]]]:
