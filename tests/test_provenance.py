@@ -144,7 +144,7 @@ def test_chain_provenance_record_lists_each_stage_with_units():
 
 
 def test_a_summary_in_the_middle_of_a_chain_is_a_clear_error():
-    from tests.adapter_helpers import SummaryCompressor
+    from adapter_helpers import SummaryCompressor
 
     chain = ChainCompressor([SummaryCompressor("a summary"), truncate(3)])
     with pytest.raises(ConfigError, match=re.escape("Put the summarizing compressor (abstractive) last")):

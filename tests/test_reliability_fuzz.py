@@ -109,6 +109,13 @@ def _abstractive(tmp, generator):
                              "relevance_gate": "none", "max_summary_tokens": 4})
 
 
+def _route(tmp, generator):
+    from ragzip.plugins.route import RouteCompressor, RouteConfig
+
+    return RouteCompressor(RouteConfig(max_tokens=40, soft_min_score=0.2), extractive=_extractive(tmp, generator),
+                           xrag=_xrag(tmp, generator))
+
+
 BUILDERS = {
     "none": lambda tmp, gen: build_compressor({"type": "none", "tokenizer": "whitespace"}),
     "truncate": lambda tmp, gen: build_compressor({"type": "truncate", "max_tokens": 20, "tokenizer": "whitespace"}),
@@ -116,6 +123,7 @@ BUILDERS = {
     "refrag": _refrag,
     "extractive": _extractive,
     "abstractive": _abstractive,
+    "route": _route,
 }
 
 
