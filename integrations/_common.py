@@ -1,24 +1,25 @@
-"""Framework-free helpers shared by the LlamaIndex and LangChain adapters.
+"""What the LlamaIndex and LangChain adapters share: their arguments turned into ragzip objects, and back.
 
-Nothing here imports a framework: building the compressor from a config or a YAML file, the provenance records put
-into node/document metadata, the per-call report, coalescing concurrent async calls into one ``compress_batch``, and
-the foreign-LLM guard's check for live soft-token placeholders.
+Nothing here imports a framework. These helpers speak the adapters' language (``compressor=``/``config=``,
+``keep_dropped``, ``bind(llm)``); the framework-free parts that are about ragzip's own objects live in the core:
+:mod:`ragzip.batching` (async calls coalesced into one ``compress_batch``), :mod:`ragzip.report` (the per-call report
+and a summary's provenance) and :mod:`ragzip.softguard` (which soft-token placeholders are live).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import weakref
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ragzip.compressor import Compressor, build_compressor
+from ragzip.config_utils import unknown_key_message
 from ragzip.errors import ConfigError, SoftTokenError
-from ragzip.softstore import PLACEHOLDER_RE, SoftTokenStore, default_store, has_placeholder, reject_placeholders
+from ragzip.report import report, summary_record
+from ragzip.softguard import live_placeholders
+from ragzip.softstore import PLACEHOLDER_RE, SoftTokenStore
 from ragzip.types import CompressedContext, Passage
 
 logger = logging.getLogger("ragzip.integrations")
@@ -26,13 +27,19 @@ logger = logging.getLogger("ragzip.integrations")
 METADATA_KEY = "ragzip"
 """The node/document metadata key that holds a passage's provenance (decision, scores, tokens)."""
 
-SUMMARY_DECISION = "summary"
-"""``metadata["ragzip"]["decision"]`` of the one node/document that carries an abstractive summary."""
-
-NOT_INCLUDED = ("dropped", "empty", "duplicate")
+_T = TypeVar("_T")
 
 
 # ----------------------------------------------------------------------------------------------------- building
+def check_kwargs(cls: type, kwargs: Mapping[str, Any], extra_names: Sequence[str] = ()) -> None:
+    """Unknown constructor keys of a pydantic adapter are errors that name the key and its close match (pydantic
+    would ignore them silently; LangChain #14088)."""
+    valid = sorted({*getattr(cls, "model_fields", {}), *extra_names})
+    for key in kwargs:
+        if key not in valid:
+            raise ConfigError(unknown_key_message(str(key), valid, cls.__name__))
+
+
 def resolve_compressor(compressor: Any, config: Any, *, who: str) -> Compressor:
     """The compressor given as ``compressor=`` (a :class:`~ragzip.Compressor`) or built from ``config=``."""
     if compressor is not None and config is not None:
@@ -120,36 +127,29 @@ def passage_from(text: str, *, id: str | None, metadata: Mapping[str, Any], scor
     return Passage(text, id=id or "", metadata=meta, score=score, embedding=embedding)
 
 
-def summary_record(ctx: CompressedContext) -> dict[str, Any]:
-    """Provenance of a summary (abstractive) output: every source passage's id and decision."""
-    return {
-        "decision": SUMMARY_DECISION,
-        "method": ctx.method,
-        "reason": ctx.reason,
-        "tokens_before": ctx.tokens_before,
-        "tokens_after": ctx.tokens_after,
-        "sources": [{"passage_id": r.passage.id, "decision": r.decision, "retrieval_score": r.passage.score}
-                    for r in ctx.results],
-    }
+def outputs(inputs: Sequence[_T], ctx: CompressedContext, *,
+            keep_dropped: bool) -> list[tuple[_T | None, str, dict[str, Any]]]:
+    """What an adapter returns for one call, in retrieval order: ``(input, text, record)`` per output item.
+
+    ``input`` is the node/document to copy (``None`` for a fused summary, which is a new one), ``text`` what it holds
+    and ``record`` its ``metadata["ragzip"]``. Passages the generator reads nothing of are left out unless
+    ``keep_dropped``; a summary comes first, and an empty summary ("nothing here helps") yields nothing.
+    """
+    pairs = list(zip(inputs, ctx.results, strict=True))
+    if ctx.summary is None:
+        return [(item, r.text, r.provenance()) for item, r in pairs if r.text or keep_dropped]
+    out: list[tuple[_T | None, str, dict[str, Any]]] = [(None, ctx.summary, summary_record(ctx))] if ctx.summary else []
+    if keep_dropped:
+        out.extend((item, "", r.provenance()) for item, r in pairs)
+    return out
 
 
-def report(ctx: CompressedContext) -> dict[str, Any]:
-    """A JSON-friendly account of one compression call: what the generator reads and what was left out."""
-    ratio = ctx.compression_ratio
-    return {
-        "method": ctx.method,
-        "passages": len(ctx.results),
-        "decisions": dict(Counter(r.decision for r in ctx.results)),
-        "not_included": [{"passage_id": r.passage.id, "decision": r.decision, "reason": r.reason}
-                         for r in ctx.results if r.decision in NOT_INCLUDED],
-        "summary": ctx.summary is not None,
-        "tokens_before": ctx.tokens_before,
-        "tokens_after": ctx.tokens_after,
-        "compression_ratio": None if math.isinf(ratio) else round(ratio, 3),
-        "soft_tokens": sum(s.n_vectors for s in ctx.soft),
-        "compress_s": round(ctx.compress_s, 4),
-        "reason": ctx.reason,
-    }
+def with_record(metadata: Mapping[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` with ragzip's ``record``; an earlier ragzip stage's record is kept under ``upstream``."""
+    prior = metadata.get(METADATA_KEY)
+    if isinstance(prior, dict):  # an earlier ragzip postprocessor/compressor: keep its record, spans in its input
+        record = {**record, "upstream": prior}
+    return {**metadata, METADATA_KEY: record}
 
 
 def log_report(ctx: CompressedContext, who: str) -> dict[str, Any]:
@@ -165,143 +165,15 @@ def log_report(ctx: CompressedContext, who: str) -> dict[str, Any]:
     return info
 
 
-# ------------------------------------------------------------------------------------------------ async batching
-class AsyncBatcher:
-    """Coalesces concurrent async ``compress`` calls on one event loop into a single ``compress_batch``.
-
-    A call queues its request and schedules a flush for the next turn of the loop, so every request made in the same
-    turn (``asyncio.gather`` over many questions, concurrent requests in a server) is compressed together in one
-    worker thread; compressors with a model batch the work across questions. The loop is never blocked. When a batch
-    fails (one bad query), each request is retried alone so that only its own caller sees the error.
-
-    Every caller gets a result or an exception, whatever happens to the batch: a cancelled flush task, a plugin that
-    returns the wrong number of results, or any other failure reaches each waiting caller instead of leaving it
-    waiting forever. At most ``max_concurrent`` batches of one compressor run at once (per event loop); later ones
-    wait for a slot, so a burst of requests cannot start unbounded worker threads and model copies.
-    """
-
-    def __init__(self, compressor: Compressor, *, max_batch: int = 32, max_concurrent: int = 2) -> None:
-        if max_batch < 1 or max_concurrent < 1:
-            raise ConfigError(f"AsyncBatcher needs max_batch >= 1 and max_concurrent >= 1, got {max_batch!r} and "
-                              f"{max_concurrent!r}.")
-        self.compressor = compressor
-        self.max_batch = max_batch
-        self.max_concurrent = max_concurrent
-        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[tuple[Any, Any, asyncio.Future]]] = (
-            weakref.WeakKeyDictionary())
-        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary())
-        self._tasks: set[asyncio.Task] = set()
-
-    async def compress(self, query: str, passages: Sequence[Passage]) -> CompressedContext:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
-        queue = self._queues.setdefault(loop, [])
-        queue.append((query, list(passages), future))
-        if len(queue) == 1:
-            loop.call_soon(self._flush, loop)
-        elif len(queue) >= self.max_batch:
-            self._flush(loop)
-        return await future
-
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch = self._queues.pop(loop, [])
-        if batch:
-            task = loop.create_task(self._run(batch))
-            self._tasks.add(task)  # keep a reference until done (the loop holds tasks weakly)
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(lambda t, batch=batch: _settle(batch, t))
-
-    async def _run(self, batch: list[tuple[Any, Any, asyncio.Future]]) -> None:
-        queries = [q for q, _, _ in batch]
-        passages = [p for _, p, _ in batch]
-        slots = self._slots.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(self.max_concurrent))
-        async with slots:
-            try:
-                outs: list[Any] = await asyncio.to_thread(self._batch, queries, passages)
-            except Exception as err:  # noqa: BLE001 - isolate the failing request(s) below
-                from ragzip.errors import PluginError
-
-                if len(batch) == 1 or isinstance(err, PluginError):  # a broken plugin: every caller sees it
-                    outs = [err] * len(batch)
-                else:
-                    outs = await asyncio.to_thread(self._one_by_one, queries, passages)
-        for (_, _, future), out in zip(batch, outs, strict=True):
-            if future.done():  # the caller was cancelled
-                continue
-            if isinstance(out, BaseException):
-                future.set_exception(out)
-            else:
-                future.set_result(out)
-
-    def _batch(self, queries: list[str], passages: list[Any]) -> list[Any]:
-        from ragzip.errors import check_batch_output
-
-        return check_batch_output(type(self.compressor).__name__,
-                                  self.compressor.compress_batch(queries, passages), len(queries))
-
-    def _one_by_one(self, queries: list[str], passages: list[Any]) -> list[Any]:
-        outs: list[Any] = []
-        for q, p in zip(queries, passages, strict=True):
-            try:
-                outs.append(self.compressor.compress(q, p))
-            except Exception as err:  # noqa: BLE001 - handed to that request's caller
-                outs.append(err)
-        return outs
-
-
-def _settle(batch: list[tuple[Any, Any, asyncio.Future]], task: asyncio.Task) -> None:
-    """When the flush task ends, give every caller still waiting the task's exception (or a cancellation error)."""
-    from ragzip.errors import CancelledBatchError
-
-    if task.cancelled():
-        error: BaseException = CancelledBatchError(
-            "the batched compression task was cancelled before it finished (is the event loop shutting down?); "
-            "retry the call.")
-    else:
-        error = task.exception() or CancelledBatchError("the batched compression task ended without a result for "
-                                                        "this call; this is a bug in ragzip, please report it.")
-    for _, _, future in batch:
-        if not future.done():
-            future.set_exception(error)
-
-
-# ------------------------------------------------------------------------------------------ foreign-LLM guard
-_STORES: weakref.WeakSet[SoftTokenStore] = weakref.WeakSet()
-
-
-def track_store(store: SoftTokenStore) -> None:
-    """Remember a store that adapters' compressors write to, so the guard can tell live placeholders."""
-    _STORES.add(store)
-
-
-def live_placeholders(text: str) -> list[str]:
-    """The placeholders in ``text`` that a known store would resolve into vectors (forged and stale ones excluded)."""
-    if not has_placeholder(text):
-        return []
-    stores = [default_store(), *list(_STORES)]
-    return [m.group(0) for m in PLACEHOLDER_RE.finditer(text)
-            if any(s.resolve(m.group(1)) is not None for s in stores)]
-
-
-def guard_prompt(text: str, *, who: Any, strict: bool = False) -> None:
-    """Raise :class:`~ragzip.SoftTokenError` when ``text`` would carry soft tokens to an LLM that cannot read them.
-
-    By default only *live* placeholders count (ones a soft compressor just issued): text that merely looks like a
-    placeholder, e.g. inside a retrieved document, is plain text and must not let a document break the pipeline.
-    ``strict=True`` rejects anything placeholder-shaped.
-    """
-    if strict or live_placeholders(text):
-        reject_placeholders(text, who=who)
-
-
+# ------------------------------------------------------------------------------------------------------- LLMs
 def check_reader_store(prompt: str, store: SoftTokenStore, *, who: str) -> None:
     """Fail when a prompt holds live placeholders that the reading generator's store cannot resolve.
 
     That happens when the compressor and the generator were given different stores: the placeholders would stay
     text and the model would read garbage. ``bind`` the compressor to the generator (or share one store).
     """
-    lost = [p for p in live_placeholders(prompt) if store.resolve(PLACEHOLDER_RE.fullmatch(p).group(1)) is None]
+    handles = [m.group(1) for m in map(PLACEHOLDER_RE.fullmatch, live_placeholders(prompt)) if m is not None]
+    lost = [h for h in handles if store.resolve(h) is None]
     if lost:
         raise SoftTokenError(
             f"{who}: the prompt holds {len(lost)} soft-token placeholder(s) issued by a different SoftTokenStore than "

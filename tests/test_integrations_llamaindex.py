@@ -380,7 +380,7 @@ def test_guard_lets_ragzip_llm_through_and_stops_others_on_live_placeholders(gen
 def test_llm_refuses_placeholders_from_another_store(generator):
     other = SoftTokenStore()
     live = other.put(torch.zeros(1, generator.hidden_size), space=generator.space)
-    from ragzip.integrations._common import track_store
+    from ragzip.softguard import track_store
 
     track_store(other)
     with pytest.raises(SoftTokenError, match=re.escape("issued by a different SoftTokenStore than the generator")):

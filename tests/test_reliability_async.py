@@ -15,8 +15,8 @@ import time
 import pytest
 
 from ragzip import build_compressor
+from ragzip.batching import AsyncBatcher
 from ragzip.errors import CancelledBatchError, PluginError, check_batch_output
-from ragzip.integrations._common import AsyncBatcher
 from ragzip.plugins.baseline.compressor import NoneCompressor
 from ragzip.tokens import WhitespaceTokenCounter
 
