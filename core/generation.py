@@ -16,8 +16,9 @@ import inspect
 import logging
 import string
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -223,6 +224,7 @@ class HFGenerator:
         self._tokenizer = tokenizer
         self._token_counter: HFTokenCounter | None = None
         self._affixes: tuple[list[int], list[int]] | None = None
+        self._readers: dict[str, Any] = {}  # soft-token space -> the decoder that reads prompts holding its tokens
 
     # ------------------------------------------------------------------------------------------------ lazy members
     @property
@@ -274,6 +276,46 @@ class HFGenerator:
     def space(self) -> str:
         """Names the embedding space soft vectors must live in: ``"<model>|d=<hidden_size>"``."""
         return f"{self.config.model}|d={self.hidden_size}"
+
+    # ------------------------------------------------------------------------------------------------------ readers
+    def add_reader(self, space: str, model: Any) -> Any:
+        """Let ``model`` read the prompts that hold soft tokens made for ``space``; every other prompt is read by
+        :attr:`model` as before.
+
+        A soft compressor whose training adapted the decoder (REFRAG with a decoder LoRA) registers the adapted copy
+        here when it is bound: its soft tokens mean something only to that copy. ``model`` must share this generator's
+        tokenizer and input embeddings (it is called with ``inputs_embeds`` built from them). Registering a space that
+        is already registered keeps the first model. Returns the model that reads ``space``.
+        """
+        if space == self.space:
+            raise ConfigError(f"add_reader: {space!r} is this generator's own space; a reader needs a space of its own "
+                              "(e.g. the generator's space plus the adapter's fingerprint).")
+        return self._readers.setdefault(space, model)
+
+    @property
+    def readers(self) -> Mapping[str, Any]:
+        """The registered readers (space -> decoder), read-only."""
+        return MappingProxyType(self._readers)
+
+    def reader_for(self, prompt: str) -> Any:
+        """The decoder that reads ``prompt``: the reader registered for the space of its soft tokens, else :attr:`model`.
+
+        Raises:
+            SoftTokenError: the prompt mixes soft tokens of a reader's space with soft tokens of another space (one
+                decoder reads one prompt).
+        """
+        if not self._readers:
+            return self.model
+        spaces = {entry.space for entry in (self.store.resolve(h) for h in PLACEHOLDER_RE.findall(prompt))
+                  if entry is not None}
+        own = spaces & set(self._readers)
+        if not own:
+            return self.model
+        if len(spaces) > 1:
+            raise SoftTokenError(f"the prompt holds soft tokens of several embedding spaces {sorted(spaces)}, and "
+                                 f"those of {sorted(own)} can only be read by their own adapted decoder. Compress one "
+                                 "prompt's context with one soft compressor.")
+        return self._readers[own.pop()]
 
     # ------------------------------------------------------------------------------------------------------ prompts
     def format_prompt(self, question: str, context: str | None) -> str:
@@ -333,7 +375,7 @@ class HFGenerator:
 
     def _check_entry(self, entry: SoftEntry) -> torch.Tensor:
         vectors = entry.vectors
-        if entry.space != self.space or vectors.shape[-1] != self.hidden_size:
+        if (entry.space != self.space and entry.space not in self._readers) or vectors.shape[-1] != self.hidden_size:
             raise SoftTokenError(
                 f"soft tokens were made for the embedding space {entry.space!r} (d={vectors.shape[-1]}), but this "
                 f"generator reads {self.space!r} (d={self.hidden_size}). Soft compressors (xrag, refrag) must be "
@@ -446,9 +488,10 @@ class HFGenerator:
     def _generate(self, prompts: Sequence[str], max_new: int, stops: tuple[str, ...],
                   read: list[str]) -> list[Generation]:
         with torch.inference_mode():
-            embeds = []
+            embeds, models = [], []
             for p in prompts:
                 embeds.append(self.embed_prompt(p))
+                models.append(self.reader_for(p))
                 # What was just read as soft tokens (live handles in the prompt), released after generation.
                 read.extend(h for h in PLACEHOLDER_RE.findall(p) if self.store.resolve(h) is not None)
             limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
@@ -459,20 +502,28 @@ class HFGenerator:
                         f"model's {limit} positions. Compress the context harder or retrieve fewer passages (top_k)."
                     )
             # Longest first, so each batch holds prompts of similar length (less padding); results go back in order.
+            # Prompts read by a registered reader (add_reader) are batched apart, with that reader.
             order = sorted(range(len(embeds)), key=lambda i: -embeds[i].shape[0])
+            groups: dict[int, list[int]] = {}
+            for i in order:
+                groups.setdefault(id(models[i]), []).append(i)
             out: list[Generation | None] = [None] * len(embeds)
             size = self.config.batch_size
-            for start in range(0, len(order), size):
-                idx = order[start:start + size]
-                for i, gen in zip(idx, self._generate_batch([embeds[i] for i in idx], max_new, stops), strict=True):
-                    out[i] = gen
+            for group in groups.values():
+                for start in range(0, len(group), size):
+                    idx = group[start:start + size]
+                    batch = self._generate_batch([embeds[i] for i in idx], max_new, stops, model=models[idx[0]])
+                    for i, gen in zip(idx, batch, strict=True):
+                        out[i] = gen
         return [g for g in out if g is not None]
 
-    def _generate_batch(self, embeds: list[torch.Tensor], max_new: int, stops: tuple[str, ...]) -> list[Generation]:
-        """Left-padded greedy decoding of one batch with a KV cache; finished rows leave the batch."""
+    def _generate_batch(self, embeds: list[torch.Tensor], max_new: int, stops: tuple[str, ...], *,
+                        model: Any = None) -> list[Generation]:
+        """Left-padded greedy decoding of one batch with a KV cache (by ``model``, default :attr:`model`); finished rows
+        leave the batch."""
         from transformers import DynamicCache
 
-        model, tok = self.model, self.tokenizer
+        model, tok = model if model is not None else self.model, self.tokenizer
         eos = self._eos_ids()
         lengths = [e.shape[0] for e in embeds]
         batch, width, d = len(embeds), max(lengths), embeds[0].shape[-1]
@@ -614,7 +665,7 @@ class HFGenerator:
         _ = self.model  # load outside inference mode (see generate)
         with torch.inference_mode():
             embeds = self.embed_prompt(prompt)
-            return self.model(inputs_embeds=embeds[None]).logits[0]  # (T, V)
+            return self.reader_for(prompt)(inputs_embeds=embeds[None]).logits[0]  # (T, V)
 
     # Earlier private names, still used by training code.
     _render = render

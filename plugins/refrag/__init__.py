@@ -7,7 +7,7 @@ with :func:`build_refrag_cache`.
 
 from __future__ import annotations
 
-from ragzip.compressor import register_compressor
+from ragzip.compressor import Command, IndexCache, register_compressor
 from ragzip.plugins.refrag.cache import CacheMismatchError, ChunkCache, build_refrag_cache
 from ragzip.plugins.refrag.compressor import RefragCompressor
 from ragzip.plugins.refrag.config import RefragConfig, RefragModelConfig
@@ -25,4 +25,9 @@ __all__ = [
     "chunk_passage",
 ]
 
-register_compressor(RefragCompressor)
+register_compressor(
+    RefragCompressor,
+    index_cache=IndexCache("ragzip.plugins.refrag.cache:build_refrag_cache",
+                           "also cache REFRAG chunk embeddings beside the index", options=("k",)),
+    commands={"ttft": Command("ragzip.plugins.refrag.ttft", "time to first token: full context vs REFRAG")},
+)

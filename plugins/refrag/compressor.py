@@ -106,6 +106,8 @@ class RefragCompressor(Compressor):
         self._model = model
         self._tokenizer = tokenizer
         self._generator: Any = None
+        self._reader: Any = None  # the LoRA-adapted decoder registered with the bound generator (None: no LoRA)
+        self._reader_space = ""
         self._cache: ChunkCache | None = None
         self._cache_checked = False
         self._request = threading.local()  # the SoftRequest of the compress call running in this thread
@@ -156,10 +158,25 @@ class RefragCompressor(Compressor):
 
     @property
     def space(self) -> str:
-        """The generator embedding space the soft tokens are made for (``HFGenerator.space``)."""
+        """The embedding space the soft tokens are made for: the generator's (``HFGenerator.space``), or, for an
+        artifact with a decoder LoRA, that space plus the adapter's fingerprint (read only by the adapted decoder)."""
+        if self._reader_space:
+            return self._reader_space
         if self._generator is not None:
             return str(self._generator.space)
-        return f"{self.config.generator}|d={self.model.config.decoder_hidden}"
+        base = f"{self.config.generator}|d={self.model.config.decoder_hidden}"
+        if self.model.decoder_lora is not None:  # unbound: named once (hashing the adapter per soft token is waste)
+            self._reader_space = f"{base}+refrag-lora:{self.model.lora_fingerprint()}"
+            return self._reader_space
+        return base
+
+    @property
+    def reader(self) -> Any:
+        """The decoder that reads this compressor's soft tokens: the bound generator's model, or for an artifact with
+        a decoder LoRA the adapted copy registered with the generator (``HFGenerator.add_reader``)."""
+        if self._reader is not None:
+            return self._reader
+        return self._generator.model if self._generator is not None else self._load_decoder()
 
     def bind(self, generator: Any) -> None:
         """Read for ``generator``: cut chunks with its tokenizer, share its store, check its embedding width."""
@@ -185,7 +202,32 @@ class RefragCompressor(Compressor):
             logger.warning("REFRAG artifact was trained for decoder %r but reads into %r (same width %d); soft tokens "
                            "may mean little to it.", self.model.config.decoder, model_name, hidden)
         self.model.to(self._device())
+        self._reader, self._reader_space = None, ""
+        if self.model.decoder_lora is not None:
+            self._bind_reader(generator)
         self._cache_checked = False
+
+    def _bind_reader(self, generator: Any) -> None:
+        """Register the LoRA-adapted decoder with ``generator`` for this artifact's soft-token space.
+
+        The adapted decoder is a copy of the generator's model with the LoRA merged into the adapted weights (the
+        plain decoder's architecture and cost, so TTFT is unchanged), sharing every other tensor with it. The
+        generator keeps reading every other prompt (text compressors, other artifacts) with its own, unchanged model;
+        a compressor of the same artifact bound later reuses the copy.
+        """
+        add_reader = getattr(generator, "add_reader", None)
+        if add_reader is None:
+            raise ConfigError(f"the REFRAG artifact {self.config.artifact!r} has a decoder LoRA, so its soft tokens "
+                              f"must be read by the adapted decoder, but {type(generator).__name__} cannot register "
+                              "one (no add_reader). Use ragzip's HFGenerator, or an artifact trained with "
+                              "`--decoder-lora 0`.")
+        space = f"{generator.space}+refrag-lora:{self.model.lora_fingerprint()}"
+        reader = getattr(generator, "readers", {}).get(space)
+        if reader is None:
+            reader = self.model.reader(generator.model, merge=True,
+                                       where=f"the REFRAG artifact {self.config.artifact!r}")
+            reader = add_reader(space, reader)
+        self._reader, self._reader_space = reader, space
 
     def cache_spec(self) -> CacheSpec:
         """What a chunk-embedding cache must have been built with for this compressor."""
@@ -231,13 +273,18 @@ class RefragCompressor(Compressor):
         return torch.from_numpy(np.stack([np.asarray(v, dtype=np.float32) for v in found])), cached  # (n, H)
 
     def _perplexity_scores(self, chunked: list[list[Chunk]]) -> list[list[float]]:
-        decoder = self._generator.model if self._generator is not None else self._load_decoder()
-        return chunk_nll_scores(decoder, chunked)
+        return chunk_nll_scores(self.reader, chunked)  # the decoder that will read them
 
     def _load_decoder(self) -> Any:
         from ragzip.models import load_causal_lm
 
-        return load_causal_lm(self.config.generator, self._device())[0]
+        decoder = load_causal_lm(self.config.generator, self._device())[0]
+        if self.model.decoder_lora is not None:
+            if self._reader is None:
+                self._reader = self.model.reader(decoder, merge=True, where=f"the REFRAG artifact "
+                                                                             f"{self.config.artifact!r}")
+            return self._reader
+        return decoder
 
     def _input_embeddings(self) -> torch.nn.Embedding:
         if self._generator is not None:

@@ -118,6 +118,19 @@ class RefragModelConfig:
     k: int = field(default=16, metadata={"help": "Decoder tokens per chunk it was trained on."})
     projector_hidden: int = field(default=1152, metadata={"help": "Width of the projector's hidden layer."})
     policy_hidden: int = field(default=128, metadata={"help": "Width of the expansion policy's hidden layer."})
+    decoder_lora_rank: int = field(
+        default=0, metadata={"help": "Rank of the decoder LoRA trained with the artifact; 0: the decoder is read "
+                                     "frozen (no adapter; every artifact before the LoRA existed)."}
+    )
+    decoder_lora_alpha: float = field(default=16.0, metadata={"help": "The LoRA delta is scaled by alpha / rank."})
+    decoder_lora_targets: dict[str, list[int]] = field(
+        default_factory=dict,
+        metadata={"help": "Adapted linear maps of each decoder layer, by name, with their [in, out] features."},
+    )
+    decoder_lora_layers: int = field(default=0, metadata={"help": "How many decoder layers carry the adapter."})
+    decoder_lora_base: str = field(
+        default="", metadata={"help": "Fingerprint of the decoder weights the adapter is a delta on (checked at bind)."}
+    )
     ragzip_version: str = field(default="", metadata={"help": "ragzip version that wrote the artifact."})
     training: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "How it was trained: data, steps, seed, losses (informative)."}
@@ -130,3 +143,13 @@ class RefragModelConfig:
         check_range(where, "encoder_trained_layers", self.encoder_trained_layers, 0)
         check_k(where, self.k)
         check_choice(where, "pooling", self.pooling, POOLINGS)
+        check_range(where, "decoder_lora_rank", self.decoder_lora_rank, 0)
+        if self.decoder_lora_rank:
+            check_range(where, "decoder_lora_layers", self.decoder_lora_layers, 1)
+            shapes = self.decoder_lora_targets
+            if not isinstance(shapes, dict) or not shapes or not all(
+                    isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(n, int) and n > 0 for n in v)
+                    for v in shapes.values()):
+                raise ConfigError(f"{where}.decoder_lora_targets = {shapes!r} must map each adapted linear map's "
+                                  "name to its [in, out] features, e.g. {'q_proj': [576, 576]}; retrain with "
+                                  "`ragzip train refrag`.")

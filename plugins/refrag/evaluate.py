@@ -1,7 +1,8 @@
 """Measure a REFRAG artifact: held-out next-paragraph log-perplexity and answer NLL under each expansion policy.
 
 ``python -m ragzip.plugins.refrag.evaluate --artifact DIR --out RESULT.json`` compares, on data the training never
-read (held-out SQuAD articles and the last 100 HotpotQA train records, see :mod:`ragzip.plugins.refrag.train`):
+read (held-out SQuAD dev articles and the last 100 HotpotQA train records, see :mod:`ragzip.plugins.refrag.train`),
+every variant read by the decoder the compressor reads with (through the artifact's LoRA when it has one):
 
 - next-paragraph prediction: the decoder reads paragraph i (full text, nothing, or REFRAG at p = 0 and p = 0.25 with
   each policy) and we score the first 64 tokens of paragraph i+1 (mean token NLL = log-perplexity);
@@ -197,10 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     model = RefragModel.from_pretrained(args.artifact)
     decoder, tokenizer = load_causal_lm(model.config.decoder)
+    decoder = model.reader(decoder, where=f"artifact {args.artifact!r}")  # through its LoRA when it has one
     train_args = build_parser().parse_args(["--out", "/nonexistent", "--k", str(model.config.k),
                                             "--decoder", model.config.decoder, "--seed", str(args.seed)])
-    trainer = Trainer(train_args, load_corpus(args.data), model, decoder, tokenizer)
-    result: dict[str, Any] = {"artifact": args.artifact, "k": model.config.k, "decoder": model.config.decoder}
+    trainer = Trainer(train_args, load_corpus(args.data, dev_eval=True), model, decoder, tokenizer)
+    result: dict[str, Any] = {"artifact": args.artifact, "k": model.config.k, "decoder": model.config.decoder,
+                              "decoder_lora_rank": model.config.decoder_lora_rank}
     parts = {part.strip() for part in args.parts.split(",")}
     if "continuation" in parts:
         result["continuation"] = evaluate_continuation(trainer, args.continuation_examples, args.p, args.max_chunks,

@@ -8,7 +8,9 @@ decoder reads as raw tokens instead. There is no official code or checkpoint; th
 - encoder: a BERT-like model (MiniLM by default), mean-pooled over the chunk; only its top layers are trained;
 - projector: LayerNorm -> Linear -> GELU -> Linear into the decoder's embedding width;
 - policy: an MLP over [chunk vector, query vector, their product, cosine, positions] giving one logit per chunk; the
-  top ``round(p * L)`` chunks are expanded, and training samples from the Plackett-Luce distribution of the logits.
+  top ``round(p * L)`` chunks are expanded, and training samples from the Plackett-Luce distribution of the logits;
+- optionally a decoder LoRA (:mod:`ragzip.plugins.refrag.lora`), so that the decoder learns to read the chunk vectors;
+  artifacts without one are read by the frozen decoder.
 
 Only trained parameters are saved (:meth:`RefragModel.save_pretrained`); the base encoder is loaded from its spec.
 """
@@ -39,6 +41,7 @@ from ragzip.artifacts import (
 from ragzip.config_utils import from_dict, to_dict
 from ragzip.errors import ConfigError, InputError, ModelNotFoundError
 from ragzip.plugins.refrag.config import RefragModelConfig
+from ragzip.plugins.refrag.lora import DecoderLoRA, adapter_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +170,7 @@ def plackett_luce_sample(logits: torch.Tensor, m: int, generator: torch.Generato
     """
     if m == 0:
         return torch.zeros(0, dtype=torch.long), logits.sum() * 0.0
-    u = torch.rand(logits.shape, generator=generator).clamp_(1e-9, 1 - 1e-9)
+    u = torch.rand(logits.shape, generator=generator).clamp_(1e-9, 1 - 1e-9).to(logits.device)
     gumbel = -torch.log(-torch.log(u))
     order = torch.argsort(logits.detach() + gumbel, descending=True)[:m]  # (m,)
     log_prob = logits.new_zeros(())
@@ -198,7 +201,7 @@ def _load_base_encoder(spec: str) -> tuple[Any, Any]:
 
 
 class RefragModel(nn.Module):
-    """Chunk encoder + projector + expansion policy.
+    """Chunk encoder + projector + expansion policy (+ an optional decoder LoRA).
 
     Args:
         config: Shapes and base model names (an artifact's ``config.json``).
@@ -226,6 +229,10 @@ class RefragModel(nn.Module):
         self.encoder_tokenizer = encoder_tokenizer
         self.projector = Projector(config.encoder_hidden, config.projector_hidden, config.decoder_hidden)
         self.policy = ExpansionPolicy(config.encoder_hidden, config.policy_hidden)
+        self.decoder_lora: DecoderLoRA | None = None
+        if config.decoder_lora_rank:
+            self.decoder_lora = DecoderLoRA(config.decoder_lora_rank, config.decoder_lora_alpha,
+                                            config.decoder_lora_targets, config.decoder_lora_layers)
         self.freeze_base()
         # Identities of the base models (ragzip.artifacts): the encoder's taken now, from its weights as loaded; the
         # decoder's from the artifact, or from record_decoder() in training.
@@ -243,15 +250,57 @@ class RefragModel(nn.Module):
         for layer in self.trained_layers():
             layer.requires_grad_(True)
 
+    def add_decoder_lora(self, decoder: Any, *, rank: int, alpha: float, targets: Sequence[str]) -> DecoderLoRA:
+        """Give the model a fresh (zero-delta) LoRA for ``decoder`` and record its shape and base in the config."""
+        lora = DecoderLoRA.for_decoder(decoder, rank=rank, alpha=alpha, targets=targets).to(self.device)
+        self.decoder_lora = lora
+        self.config.decoder_lora_rank, self.config.decoder_lora_alpha = lora.rank, lora.alpha
+        self.config.decoder_lora_targets = {t: list(s) for t, s in lora.shapes.items()}
+        self.config.decoder_lora_layers = len(lora.layers)
+        self.config.decoder_lora_base = lora.base_fingerprint(decoder)
+        return lora
+
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        """The decoder LoRA's tensors (``decoder_lora.layers.<i>.<target>.{A,B}``); empty without one."""
+        if self.decoder_lora is None:
+            return {}
+        return {f"decoder_lora.{n}": t.detach().cpu().contiguous() for n, t in self.decoder_lora.state_dict().items()}
+
+    def lora_fingerprint(self) -> str:
+        """Short hash of the LoRA weights ('' without one): names the embedding space of the adapted decoder."""
+        return adapter_fingerprint(self.lora_state_dict()) if self.decoder_lora is not None else ""
+
+    def reader(self, decoder: Any, *, merge: bool = True, where: str = "refrag") -> Any:
+        """The decoder that reads this model's soft tokens: ``decoder`` itself when there is no LoRA; otherwise a copy
+        of it reading through the LoRA (merged into the weights unless ``merge=False``), ``decoder`` left untouched.
+
+        Raises:
+            ArtifactError: the decoder's adapted weights are not the ones the LoRA was trained on.
+        """
+        if self.decoder_lora is None:
+            return decoder
+        from ragzip.artifacts import ArtifactError
+
+        want = self.config.decoder_lora_base
+        have = self.decoder_lora.base_fingerprint(decoder) if want else ""
+        if want and have != want:
+            raise ArtifactError(f"{where}: the decoder LoRA is a delta on other weights than this decoder's (its "
+                                f"{', '.join(self.decoder_lora.targets)} weights hash to {have}, the artifact was "
+                                f"trained on {want}). Use the decoder it was trained with ({self.config.decoder!r}), "
+                                "or train an artifact for this one with `ragzip train refrag`.")
+        return self.decoder_lora.adapted(decoder, merge=merge)
+
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only what training changes: the encoder's top layers, the projector and the policy."""
+        """Only what training changes: the encoder's top layers, the projector, the policy and the decoder LoRA."""
         n_layers = len(self.encoder.encoder.layer)
         top = {f"encoder.layer.{i}." for i in range(n_layers - self.config.encoder_trained_layers, n_layers)}
         state = {f"encoder.{name}": t for name, t in self.encoder.state_dict().items()
                  if any(name.startswith(prefix) for prefix in top)}
         state.update({f"projector.{n}": t for n, t in self.projector.state_dict().items()})
         state.update({f"policy.{n}": t for n, t in self.policy.state_dict().items()})
-        return {n: t.detach().cpu().contiguous() for n, t in state.items()}
+        state = {n: t.detach().cpu().contiguous() for n, t in state.items()}
+        state.update(self.lora_state_dict())
+        return state
 
     def load_trained_state_dict(self, state: dict[str, torch.Tensor], *, where: str) -> None:
         expected = self.trained_state_dict()
@@ -265,6 +314,9 @@ class RefragModel(nn.Module):
         self.projector.load_state_dict({n[len("projector."):]: t for n, t in state.items()
                                         if n.startswith("projector.")})
         self.policy.load_state_dict({n[len("policy."):]: t for n, t in state.items() if n.startswith("policy.")})
+        if self.decoder_lora is not None:
+            prefix = "decoder_lora."
+            self.decoder_lora.load_state_dict({n[len(prefix):]: t for n, t in state.items() if n.startswith(prefix)})
 
     def encoder_fingerprint(self) -> str:
         """Identifies what produces chunk vectors (encoder name, pooling, trained layers): the cache records it."""
@@ -388,7 +440,9 @@ class RefragModel(nn.Module):
         expected = {n: tuple(t.shape) for n, t in model.trained_state_dict().items()}
         check_shapes(state, expected, where=f"{where} (encoder_trained_layers={config.encoder_trained_layers}, "
                                             f"projector_hidden={config.projector_hidden}, policy_hidden="
-                                            f"{config.policy_hidden}, decoder_hidden={config.decoder_hidden})",
+                                            f"{config.policy_hidden}, decoder_hidden={config.decoder_hidden}"
+                                            + (f", decoder_lora_rank={config.decoder_lora_rank}"
+                                               if config.decoder_lora_rank else "") + ")",
                      fix=ARTIFACT_FIX)
         check_base(data, "encoder", model.bases["encoder"], where=where, fix=ARTIFACT_FIX)
         check_base(data, "decoder", base_identity(config.decoder, **model.decoder_dims()), where=where,

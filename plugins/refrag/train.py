@@ -1,29 +1,46 @@
-"""``ragzip train refrag``: train REFRAG's encoder top layer, projector and expansion policy on CPU-sized budgets.
+"""``ragzip train refrag``: train REFRAG's encoder top layer, projector, expansion policy and (optionally) a decoder
+LoRA on CPU-sized budgets.
 
-Stages (the decoder stays frozen throughout; no LoRA, so the artifact holds only the small trained parts):
+Stages:
 
-1. **Reconstruction.** The decoder reads the projected chunk vectors of a window of L chunks and must reproduce the
-   window's tokens. Curriculum: L grows geometrically (1 -> 2 -> 4 -> 8 chunks) as the stage's budget is spent;
-   REFRAG reports that training without it does not converge.
-2. **Continual pretraining by next-paragraph prediction.** The decoder reads a compressed paragraph (its last L
-   chunks, L growing 1 -> 16, half the examples with a random 0-50% of the chunks expanded as raw tokens) and
-   predicts the next paragraph (SQuAD articles) or the rest of the paragraph (HotpotQA).
-3. **Expansion policy.** REINFORCE with a group baseline (GRPO-style): for a HotpotQA train question over its gold and
-   distractor paragraphs, the policy samples G expansion sets of size round(p * L) (Plackett-Luce, Gumbel top-m);
-   reward = -(mean NLL of the gold answer) through the frozen decoder in the generator's own prompt format.
+1. **Reconstruction.** The decoder (frozen, its LoRA too) reads the projected chunk vectors of a window of L chunks and
+   must reproduce the window's tokens. Curriculum: L grows geometrically (1 -> 2 -> 4 -> 8 chunks) as the stage's
+   budget is spent; REFRAG reports that training without it does not converge.
+2. **Continual pretraining + QA.** Each example is, with probability ``--qa-share``, a **QA example**: the generator's
+   own chat prompt (exactly what it builds at inference) over a train question's passages, compressed chunk by chunk,
+   half the examples with a random 0-50% of the chunks expanded as raw tokens (what the policy does at inference), and
+   the loss is the gold answer's NLL; otherwise a **next-paragraph example**: the decoder reads a compressed paragraph
+   (its last L chunks, L growing 1 -> 16, half the examples with 0-50% of the chunks expanded) and predicts the next
+   paragraph (SQuAD train articles) or the rest of the paragraph (HotpotQA, NQ and SQuAD train paragraphs). QA
+   examples follow the same curriculum: the gold passages alone first, distractors added as the budget is spent.
+   With ``--decoder-lora R`` (default 8) a rank-R LoRA on the decoder's attention maps trains here too, so the decoder
+   learns to read the chunk vectors instead of only the encoder learning to write them; ``--decoder-lora 0`` keeps the
+   decoder frozen (the recipe of the artifacts before it).
+3. **Expansion policy.** REINFORCE with a group baseline (GRPO-style): for a train question over its passages, the
+   policy samples G expansion sets of size round(p * L) (Plackett-Luce, Gumbel top-m); reward = -(mean NLL of the gold
+   answer) through the decoder that will read them at inference (with its LoRA when there is one), in the generator's
+   own prompt.
 
 Each stage runs for a wall-clock budget (``--stageN-minutes``) or a step cap, whichever comes first, and the
 curriculum and learning-rate schedule follow the fraction of the budget spent, so a run adapts to a loaded machine.
-Data: ``../shared/data`` SQuAD paragraphs and HotpotQA *train* paragraphs/questions; a fixed set of SQuAD articles and
-the last 100 HotpotQA train records are held out for evaluation (``hotpotqa_dev`` is never read).
+Held-out checks (answer NLL at p = 0 and p = 0.25 on questions held out of the train files) run every
+``--val-every`` stage-2 steps and do not count against the budgets, nor does checkpointing. The run checkpoints every
+``--checkpoint-minutes`` and at the end of each stage into ``OUT/checkpoints/last``; ``--resume`` continues a killed run
+from there (same command plus ``--resume``). The device is cuda when a GPU is present, else cpu (``--device``).
+
+Data (``--data``, the folder): *train* files only. HotpotQA train (the last 100 records held out: they are what
+``python -m ragzip.plugins.refrag.evaluate`` measures), QED-NQ train and SQuAD train (the article ``Genocide`` held out
+whole for the next-paragraph check); ``--val-per-source`` questions of each source held out for the QA check
+(:func:`ragzip.data.split_holdout`). No dev file is read.
 
 Example:
-    ragzip train refrag --out runs/refrag-k16 --k 16 --stage1-minutes 10 --stage2-minutes 14 --stage3-minutes 12
+    ragzip train refrag --out runs/refrag-k16 --k 16 --stage1-minutes 10 --stage2-minutes 20 --stage3-minutes 10
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -31,8 +48,8 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +58,7 @@ import torch
 from ragzip.data import read_jsonl
 from ragzip.plugins.refrag.config import RefragModelConfig, check_k
 from ragzip.plugins.refrag.kernels import assemble_embeddings
+from ragzip.plugins.refrag.lora import DEFAULT_TARGETS
 from ragzip.plugins.refrag.modeling import (
     Chunk,
     RefragModel,
@@ -53,21 +71,34 @@ from ragzip.plugins.refrag.modeling import (
 logger = logging.getLogger("ragzip.refrag.train")
 
 SENTINEL = "\u0000CONTEXT\u0000"
-HELD_OUT_HOTPOT = 100
-SQUAD_EVAL_EVERY = 6  # every 6th SQuAD article (sorted by title) is held out
+HELD_OUT_HOTPOT = 100  # the last HotpotQA train records: evaluate.py's held-out questions, never trained on
+SQUAD_EVAL_EVERY = 6  # evaluate.py: every 6th SQuAD dev article (sorted by title) is its next-paragraph test set
+HELD_OUT_ARTICLE = "Genocide"  # SQuAD train article held out whole: the trainer's next-paragraph check
+HOTPOT_TRAIN, QED_TRAIN, SQUAD_TRAIN = "hotpotqa_train.jsonl", "qed_nq_train.jsonl.gz", "squad_train_partial.jsonl.gz"
+SQUAD_DEV = "squad_dev.jsonl"
+STATE_FILE = "trainer_state.pt"
+VAL_P = 0.25
 
 
 # ------------------------------------------------------------------------------------------------------------ data
 @dataclass(frozen=True)
 class QAItem:
+    """A question, its gold answer and its passages in context order (``gold``: which passages hold the evidence)."""
+
     question: str
     answer: str
     passages: tuple[str, ...]
+    source: str = "hotpotqa"
+    gold: tuple[bool, ...] = ()
 
 
 @dataclass
 class Corpus:
-    """Training/evaluation text: (context, continuation, separator) pairs, plain paragraphs and QA items."""
+    """Training/evaluation text: (context, continuation, separator) pairs, plain paragraphs and QA items.
+
+    ``val_qa`` is held out of the train files for the trainer's QA check; ``eval_qa`` (the last 100 HotpotQA train
+    records) and, with ``dev_eval``, ``eval_pairs`` (held-out SQuAD dev articles) are what ``evaluate.py`` measures.
+    """
 
     train_paragraphs: list[str]
     train_pairs: list[tuple[str, str, str]]
@@ -76,54 +107,148 @@ class Corpus:
     eval_qa: list[QAItem]
     eval_titles: list[str]
     eval_pair_titles: list[str]
+    val_qa: list[QAItem] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
 
 
-def load_corpus(data_dir: str | Path, *, max_qa_passages: int = 4) -> Corpus:
-    """Read SQuAD dev paragraphs (grouped into articles) and HotpotQA train records from ``data_dir``."""
-    data_dir = Path(data_dir)
-    squad, hotpot = data_dir / "squad_dev.jsonl", data_dir / "hotpotqa_train.jsonl"
-    for path in (squad, hotpot):
-        if not path.is_file():
-            raise FileNotFoundError(f"training data {str(path)!r} not found; pass --data DIR (the folder with "
-                                    "squad_dev.jsonl and hotpotqa_train.jsonl).")
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _article_pairs(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """SQuAD rows -> {title: its distinct paragraphs in file order}."""
     articles: dict[str, list[str]] = {}
-    for row in read_jsonl(squad):
+    for row in rows:
         paragraphs = articles.setdefault(row.get("title") or "untitled", [])
-        if not paragraphs or paragraphs[-1] != row["context"]:
-            if row["context"] not in paragraphs:
-                paragraphs.append(row["context"])
-    titles = sorted(articles)
-    eval_titles = [t for i, t in enumerate(titles) if i % SQUAD_EVAL_EVERY == SQUAD_EVAL_EVERY - 1]
-    train_pairs, eval_pairs, train_paragraphs, eval_pair_titles = [], [], [], []
-    for title in titles:
-        paragraphs = articles[title]
-        pairs = [(a, b, "\n\n") for a, b in zip(paragraphs, paragraphs[1:])]
-        if title in eval_titles:
-            eval_pairs.extend(pairs)
-            eval_pair_titles.extend([title.replace("_", " ")] * len(pairs))
-        else:
-            train_pairs.extend(pairs)
-            train_paragraphs.extend(paragraphs)
+        if row["context"] not in paragraphs:
+            paragraphs.append(row["context"])
+    return articles
 
-    records = read_jsonl(hotpot)
-    held = records[-HELD_OUT_HOTPOT:]
-    held_texts = {"".join(s) for r in held for _, s in r["context"]}
-    seen: set[str] = set()
-    train_qa, eval_qa = [], []
-    for i, r in enumerate(records):
+
+def _pairs(paragraphs: Sequence[str]) -> list[tuple[str, str, str]]:
+    return [(a, b, "\n\n") for a, b in zip(paragraphs, paragraphs[1:])]
+
+
+def _hotpot_eval_items(records: Sequence[dict[str, Any]], max_qa_passages: int = 4) -> list[QAItem]:
+    """evaluate.py's held-out questions (the last records), built exactly as before the QA stage existed."""
+    items = []
+    for r in records:
         gold = {t for t, _ in r.get("supporting_facts", [])}
         paras = [(t, "".join(s).strip()) for t, s in r["context"]]
         chosen = [p for t, p in paras if t in gold] + [p for t, p in paras if t not in gold]
         chosen = [p for p in chosen if p][:max_qa_passages]
         order = [p for _, p in paras if p in chosen]  # keep the record's order (gold not always first)
-        item = QAItem(r["question"], r["answer"], tuple(order))
-        (eval_qa if i >= len(records) - HELD_OUT_HOTPOT else train_qa).append(item)
-        if i < len(records) - HELD_OUT_HOTPOT:
-            for _, p in paras:
-                if p and p not in seen and p not in held_texts:
-                    seen.add(p)
-                    train_paragraphs.append(p)
-    return Corpus(train_paragraphs, train_pairs, eval_pairs, train_qa, eval_qa, eval_titles, eval_pair_titles)
+        items.append(QAItem(r["question"], r["answer"], tuple(order)))
+    return items
+
+
+def _answers(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Question id -> the first gold answer string (unanswerable and answerless questions left out)."""
+    out = {}
+    for r in rows:
+        if r.get("is_impossible"):
+            continue
+        answer = r.get("answer")
+        if answer is None:
+            answer = next((a for a in r.get("answers") or [] if isinstance(a, str) and a.strip()), None)
+        if isinstance(answer, str) and answer.strip():
+            out[str(r["id"])] = answer.strip()
+    return out
+
+
+def _qa_items(questions: Sequence[Any], answers: dict[str, str], *, seed: int,
+              qed_pool: Sequence[Any] = ()) -> list[QAItem]:
+    """ragzip.data questions -> QA items over their five passages (``five_passages``), each passage ``"title: body"``
+    as ragzip.data gives it to every compressor at inference. A train QED question has only its own passage: it gets
+    up to four other QED passages of ``qed_pool`` as distractors, placed around it at random (seeded)."""
+    from ragzip.data import QED, Paragraph, five_passages, passage_text
+
+    items = []
+    for q in questions:
+        answer = answers.get(q.id)
+        if answer is None:
+            continue
+        paragraphs = five_passages(q)
+        if q.source == QED and len(paragraphs) == 1 and len(qed_pool) > 1:
+            rng = random.Random(f"{seed}:{q.id}")
+            others = [o.paragraphs[0] for o in rng.sample(list(qed_pool), min(5, len(qed_pool))) if o.id != q.id][:4]
+            paragraphs = [*paragraphs, *(Paragraph(q.query, o.title, o.sentences, [0] * len(o.sentences))
+                                         for o in others)]
+            rng.shuffle(paragraphs)
+        texts = tuple(passage_text(p.title, " ".join(p.sentences)) for p in paragraphs)
+        items.append(QAItem(q.query, answer, texts, q.source, tuple(p.gold or p.anchor for p in paragraphs)))
+    return items
+
+
+def load_corpus(data_dir: str | Path, *, dev_eval: bool = False, val_per_source: int = 8, seed: int = 0
+                ) -> Corpus:
+    """Read the train files of ``data_dir`` (HotpotQA, QED-NQ, SQuAD train) into training and held-out sets.
+
+    ``dev_eval`` (``evaluate.py`` only, never training) reads ``squad_dev.jsonl`` for the held-out SQuAD dev articles
+    the earlier artifacts were measured on; otherwise ``eval_pairs`` is the held-out SQuAD train article.
+    """
+    from ragzip.data import five_passages, load_questions, split_holdout
+
+    data_dir = Path(data_dir)
+    paths = {name: data_dir / name for name in (HOTPOT_TRAIN, QED_TRAIN, SQUAD_TRAIN)}
+    for path in paths.values():
+        if not path.is_file():
+            raise FileNotFoundError(f"training data {str(path)!r} not found; pass --data DIR (the folder with "
+                                    f"{HOTPOT_TRAIN}, {QED_TRAIN} and {SQUAD_TRAIN}).")
+    hotpot = read_jsonl(paths[HOTPOT_TRAIN])
+    qed = read_jsonl(paths[QED_TRAIN])
+    squad = read_jsonl(paths[SQUAD_TRAIN])
+    n_held = min(HELD_OUT_HOTPOT, len(hotpot) // 4)  # 100 of the 804 records; a quarter of a small test file
+    held_hotpot = hotpot[len(hotpot) - n_held:]
+    eval_qa = _hotpot_eval_items(held_hotpot)
+    held_ids = {str(r["id"]) for r in held_hotpot}
+    held_title = HELD_OUT_ARTICLE.replace("_", " ")
+
+    questions = [q for q in load_questions(list(paths.values()))
+                 if q.id not in held_ids and not (q.paragraphs and q.paragraphs[0].title == held_title)]
+    answers = {**_answers(hotpot), **_answers(qed), **_answers(squad)}
+    questions = [q for q in questions if q.id in answers]
+    train_qs, val_qs = split_holdout(questions, val_per_source, seed)
+    qed_pool = [q for q in train_qs if q.source == "qed"]
+    val_qa = _qa_items(val_qs, answers, seed=seed)
+    # SQuAD questions share paragraphs: a train question over a held-out question's gold passage is left out too.
+    val_gold = {t for it in val_qa for t, g in zip(it.passages, it.gold) if g}
+    train_qa = [it for it in _qa_items(train_qs, answers, seed=seed, qed_pool=qed_pool)
+                if not val_gold.intersection(it.passages)]
+
+    # Paragraphs of held-out questions (every passage they show) never appear in training text.
+    held = {_norm("".join(s)) for r in held_hotpot for _, s in r["context"]}
+    held |= {_norm(" ".join(p.sentences)) for q in val_qs for p in five_passages(q)}
+
+    articles = _article_pairs(squad)
+    train_pairs = [pair for title, paras in sorted(articles.items()) if title != HELD_OUT_ARTICLE
+                   for pair in _pairs(paras) if _norm(pair[0]) not in held and _norm(pair[1]) not in held]
+    seen: set[str] = set()
+    train_paragraphs: list[str] = []
+    candidates = ([p for title, paras in sorted(articles.items()) if title != HELD_OUT_ARTICLE for p in paras]
+                  + ["".join(s).strip() for r in hotpot[:len(hotpot) - n_held] for _, s in r["context"]]
+                  + [r["context"].strip() for r in qed])
+    for p in candidates:
+        if p and p not in seen and _norm(p) not in held:
+            seen.add(p)
+            train_paragraphs.append(p)
+
+    if dev_eval:
+        dev = _article_pairs(read_jsonl(data_dir / SQUAD_DEV))
+        titles = sorted(dev)
+        eval_titles = [t for i, t in enumerate(titles) if i % SQUAD_EVAL_EVERY == SQUAD_EVAL_EVERY - 1]
+    else:
+        dev, eval_titles = {HELD_OUT_ARTICLE: articles.get(HELD_OUT_ARTICLE, [])}, [HELD_OUT_ARTICLE]
+    eval_pairs, eval_pair_titles = [], []
+    for title in eval_titles:
+        pairs = _pairs(dev[title])
+        eval_pairs.extend(pairs)
+        eval_pair_titles.extend([title.replace("_", " ")] * len(pairs))
+    counts = {"train_paragraphs": len(train_paragraphs), "train_pairs": len(train_pairs),
+              "eval_pairs": len(eval_pairs), "eval_qa": len(eval_qa), "val_qa": len(val_qa),
+              "train_qa": {s: sum(it.source == s for it in train_qa) for s in sorted({it.source for it in train_qa})}}
+    return Corpus(train_paragraphs, train_pairs, eval_pairs, train_qa, eval_qa, eval_titles, eval_pair_titles,
+                  val_qa, counts)
 
 
 # --------------------------------------------------------------------------------------------------- batch building
@@ -219,13 +344,14 @@ def curriculum(fraction: float, top: int) -> list[int]:
 
 
 class Budget:
-    """A stage's wall-clock and step budget; ``fraction`` drives the schedules."""
+    """A stage's wall-clock and step budget; ``fraction`` drives the schedules. ``steps``/``elapsed`` resume a stage;
+    time spent inside :meth:`paused` (held-out checks, checkpoints) does not count."""
 
-    def __init__(self, minutes: float, max_steps: int) -> None:
+    def __init__(self, minutes: float, max_steps: int, *, steps: int = 0, elapsed: float = 0.0) -> None:
         self.seconds = minutes * 60.0
         self.max_steps = max_steps
-        self.start = time.perf_counter()
-        self.steps = 0
+        self.start = time.perf_counter() - elapsed
+        self.steps = steps
 
     @property
     def elapsed(self) -> float:
@@ -238,10 +364,19 @@ class Budget:
     def done(self) -> bool:
         return self.elapsed >= self.seconds or self.steps >= self.max_steps
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - begin
+
 
 # --------------------------------------------------------------------------------------------------------- trainer
 class Trainer:
-    """Holds the frozen decoder, the REFRAG model and the tokenized data; runs the three stages."""
+    """Holds the decoder (read through the LoRA when the model has one), the REFRAG model and the tokenized data;
+    runs the three stages, the held-out checks and the checkpoints."""
 
     def __init__(self, args: argparse.Namespace, corpus: Corpus, model: RefragModel, decoder: Any, tokenizer: Any
                  ) -> None:
@@ -252,13 +387,26 @@ class Trainer:
         self.tok = tokenizer
         self.k = args.k
         self.rng = random.Random(args.seed)
+        self.sampler = torch.Generator().manual_seed(args.seed)  # stage 3's Plackett-Luce draws
         self.weight = decoder.get_input_embeddings().weight  # (V, d), frozen
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.sep_ids = list(tokenizer("\n\n", add_special_tokens=False)["input_ids"])
-        self.log: dict[str, list[dict[str, float]]] = {"stage1": [], "stage2": [], "stage3": []}
+        self.log: dict[str, list[dict[str, Any]]] = {"stage1": [], "stage2": [], "stage3": [], "val": []}
+        self.samples = {"stage1": 0, "stage2": 0, "stage2_qa": 0, "stage3": 0}
         self.out = Path(args.out)
+        self.resume_state: dict[str, Any] | None = None  # a checkpoint's trainer state, consumed by its stage
+        self.done_stages: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.evals: dict[str, Any] = {}
         self._chunk_cache: dict[str, list[Chunk]] = {}
         self._prompt_parts: Callable[[str], tuple[list[int], list[int]]] | None = None
+        self._answer_ids: dict[str, list[int]] = {}
+        self._last_save = time.perf_counter()
+        by_source: dict[str, list[QAItem]] = {}
+        for item in corpus.train_qa:
+            if item.passages and item.answer.strip():
+                by_source.setdefault(item.source, []).append(item)
+        self.qa_by_source = dict(sorted(by_source.items()))
 
     def chunks(self, text: str) -> list[Chunk]:
         cached = self._chunk_cache.get(text)
@@ -268,19 +416,24 @@ class Trainer:
                 self._chunk_cache[text] = cached
         return cached
 
-    def trainable(self, *, policy: bool) -> list[torch.nn.Parameter]:
+    def lora_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.model.decoder_lora.parameters()) if self.model.decoder_lora is not None else []
+
+    def trainable(self, *, policy: bool, lora: bool = False) -> list[torch.nn.Parameter]:
         if policy:
             return list(self.model.policy.parameters())
         params = list(self.model.projector.parameters())
         for layer in self.model.trained_layers():
             params += list(layer.parameters())
-        return params
+        return params + (self.lora_parameters() if lora else [])
 
-    def _optimizer(self, lr_proj: float, lr_enc: float) -> torch.optim.Optimizer:
+    def _optimizer(self, lr_proj: float, lr_enc: float, lr_lora: float | None = None) -> torch.optim.Optimizer:
         groups = [{"params": list(self.model.projector.parameters()), "lr": lr_proj, "base_lr": lr_proj}]
         enc = [p for layer in self.model.trained_layers() for p in layer.parameters()]
         if enc:
             groups.append({"params": enc, "lr": lr_enc, "base_lr": lr_enc})
+        if lr_lora is not None and self.lora_parameters():
+            groups.append({"params": self.lora_parameters(), "lr": lr_lora, "base_lr": lr_lora, "weight_decay": 0.0})
         return torch.optim.AdamW(groups, weight_decay=0.01)
 
     def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, b: Budget, params: Any) -> float:
@@ -305,6 +458,69 @@ class Trainer:
         if budget_.steps % self.args.log_every == 0 or budget_.steps <= 3:
             logger.info("%s %s", stage, json.dumps(row))
 
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _begin(self, stage: str, opt: torch.optim.Optimizer, minutes: float, max_steps: int) -> Budget:
+        """The stage's budget, resumed from the checkpoint when it stopped inside this stage."""
+        state = self.resume_state
+        if state is None or state.get("stage") != stage:
+            return Budget(minutes, max_steps)
+        self.resume_state = None
+        opt.load_state_dict(state["optimizer"])
+        self.rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.sampler.set_state(state["sampler"])
+        logger.info("resuming %s at step %d (%.1f s of its budget spent)", stage, state["steps"], state["elapsed"])
+        return Budget(minutes, max_steps, steps=int(state["steps"]), elapsed=float(state["elapsed"]))
+
+    def maybe_checkpoint(self, stage: str, opt: torch.optim.Optimizer, b: Budget) -> None:
+        minutes = self.args.checkpoint_minutes
+        if minutes > 0 and time.perf_counter() - self._last_save >= minutes * 60.0:
+            with b.paused():
+                self.save_state(stage, opt, b)
+
+    def save_state(self, stage: str | None, opt: torch.optim.Optimizer | None, b: Budget | None) -> Path:
+        """Write ``OUT/checkpoints/last``: the model as an artifact plus ``trainer_state.pt`` (stage, step, budget
+        spent, optimizer, random states, logs), replacing the previous one atomically."""
+        from ragzip.fsutil import atomic_folder
+
+        folder = self.out / "checkpoints" / "last"
+        with atomic_folder(folder) as tmp:
+            self.model.save_pretrained(tmp)
+            torch.save({
+                "stage": stage, "steps": b.steps if b else 0, "elapsed": b.elapsed if b else 0.0,
+                "optimizer": opt.state_dict() if opt is not None else None, "rng": self.rng.getstate(),
+                "torch_rng": torch.get_rng_state(), "sampler": self.sampler.get_state(), "log": self.log,
+                "samples": self.samples, "done_stages": self.done_stages, "timings": self.timings,
+                "evals": self.evals,
+            }, tmp / STATE_FILE)
+        (self.out / "training_log.json").write_text(json.dumps(self.log, indent=1) + "\n", encoding="utf-8")
+        self._last_save = time.perf_counter()
+        logger.info("checkpoint %s (%s, step %d)", folder, stage or "between stages", b.steps if b else 0)
+        return folder
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take a checkpoint's logs and progress; its stage resumes when that stage starts (:meth:`_begin`)."""
+        self.log = {**self.log, **state["log"]}
+        self.samples = {**self.samples, **state["samples"]}
+        self.done_stages = list(state["done_stages"])
+        self.timings = dict(state["timings"])
+        self.evals = dict(state["evals"])
+        self.rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.sampler.set_state(state["sampler"])
+        self.resume_state = state if state.get("stage") else None
+
+    def finish_stage(self, stage: str) -> None:
+        """The stage's artifact in ``OUT/checkpoints/<stage>``, and ``last`` marking it done (a resume skips it)."""
+        self.done_stages.append(stage)
+        self.save_checkpoint(stage)
+        self.save_state(None, None, None)
+
+    def lora_trainable(self, flag: bool) -> None:
+        """The LoRA trains in stage 2 only: stage 1 writes into the decoder as it is, stage 3 rewards a fixed reader."""
+        if self.model.decoder_lora is not None:
+            self.model.decoder_lora.requires_grad_(flag)
+
     # ------------------------------------------------------------------------------------------ stage 1
     def recon_example(self, sizes: list[int]) -> tuple[list[Chunk], int]:
         while True:
@@ -320,7 +536,8 @@ class Trainer:
     def stage1(self) -> None:
         args = self.args
         opt = self._optimizer(args.lr1, args.lr1_encoder)
-        b = Budget(args.stage1_minutes, args.stage1_steps)
+        b = self._begin("stage1", opt, args.stage1_minutes, args.stage1_steps)
+        self.lora_trainable(False)
         self.model.train()
         while not b.done():
             sizes = curriculum(b.fraction, args.max_recon_chunks)
@@ -338,9 +555,11 @@ class Trainer:
             embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
             loss, _ = lm_nll(self.decoder, embeds, mask, labels)
             norm = self._step(opt, loss, b, self.trainable(policy=False))
+            self.samples["stage1"] += len(windows)
             self._record("stage1", b, loss=loss.item(), max_chunks=float(max(len(w) for w in windows)),
                          batch=float(len(windows)), grad_norm=norm)
-        self.save_checkpoint("stage1")
+            self.maybe_checkpoint("stage1", opt, b)
+        self.finish_stage("stage1")
 
     # ------------------------------------------------------------------------------------------ stage 2
     def cpt_sequence(self, context: str, continuation: str, sep: str, n_chunks: int | None, vectors: torch.Tensor,
@@ -354,7 +573,7 @@ class Trainer:
         return [*context_segments(chunks, vectors, expanded), ("tokens", sep_ids), ("target", target)]
 
     def cpt_example(self, sizes: list[int]) -> tuple[str, str, str, int]:
-        """A (context, continuation, separator) pair: SQuAD next paragraph, or a HotpotQA paragraph's tail."""
+        """A (context, continuation, separator) pair: a SQuAD next paragraph, or a train paragraph's tail."""
         if self.rng.random() < 0.6 and self.corpus.train_pairs:
             context, continuation, sep = self.rng.choice(self.corpus.train_pairs)
         else:
@@ -367,36 +586,100 @@ class Trainer:
             context, continuation, sep = text[:chunks[cut].char_start], text[chunks[cut].char_start:], ""
         return context, continuation, sep, self.rng.choice(sizes)
 
+    def _random_expansion(self, n: int) -> set[int]:
+        """Half the time nothing, else a random 0-50% of ``n`` chunks (what the policy's budget p does)."""
+        if self.rng.random() < self.args.cpt_expand_prob and n > 1:
+            return set(self.rng.sample(range(n), int(self.rng.random() * 0.5 * n)))
+        return set()
+
+    def qa_example(self, fraction: float) -> tuple[QAItem, list[list[Chunk]], set[int]]:
+        """A train question (source drawn uniformly, then the question): its gold passages plus a number of its
+        distractors that grows with the stage (0 at the start, all by the end), chunked, and a random expansion."""
+        items = self.rng.choice(list(self.qa_by_source.values()))
+        item = self.rng.choice(items)
+        gold = item.gold or (True,) * len(item.passages)
+        n_distractors = sum(not g for g in gold)
+        keep = self.rng.randint(0, math.ceil(fraction * n_distractors))
+        passages, seen = [], 0
+        for text, g in zip(item.passages, gold):
+            if not g:
+                seen += 1
+                if seen > keep:
+                    continue
+            passages.append(text)
+        view = QAItem(item.question, item.answer, tuple(passages), item.source)
+        chunked = [self.chunks(p) for p in view.passages]
+        return view, chunked, self._random_expansion(sum(len(c) for c in chunked))
+
+    def answer_ids(self, answer: str) -> list[int]:
+        ids = self._answer_ids.get(answer)
+        if ids is None:
+            ids = self._answer_ids[answer] = list(self.tok(answer, add_special_tokens=False)["input_ids"])
+        return ids
+
     def stage2(self) -> None:
         args = self.args
-        opt = self._optimizer(args.lr2, args.lr2_encoder)
-        b = Budget(args.stage2_minutes, args.stage2_steps)
+        opt = self._optimizer(args.lr2, args.lr2_encoder, args.lr_lora)
+        b = self._begin("stage2", opt, args.stage2_minutes, args.stage2_steps)
+        params = self.trainable(policy=False, lora=True)
+        self.lora_trainable(True)
         self.model.train()
+        if b.steps == 0:
+            with b.paused():
+                self.validate("stage2", b)
         while not b.done():
             sizes = curriculum(b.fraction, args.max_cpt_chunks)
-            examples, positions = [], 0
-            while positions < args.positions_per_step or not examples:
-                context, continuation, sep, n = self.cpt_example(sizes)
-                chunks = self.chunks(context)[-n:]
-                expanded: set[int] = set()
-                if self.rng.random() < args.cpt_expand_prob and len(chunks) > 1:
-                    m = int(self.rng.random() * 0.5 * len(chunks))
-                    expanded = set(self.rng.sample(range(len(chunks)), m))
-                examples.append((context, continuation, sep, n, chunks, expanded))
-                positions += len(chunks) + sum(len(chunks[j]) - 1 for j in expanded) + args.cpt_target_tokens
-            texts = [c.text for *_, chunks, _ in examples for c in chunks]
+            examples: list[tuple[str, Any, list[Chunk], set[int]]] = []
+            longest = 0  # the batch is padded to its longest sequence: batch x longest is what the decoder runs
+            while len(examples) * longest < args.positions_per_step or not examples:
+                if self.qa_by_source and self.rng.random() < args.qa_share:
+                    item, chunked, expanded = self.qa_example(b.fraction)
+                    flat = [c for chunks in chunked for c in chunks]
+                    before, after = self.prompt_parts(item.question)
+                    examples.append(("qa", (item, chunked), flat, expanded))
+                    length = (len(before) + len(after) + len(self.answer_ids(item.answer))
+                              + len(self.sep_ids) * (len(chunked) - 1))
+                else:
+                    context, continuation, sep, n = self.cpt_example(sizes)
+                    flat = self.chunks(context)[-n:]
+                    expanded = self._random_expansion(len(flat))
+                    examples.append(("cpt", (context, continuation, sep, n), flat, expanded))
+                    length = args.cpt_target_tokens + 2
+                longest = max(longest, length + len(flat) + sum(len(flat[j]) - 1 for j in expanded))
+            texts = [c.text for *_, flat, _ in examples for c in flat]
             vectors = self.model.project(self.model.encode(texts))  # (sum L, d)
             seqs, offset = [], 0
-            for context, continuation, sep, n, chunks, expanded in examples:
-                seqs.append(self.cpt_sequence(context, continuation, sep, n, vectors[offset:offset + len(chunks)],
-                                              expanded, args.cpt_target_tokens))
-                offset += len(chunks)
+            for kind, data, flat, expanded in examples:
+                e = vectors[offset:offset + len(flat)]
+                if kind == "qa":
+                    item, chunked = data
+                    seqs.append(self.qa_sequence(item, {"chunked": chunked, "e": e}, expanded))
+                else:
+                    context, continuation, sep, n = data
+                    seqs.append(self.cpt_sequence(context, continuation, sep, n, e, expanded, args.cpt_target_tokens))
+                offset += len(flat)
             embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
-            loss, _ = lm_nll(self.decoder, embeds, mask, labels)
-            norm = self._step(opt, loss, b, self.trainable(policy=False))
-            self._record("stage2", b, loss=loss.item(), max_chunks=float(max(len(e[4]) for e in examples)),
-                         batch=float(len(examples)), grad_norm=norm)
-        self.save_checkpoint("stage2")
+            _, per_seq = lm_nll(self.decoder, embeds, mask, labels)  # (B,)
+            loss = per_seq.mean()  # every example weighs the same, however long its target
+            is_qa = torch.tensor([kind == "qa" for kind, *_ in examples], device=per_seq.device)
+            norm = self._step(opt, loss, b, params)
+            n_qa = int(is_qa.sum())
+            self.samples["stage2"] += len(examples)
+            self.samples["stage2_qa"] += n_qa
+            values = {"loss": loss.item(), "max_chunks": float(max(len(e[2]) for e in examples)),
+                      "batch": float(len(examples)), "qa": float(n_qa), "grad_norm": norm}
+            if n_qa:
+                values["qa_loss"] = float(per_seq[is_qa].mean().detach())
+            if n_qa < len(examples):
+                values["cpt_loss"] = float(per_seq[~is_qa].mean().detach())
+            self._record("stage2", b, **values)
+            if args.val_every and b.steps % args.val_every == 0 and not b.done():
+                with b.paused():
+                    self.validate("stage2", b)
+            self.maybe_checkpoint("stage2", opt, b)
+        with b.paused():
+            self.validate("stage2", b, reference=True)
+        self.finish_stage("stage2")
 
     # ------------------------------------------------------------------------------------------ stage 3
     def prompt_parts(self, question: str) -> tuple[list[int], list[int]]:
@@ -445,8 +728,7 @@ class Trainer:
                 local = {j - offset for j in expanded if offset <= j < offset + len(chunks)}
                 segs.extend(context_segments(chunks, inputs["e"][offset:offset + len(chunks)], local))
             offset += len(chunks)
-        answer = list(self.tok(item.answer, add_special_tokens=False)["input_ids"])
-        return [*segs, ("tokens", after), ("target", answer)]
+        return [*segs, ("tokens", after), ("target", self.answer_ids(item.answer))]
 
     def answer_nll(self, item: QAItem, inputs: dict[str, Any], selections: Sequence[set[int] | None]) -> torch.Tensor:
         """Mean answer-token NLL for each expansion set (``None`` = full context), one batched decoder pass."""
@@ -461,10 +743,10 @@ class Trainer:
         opt = torch.optim.AdamW(self.model.policy.parameters(), lr=args.lr3, weight_decay=0.0)
         for group in opt.param_groups:
             group["base_lr"] = args.lr3
-        b = Budget(args.stage3_minutes, args.stage3_steps)
+        b = self._begin("stage3", opt, args.stage3_minutes, args.stage3_steps)
+        self.lora_trainable(False)
         self.model.eval()
         self.model.policy.train()
-        sampler = torch.Generator().manual_seed(args.seed)
         items = [it for it in self.corpus.train_qa if it.passages and it.answer.strip()]
         while not b.done():
             losses, rewards, gaps = [], [], []
@@ -476,23 +758,81 @@ class Trainer:
                 if m == 0 or m == n:
                     continue
                 logits = self.model.policy_logits(inputs["c"], inputs["q"], inputs["scalars"])  # (L,)
-                samples = [plackett_luce_sample(logits, m, sampler) for _ in range(args.group)]
+                samples = [plackett_luce_sample(logits, m, self.sampler) for _ in range(args.group)]
                 nll = self.answer_nll(item, inputs, [set(idx.tolist()) for idx, _ in samples])  # (G,)
                 reward = -nll
-                adv = (reward - reward.mean()) / (reward.std() + 1e-4)  # group baseline (GRPO-style)
+                adv = ((reward - reward.mean()) / (reward.std() + 1e-4)).to(logits.device)  # group baseline (GRPO)
                 log_probs = torch.stack([lp for _, lp in samples])  # (G,)
-                losses.append(-(adv.detach() * log_probs).mean())
+                losses.append(-(adv * log_probs).mean())
                 rewards.append(float(reward.mean()))
                 gaps.append(float(reward.max() - reward.min()))
+                self.samples["stage3"] += 1
             if not losses:
                 continue
             loss = torch.stack(losses).mean()
             self._step(opt, loss, b, self.model.policy.parameters())
             self._record("stage3", b, loss=loss.item(), reward=sum(rewards) / len(rewards),
                          reward_spread=sum(gaps) / len(gaps))
-        self.save_checkpoint("stage3")
+            self.maybe_checkpoint("stage3", opt, b)
+        with b.paused():
+            self.validate("stage3", b, learned=True)
+        self.finish_stage("stage3")
 
     # ------------------------------------------------------------------------------------------ evaluation
+    def val_items(self) -> list[QAItem]:
+        """Up to ``--val-questions`` held-out questions, taken from the sources in turn."""
+        by_source: dict[str, list[QAItem]] = {}
+        for item in self.corpus.val_qa:
+            by_source.setdefault(item.source, []).append(item)
+        queues = [list(v) for _, v in sorted(by_source.items())]
+        out: list[QAItem] = []
+        while len(out) < self.args.val_questions and any(queues):
+            for queue in queues:
+                if queue and len(out) < self.args.val_questions:
+                    out.append(queue.pop(0))
+        return out
+
+    def validate(self, stage: str, b: Budget, *, reference: bool = False, learned: bool = False) -> dict[str, Any]:
+        """Held-out answer NLL (nats per answer token): every chunk compressed (``p0``), a fixed random 25% of the
+        chunks expanded (``p0.25_random``) and no context (``none``, cheap); ``reference`` adds the full text (the
+        costliest pass: it runs at the end of stage 2 only), ``learned`` the policy's 25%. Logged with the samples seen
+        so far, for the curves of the model card."""
+        items = self.val_items()
+        if not items:
+            return {}
+        start = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()
+        sums: dict[str, list[float]] = {}
+        by_source: dict[str, list[float]] = {}
+        for index, item in enumerate(items):
+            inputs = self.qa_inputs(item)
+            n = len(inputs["c"])
+            m = budget(VAL_P, n)
+            rng = random.Random(f"{self.args.seed}:val:{index}")
+            selections: dict[str, set[int] | None] = {"p0": set(), f"p{VAL_P}_random": set(rng.sample(range(n), m))}
+            if learned:
+                with torch.no_grad():
+                    logits = self.model.policy_logits(inputs["c"], inputs["q"], inputs["scalars"])
+                selections[f"p{VAL_P}_learned"] = set(torch.argsort(logits, descending=True)[:m].tolist())
+            values = dict(zip(selections, self.answer_nll(item, inputs, list(selections.values())).tolist()))
+            values["none"] = float(self.answer_nll(item, {"chunked": [], "e": inputs["e"][:0]}, [set()])[0])
+            if reference:  # alone: batched with the others, the full text would pad them all to its length
+                values["full"] = float(self.answer_nll(item, inputs, [None])[0])
+            for name, value in values.items():
+                sums.setdefault(name, []).append(value)
+            by_source.setdefault(item.source, []).append(values["p0"])
+        row: dict[str, Any] = {"stage": stage, "step": b.steps, "stage2_samples": self.samples["stage2"],
+                               "stage2_qa_samples": self.samples["stage2_qa"], "questions": len(items),
+                               **{n: round(sum(v) / len(v), 4) for n, v in sums.items()},
+                               "p0_by_source": {s: round(sum(v) / len(v), 4) for s, v in sorted(by_source.items())},
+                               "seconds": round(time.perf_counter() - start, 1)}
+        self.log["val"].append(row)
+        logger.info("held-out answer NLL %s", json.dumps(row))
+        if was_training:
+            self.model.train()
+        return row
+
     def eval_recon(self, n: int = 24, chunks: int = 4) -> float:
         rng = random.Random(1234)
         texts = [p for title_pairs in [self.corpus.eval_pairs] for p, _, _ in title_pairs][: n * 3]
@@ -519,7 +859,9 @@ class Trainer:
     def eval_cpt(self, n: int = 24, max_chunks: int = 16) -> dict[str, float]:
         """Held-out next-paragraph NLL: REFRAG p=0 against the full raw context and against no context."""
         pairs = self.corpus.eval_pairs[:n]
-        out = {}
+        out: dict[str, float] = {}
+        if not pairs:
+            return out
         with torch.no_grad():
             texts = [c.text for ctx, _, _ in pairs for c in self.chunks(ctx)[-max_chunks:]]
             vectors = self.model.project(self.model.encode(texts))
@@ -545,14 +887,16 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ saving
     def save_checkpoint(self, stage: str) -> None:
+        """The model as an artifact in ``OUT/checkpoints/<stage>`` and the logs so far."""
         folder = self.out / "checkpoints" / stage
         self.model.save_pretrained(folder)
         (self.out / "training_log.json").write_text(json.dumps(self.log, indent=1) + "\n", encoding="utf-8")
         logger.info("saved checkpoint %s", folder)
 
 
-def plot_losses(log: dict[str, list[dict[str, float]]], path: Path) -> None:
-    """Loss curves of the three stages as one PNG (needs matplotlib; skipped with a warning without it)."""
+def plot_losses(log: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Loss curves of the three stages and the held-out answer NLL as one PNG (needs matplotlib; skipped with a
+    warning without it)."""
     try:
         import matplotlib
 
@@ -561,23 +905,42 @@ def plot_losses(log: dict[str, list[dict[str, float]]], path: Path) -> None:
     except ImportError:
         logger.warning("matplotlib is not installed; no loss-curve PNG (pip install 'ragzip[train]')")
         return
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    titles = {"stage1": "stage 1: reconstruction NLL", "stage2": "stage 2: next-paragraph NLL",
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+    titles = {"stage1": "stage 1: reconstruction NLL", "stage2": "stage 2: loss (next paragraph + QA)",
               "stage3": "stage 3: policy reward (-answer NLL)"}
     for ax, (stage, title) in zip(axes, titles.items()):
         rows = log.get(stage, [])
-        key = "reward" if stage == "stage3" else "loss"
-        if rows:
-            xs = [r["step"] for r in rows]
-            ys = [r[key] for r in rows]
-            ax.plot(xs, ys, alpha=0.35, label=key)
+        keys = {"stage3": ["reward"], "stage2": ["loss", "cpt_loss", "qa_loss"]}.get(stage, ["loss"])
+        for key in keys:
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if not points:
+                continue
+            xs, ys = zip(*points)
             window = max(1, len(ys) // 20)
             smooth = [sum(ys[max(0, i - window + 1):i + 1]) / len(ys[max(0, i - window + 1):i + 1])
                       for i in range(len(ys))]
-            ax.plot(xs, smooth, label=f"moving mean ({window})")
+            ax.plot(xs, smooth, label=f"{key} (moving mean of {window})")
+        if rows:
             ax.legend()
         ax.set_title(title)
         ax.set_xlabel("step")
+    ax = axes[3]
+    val = [r for r in log.get("val", []) if r.get("stage") == "stage2"]
+    for key in ("p0", f"p{VAL_P}_random"):
+        points = [(r["stage2_samples"], r[key]) for r in val if key in r]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=key)
+    refs = [r for r in log.get("val", []) if "full" in r]
+    if refs:
+        ax.axhline(refs[-1]["full"], linestyle="--", color="grey", label="full text (end of stage 2)")
+    for key in ("none",):
+        points = [(r["stage2_samples"], r[key]) for r in val if key in r]
+        if points:
+            ax.plot(*zip(*points), linestyle=":", color="grey", label="no context")
+    if val:
+        ax.legend()
+    ax.set_title("held-out answer NLL (train-file questions)")
+    ax.set_xlabel("stage-2 examples seen")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -589,19 +952,34 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for the artifact, checkpoints, logs and loss curves")
     parser.add_argument("--data", default=os.environ.get("RAGZIP_DATA", str(Path("..") / "shared" / "data")),
-                        help="folder with squad_dev.jsonl and hotpotqa_train.jsonl")
+                        help=f"folder with {HOTPOT_TRAIN}, {QED_TRAIN} and {SQUAD_TRAIN}")
     parser.add_argument("--k", type=int, default=16, help="decoder tokens per chunk (8, 16 or 32)")
     parser.add_argument("--p", type=float, default=0.25, help="expansion budget the policy is trained for")
     parser.add_argument("--encoder", default="embedded:minilm")
     parser.add_argument("--decoder", default="embedded:smollm2-135m")
     parser.add_argument("--encoder-trained-layers", type=int, default=1, help="top encoder layers to train (0-6)")
+    parser.add_argument("--decoder-lora", type=int, default=8,
+                        help="rank of the LoRA trained on the decoder in stage 2; 0 keeps the decoder frozen (the "
+                             "recipe of the artifacts before the LoRA)")
+    parser.add_argument("--lora-alpha", type=float, default=16.0, help="the LoRA delta is scaled by alpha / rank")
+    parser.add_argument("--lora-targets", default=",".join(DEFAULT_TARGETS),
+                        help="decoder linear maps (per layer) that get a LoRA")
+    parser.add_argument("--lr-lora", type=float, default=3e-4, help="stage 2 LoRA learning rate")
+    parser.add_argument("--qa-share", type=float, default=0.5,
+                        help="share of stage-2 examples that are QA (answer NLL over compressed evidence) rather "
+                             "than next-paragraph prediction")
     parser.add_argument("--init", default="", help="start from this artifact folder (e.g. a checkpoint)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/checkpoints/last (a killed run: the same command plus --resume)")
     parser.add_argument("--stages", default="1,2,3", help="which stages to run, e.g. 3 to train only the policy")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="", help="torch device; empty: cuda when a GPU is present, else cpu")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 on a shared machine: 2 OpenMP threads on oversubscribed cores "
                              "spin-wait and ran 10-20x slower here)")
-    parser.add_argument("--positions-per-step", type=int, default=384, help="decoder positions per optimizer step")
+    parser.add_argument("--positions-per-step", type=int, default=384,
+                        help="decoder positions per optimizer step (stage 2: batch x longest sequence, padding "
+                             "included)")
     parser.add_argument("--stage1-minutes", type=float, default=12.0)
     parser.add_argument("--stage1-steps", type=int, default=100_000)
     parser.add_argument("--stage2-minutes", type=float, default=16.0)
@@ -616,12 +994,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-recon-chunks", type=int, default=8)
     parser.add_argument("--max-cpt-chunks", type=int, default=16)
     parser.add_argument("--cpt-target-tokens", type=int, default=32)
-    parser.add_argument("--cpt-expand-prob", type=float, default=0.5)
+    parser.add_argument("--cpt-expand-prob", type=float, default=0.5,
+                        help="share of stage-2 examples with a random 0-50%% of their chunks expanded")
     parser.add_argument("--policy-batch", type=int, default=4, help="questions per policy step")
     parser.add_argument("--group", type=int, default=4, help="expansion sets sampled per question")
+    parser.add_argument("--val-per-source", type=int, default=8,
+                        help="train questions of each source held out for the QA check")
+    parser.add_argument("--val-questions", type=int, default=12, help="held-out questions each QA check reads")
+    parser.add_argument("--val-every", type=int, default=25, help="QA check every N stage-2 steps (0: start/end only)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                        help="write OUT/checkpoints/last this often (0: at stage ends only)")
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--eval-examples", type=int, default=24)
     return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from ragzip.errors import ConfigError
+    from ragzip.plugins.refrag.config import check_p
+
+    check_k("--k", args.k)
+    check_p("--p", args.p)
+    if not 0.0 <= args.qa_share <= 1.0:
+        raise ConfigError(f"--qa-share {args.qa_share!r} must lie in [0, 1]: the share of stage-2 examples that are "
+                          "QA (0: next-paragraph prediction only, as before; 0.5: half and half).")
+    if args.decoder_lora < 0:
+        raise ConfigError(f"--decoder-lora {args.decoder_lora!r} must be >= 0: the LoRA rank (e.g. 8), or 0 for a "
+                          "frozen decoder.")
+
+
+def _describe_lora(model: RefragModel) -> dict[str, Any]:
+    lora = model.decoder_lora
+    if lora is None:
+        return {"rank": 0}
+    return {"rank": lora.rank, "alpha": lora.alpha, "targets": list(lora.targets), "layers": len(lora.layers),
+            "parameters": lora.n_parameters()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -630,10 +1037,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logger.setLevel(logging.INFO)
-    check_k("--k", args.k)
-    from ragzip.plugins.refrag.config import check_p
-
-    check_p("--p", args.p)
+    _check_args(args)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -642,44 +1046,75 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
 
-    from ragzip.models import load_causal_lm
+    from ragzip.errors import ConfigError
+    from ragzip.models import infer_device, load_causal_lm
 
     t0 = time.perf_counter()
-    decoder, tokenizer = load_causal_lm(args.decoder)
-    decoder.requires_grad_(False)
-    corpus = load_corpus(args.data)
-    logger.info("data: %d training paragraphs, %d/%d next-paragraph pairs (train/eval), %d/%d QA (train/eval); "
-                "held-out SQuAD articles: %s", len(corpus.train_paragraphs), len(corpus.train_pairs),
-                len(corpus.eval_pairs), len(corpus.train_qa), len(corpus.eval_qa), ", ".join(corpus.eval_titles))
-    if args.init:
-        model = RefragModel.from_pretrained(args.init)
-        model.config.k = args.k
-    else:
-        config = RefragModelConfig(encoder=args.encoder, decoder=args.decoder, k=args.k,
-                                   decoder_hidden=int(decoder.get_input_embeddings().embedding_dim),
-                                   encoder_trained_layers=args.encoder_trained_layers)
-        model = RefragModel(config)
+    device = infer_device(args.device or None)
+    base_decoder, tokenizer = load_causal_lm(args.decoder, device)
+    corpus = load_corpus(args.data, val_per_source=args.val_per_source, seed=args.seed)
+    logger.info("data (train files only): %s", json.dumps(corpus.counts))
+    last = out / "checkpoints" / "last"
+    state: dict[str, Any] | None = None
+    if args.resume and (last / STATE_FILE).is_file():
+        model = RefragModel.from_pretrained(last)
+        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)  # our own file
+        logger.info("resuming from %s (done: %s; in progress: %s)", last, state["done_stages"], state["stage"])
+    elif args.resume:
+        logger.warning("--resume: no checkpoint in %s yet; starting from the beginning", last)
+    if state is None:
+        if args.init:
+            model = RefragModel.from_pretrained(args.init)
+            model.config.k = args.k
+        else:
+            from ragzip.plugins.refrag.modeling import _load_base_encoder
+
+            encoder, encoder_tokenizer = _load_base_encoder(args.encoder)
+            config = RefragModelConfig(encoder=args.encoder, decoder=args.decoder, k=args.k,
+                                       encoder_hidden=int(encoder.config.hidden_size),
+                                       decoder_hidden=int(base_decoder.get_input_embeddings().embedding_dim),
+                                       encoder_trained_layers=args.encoder_trained_layers)
+            model = RefragModel(config, encoder=encoder, encoder_tokenizer=encoder_tokenizer)
+        targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
+        if model.decoder_lora is None and args.decoder_lora:
+            model.add_decoder_lora(base_decoder, rank=args.decoder_lora, alpha=args.lora_alpha, targets=targets)
+        elif model.decoder_lora is not None and model.decoder_lora.rank != args.decoder_lora:
+            raise ConfigError(f"--init {args.init!r} has a rank-{model.decoder_lora.rank} decoder LoRA but "
+                              f"--decoder-lora is {args.decoder_lora}; pass --decoder-lora {model.decoder_lora.rank} "
+                              "to keep training it.")
+    model.to(device)
     model.freeze_base()
-    model.record_decoder(decoder, tokenizer)  # its fingerprints go into config.json, checked when bound
+    model.record_decoder(base_decoder, tokenizer)  # its fingerprints go into config.json, checked when bound
+    decoder = model.reader(base_decoder, merge=False, where="--init")  # the base itself when there is no LoRA
     trainer = Trainer(args, corpus, model, decoder, tokenizer)
+    if state is not None:
+        trainer.restore(state)
     stages = {s.strip() for s in args.stages.split(",") if s.strip()}
-    timings: dict[str, float] = {}
-    evals: dict[str, Any] = {"before": {"recon": trainer.eval_recon(args.eval_examples)}}
-    logger.info("eval before training: %s", evals["before"])
+    if "before" not in trainer.evals:
+        trainer.evals["before"] = {"recon": trainer.eval_recon(args.eval_examples)}
+        logger.info("eval before training: %s", trainer.evals["before"])
     for stage in ("1", "2", "3"):
-        if stage in stages:
+        name = f"stage{stage}"
+        if stage in stages and name not in trainer.done_stages:
             start = time.perf_counter()
-            getattr(trainer, f"stage{stage}")()
-            timings[f"stage{stage}_s"] = round(time.perf_counter() - start, 1)
-            logger.info("stage %s done in %.1f s", stage, timings[f"stage{stage}_s"])
-    evals["after"] = {"recon": trainer.eval_recon(args.eval_examples), **trainer.eval_cpt(args.eval_examples)}
-    logger.info("eval after training: %s", evals["after"])
+            getattr(trainer, name)()
+            trainer.timings[f"{name}_s"] = round(trainer.timings.get(f"{name}_s", 0.0) + time.perf_counter() - start,
+                                                 1)
+            logger.info("stage %s done in %.1f s", stage, trainer.timings[f"{name}_s"])
+    trainer.evals["after"] = {"recon": trainer.eval_recon(args.eval_examples), **trainer.eval_cpt(args.eval_examples)}
+    logger.info("eval after training: %s", trainer.evals["after"])
     model.config.training = {
         "command": "ragzip train refrag " + " ".join(sys.argv[1:] if argv is None else argv),
-        "seed": args.seed, "steps": {s: len(v) for s, v in trainer.log.items()}, "timings": timings,
-        "wall_s": round(time.perf_counter() - t0, 1), "data": "SQuAD v1.1 dev paragraphs (30 of 36 articles), "
-        "HotpotQA distractor train paragraphs and questions (first 704 records)", "eval": evals,
-        "final_losses": {s: v[-1] for s, v in trainer.log.items() if v},
+        "seed": args.seed, "device": str(device), "threads": args.threads,
+        "steps": {s: len(v) for s, v in trainer.log.items() if s != "val"}, "timings": trainer.timings,
+        "samples_seen": trainer.samples, "wall_s": round(time.perf_counter() - t0, 1),
+        "resumed": state is not None, "decoder_lora": _describe_lora(model), "qa_share": args.qa_share,
+        "data": "train files only: SQuAD train paragraphs (13 of its 14 articles; Genocide held out) for next-paragraph "
+                "pairs; HotpotQA train (all but the last 100 records), QED-NQ train and SQuAD train questions for QA "
+                f"and the policy, {args.val_per_source} per source held out (ragzip.data.split_holdout); paragraphs "
+                "of all three for continuation and reconstruction",
+        "data_counts": corpus.counts, "eval": trainer.evals, "val": trainer.log["val"],
+        "final_losses": {s: v[-1] for s, v in trainer.log.items() if v and s != "val"},
     }
     model.save_pretrained(out)
     (out / "training_log.json").write_text(json.dumps(trainer.log, indent=1) + "\n", encoding="utf-8")

@@ -10,6 +10,10 @@ the path a user takes, from passages to the first generated token:
 - ``refrag`` (per k, ``cached`` true): the same, with the chunk vectors read from a cache built beforehand (as
   ``ragzip index --refrag`` would), so the query pays only for the projector, policy and decoder.
 
+With an artifact that has a decoder LoRA, the REFRAG prompts are read by the generator's LoRA-merged copy
+(``HFGenerator.add_reader``): the plain decoder's architecture and cost, so the comparison stays like for like; the
+JSON records ``decoder_lora_rank``.
+
 Each setting runs once to warm up, then ``--repeats`` times; the JSON holds medians:
 ``{"runs": [{"method", "context_tokens", "k", "cached", "ttft_s", "decoder_positions", ...}], ...}``.
 """
@@ -226,7 +230,9 @@ def run(args: argparse.Namespace) -> int:
     runs = benchmark(generator, make_compressor, _source_texts(args.data), methods=methods,
                      context_tokens=args.context_tokens, ks=args.k, repeats=args.repeats, cached_modes=cached_modes,
                      passage_tokens=args.passage_tokens, question=args.question)
+    lora = shared["model"].config.decoder_lora_rank if "model" in shared else None
     result = {"runs": runs, "speedup": speedups(runs), "generator": args.generator, "artifact": args.artifact,
+              "decoder_lora_rank": lora,  # >0: REFRAG prompts ran on the LoRA-merged copy (same cost as the plain)
               "p": args.p, "policy": args.policy, "repeats": args.repeats, "threads": args.threads,
               "statistic": "median", "device": str(generator.device), "loadavg_1min": [load, os.getloadavg()[0]],
               "wall_s": round(time.perf_counter() - start, 1)}
