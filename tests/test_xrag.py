@@ -484,31 +484,57 @@ def test_a_few_training_steps_lower_the_loss(generator):
     assert losses[-1] < losses[0]
 
 
-def test_training_data_never_uses_heldout_articles_or_hotpot_dev(tmp_path):
-    from ragzip.plugins.xrag.train import build_data
-
+def _write_train_files(folder: Path) -> list[Path]:
     def para(title, i):
         return f"{title} paragraph {i} has enough words to be a passage. It says that {title} answer {i} holds."
 
-    squad = [{"title": title, "context": para(title, i), "question": f"q {title} {i}?", "answers": [f"answer {i}"]}
-             for title in ("Held_A", "Held_B", "Train_C", "Train_D") for i in range(3)]
-    hotpot = [{"question": f"h{i}?", "answer": "yes", "supporting_facts": [[f"T{i}", 0], [f"U{i}", 0]],
+    squad = [{"id": f"s{title}{i}", "title": title, "context": para(title, i), "question": f"q {title} {i}?",
+              "answers": [f"answer {i}"], "answer_starts": [para(title, i).index(f"answer {i}")]}
+             for title in ("Art_A", "Art_B") for i in range(6)]
+    squad.append({"id": "impossible", "title": "Art_A", "context": para("Art_A", 0), "question": "never?",
+                  "answers": [], "answer_starts": [], "is_impossible": True})
+    qed = []
+    for i in range(6):
+        text = f"Passage {i} opens here . The answer {i} is in this sentence ."
+        qed.append({"id": f"n{i}", "question": f"nq {i}?", "answers": [f"answer {i}"], "context": text,
+                    "title": f"N{i}", "sentence_starts": [0, text.index("The")], "answer_sentence_idx": [1]})
+    hotpot = [{"id": f"h{i}", "question": f"h{i}?", "answer": "yes", "supporting_facts": [[f"T{i}", 0], [f"U{i}", 0]],
                "context": [[f"T{i}", [f"T{i} is a thing with many words in it for the test here."]],
                            [f"U{i}", [f"U{i} is another thing with many words in it for the test."]],
                            [f"V{i}", [f"V{i} is a distractor with many words in it for this test."]]]}
-              for i in range(4)]
-    (tmp_path / "squad_dev.jsonl").write_text("\n".join(json.dumps(r) for r in squad))
-    (tmp_path / "hotpotqa_train.jsonl").write_text("\n".join(json.dumps(r) for r in hotpot))
-    data = build_data(tmp_path, heldout_articles=2, seed=0, n_paraphrase=100, n_qa=100, n_heldout_paraphrase=4,
-                      max_passages=3)
+              for i in range(6)]
+    paths = [folder / "hotpotqa_train.jsonl", folder / "qed_nq_train.jsonl", folder / "squad_train.jsonl"]
+    for path, rows in zip(paths, (hotpot, qed, squad), strict=True):
+        path.write_text("\n".join(json.dumps(r) for r in rows))
+    return paths
+
+
+def test_training_data_comes_from_train_files_with_a_held_out_split(tmp_path):
+    from ragzip.plugins.xrag.train import build_data
+
+    paths = _write_train_files(tmp_path)
+    data = build_data(paths, seed=0, n_paraphrase=100, n_qa=300, n_val=2, max_passages=3)
     corpus = data["corpus"]
-    assert data["heldout_titles"] == ["Held_A", "Held_B"]
-    trained = set(data["paraphrase"]) | {p for ex in data["qa"] for p in ex.passages}
-    assert not any("Held_" in corpus.texts[i] for i in trained)
-    assert not any("Held_" in ex.question for ex in data["qa"])
-    assert all("Held_" in corpus.texts[i] for i in data["heldout"])
+    assert data["sources"] == {"hotpotqa": 6, "qed": 6, "squad": 12}  # the unanswerable question is skipped
+    assert len(data["val"]) == 6  # two per source, never trained on
+    val_questions = {ex.question for ex in data["val"]}
+    assert not val_questions & {ex.question for ex in data["qa"]}
+    assert len(data["qa"]) == 4 + 4 + 10
     assert all(1 <= len(ex.passages) <= 3 for ex in data["qa"])
-    assert {len(ex.passages) for ex in data["qa"]} >= {1, 2}
+    qed = [ex for ex in data["qa"] if ex.question.startswith("nq")]
+    assert all(ex.evidence.startswith("The answer") for ex in qed)  # the answer sentence is what the teacher reads
+    assert not set(data["paraphrase"]) & {p for ex in data["val"] for p in ex.passages}
+    # The split does not depend on how many examples a run builds (a longer run keeps the same validation set).
+    again = build_data(paths, seed=0, n_paraphrase=10, n_qa=30, n_val=2, max_passages=3)
+    assert [ex.question for ex in again["val"]] == [ex.question for ex in data["val"]]
+    assert all(corpus.texts[p] for ex in data["qa"] for p in ex.passages)
+
+
+def test_missing_train_file_is_a_clear_error(tmp_path):
+    from ragzip.plugins.xrag.train import build_data
+
+    with pytest.raises(InputError, match="no such file"):
+        build_data([tmp_path / "missing.jsonl"], seed=0, n_paraphrase=1, n_qa=1, n_val=1, max_passages=1)
 
 
 # ------------------------------------------------------------------------------------------------------ frameworks

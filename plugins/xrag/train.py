@@ -13,9 +13,12 @@ Only the projector trains; the embedder (MiniLM) and the generator (SmolLM2-135M
    sentence holding the answer; HotpotQA: the supporting facts) rather than whole passages: 5x cheaper on CPU and a
    cleaner target (``--teacher-context passage`` reads the passages).
 
-Data (``--data-dir``, default ``../shared/data``): SQuAD dev paragraphs and questions of the *training articles* only
-(all but the first ``--heldout-articles`` articles in file order; those are held out for evaluation) and HotpotQA
-*train* (gold + distractor paragraphs). HotpotQA dev and NQ are never trained on.
+Data (``--data``, default the three *train* files in ``--data-dir``): HotpotQA train (2 gold paragraphs + 0-1
+distractor, the supporting facts as evidence), QED-NQ train (the passage + 0-2 other questions' passages, the answer
+sentences as evidence), SQuAD train (the paragraph + 0-2 other paragraphs of its article, the answer sentence as
+evidence; unanswerable questions skipped), an equal share each; ``--val-examples`` questions per source are held out
+for the validation curve (held-out answer NLL and KL against training samples seen, beside the frozen LLM reading
+nothing, the evidence or the passages as text). Dev files are never trained on.
 
 The prompt prefix shared by a batch (system prompt, chat markers, "Context:") is run through the frozen LLM once and
 its KV cache reused: gradients only flow from the first soft token on, so this changes no number and saves ~40%.
@@ -24,6 +27,7 @@ its KV cache reused: gradients only flow from the first soft token on, so this c
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import logging
@@ -57,6 +61,7 @@ PARAPHRASE_TEMPLATES = (
     "Background: {soft}\nWhat does the background text say? Write it out.",
     "Write out the text that this token stands for: {soft}",
 )
+DEFAULT_TRAIN_FILES = ("hotpotqa_train.jsonl", "qed_nq_train.jsonl.gz", "squad_train_partial.jsonl.gz")
 _MARK = "<<xrag-train-soft-{}>>"
 _MARK_RE = re.compile(r"<<xrag-train-soft-(\d+)>>")
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
@@ -140,63 +145,122 @@ class Corpus:
         return self.index[text]
 
 
-def build_data(data_dir: Path, *, heldout_articles: int, seed: int, n_paraphrase: int, n_qa: int,
-               n_heldout_paraphrase: int, max_passages: int) -> dict[str, Any]:
-    """Passages for stage 1, QA examples with 1..max_passages passages for stage 2, held-out passages for eval."""
+@dataclass
+class QARecord:
+    """One training question read from a train file: its gold passages, same-source distractors, the evidence."""
+
+    question: str
+    answer: str
+    gold: list[tuple[str, str]]  # (title, body)
+    distractors: list[tuple[str, str]]
+    evidence: str  # what the self-distillation teacher reads
+    source: str
+
+
+def _open_jsonl(path: Path) -> list[dict[str, Any]]:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def read_qa_records(path: Path) -> list[QARecord]:
+    """QA pairs from a HotpotQA, QED (NQ train) or SQuAD train file, by record shape (as ragzip.data reads them).
+
+    SQuAD 2.0 unanswerable questions are skipped (stage 2 teaches answering); a QED or SQuAD question's distractors
+    are filled by :func:`build_data` (other QED passages; other paragraphs of the same SQuAD article).
+    """
+    from ragzip.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"--data {str(path)!r}: no such file. Pass HotpotQA, QED or SQuAD *train* JSONL (.gz ok), "
+                         "e.g. ../shared/data/hotpotqa_train.jsonl.")
+    rows = _open_jsonl(path)
+    if not rows:
+        raise InputError(f"no records in {path}; expected HotpotQA, QED or SQuAD-style JSONL.")
+    out: list[QARecord] = []
+    if "supporting_facts" in rows[0]:
+        for row in rows:
+            gold_titles = {t for t, _ in row["supporting_facts"]}
+            paras = hotpot_paragraphs(row)
+            evidence = hotpot_evidence(row)
+            if evidence and row.get("answer"):
+                out.append(QARecord(row["question"], row["answer"], [p for p in paras if p[0] in gold_titles],
+                                    [p for p in paras if p[0] not in gold_titles], evidence, "hotpotqa"))
+    elif "sentence_starts" in rows[0]:
+        for row in rows:
+            text, starts = row["context"], list(row["sentence_starts"]) or [0]
+            bounds = list(zip(starts, [*starts[1:], len(text)], strict=True))
+            evidence = " ".join(text[a:b].strip() for k, (a, b) in enumerate(bounds)
+                                if k in set(row.get("answer_sentence_idx", [])))
+            if row.get("answers") and evidence:
+                out.append(QARecord(row["question"], row["answers"][0], [(row.get("title", ""), text)], [],
+                                    evidence, "qed"))
+    elif "answer_starts" in rows[0] or "is_impossible" in rows[0]:
+        by_article: dict[str, list[str]] = {}
+        for row in rows:
+            contexts = by_article.setdefault(squad_title(row), [])
+            if row["context"] not in contexts:
+                contexts.append(row["context"])
+        for row in rows:
+            if row.get("is_impossible") or not row.get("answers"):
+                continue
+            title = squad_title(row)
+            answers = [a.lower() for a in row["answers"]]
+            others = [(title, c) for c in by_article[title]
+                      if c != row["context"] and not any(a in c.lower() for a in answers)]
+            out.append(QARecord(row["question"], row["answers"][0], [(title, row["context"])], others,
+                                squad_evidence(row["context"], row["answers"]), "squad"))
+    else:
+        raise InputError(f"{path}: unknown record shape (keys {sorted(rows[0])[:8]}); expected HotpotQA "
+                         "(supporting_facts), QED (sentence_starts) or SQuAD (answer_starts).")
+    return out
+
+
+def build_data(paths: Sequence[Path], *, seed: int, n_paraphrase: int, n_qa: int, n_val: int,
+               max_passages: int) -> dict[str, Any]:
+    """Stage-1 passages, stage-2 QA examples and held-out validation examples, all from *train* files.
+
+    Every source gets an equal share of the ``n_qa`` examples; ``n_val`` questions per source are held out (never
+    trained on) for the validation curve. SQuAD/QED examples read their own passage plus 0-2 distractors (same-article
+    paragraphs for SQuAD, other questions' passages for QED), HotpotQA its two gold paragraphs plus 0-1 distractor.
+    """
     rng = random.Random(seed)
     corpus = Corpus()
-    squad = read_jsonl(data_dir / "squad_dev.jsonl")
-    squad_train, squad_held, held_titles = squad_split(squad, heldout_articles)
-    hotpot = read_jsonl(data_dir / "hotpotqa_train.jsonl")
+    by_source: dict[str, list[QARecord]] = {}
+    for path in paths:
+        for rec in read_qa_records(Path(path)):
+            by_source.setdefault(rec.source, []).append(rec)
+    qed_pool = [r.gold[0] for r in by_source.get("qed", [])]
 
-    squad_paras = sorted({(squad_title(r), r["context"]) for r in squad_train})
-
-    # Stage 2: SQuAD (gold paragraph + 0-2 distractors of the same article), HotpotQA (2 gold + 0-1 distractor).
-    by_article: dict[str, list[str]] = {}
-    for title, text in squad_paras:
-        by_article.setdefault(title, []).append(text)
-    qa: list[QAExample] = []
-    squad_rows = list(squad_train)
-    rng.shuffle(squad_rows)
-    for row in squad_rows[: (n_qa * 2) // 3]:
-        answer = row["answers"][0]
-        others = [t for t in by_article[squad_title(row)] if t != row["context"]]
-        k = rng.choices((1, 2, 3), weights=(0.5, 0.3, 0.2))[0]
-        k = min(k, max_passages, len(others) + 1)
-        texts = [row["context"], *rng.sample(others, k - 1)]
-        rng.shuffle(texts)
-        ids = [corpus.add(passage_text(squad_title(row), t), squad_title(row)) for t in texts]
-        qa.append(QAExample(row["question"], answer, ids, squad_evidence(row["context"], row["answers"])))
-    hotpot_rows = list(hotpot)
-    rng.shuffle(hotpot_rows)
-    for row in hotpot_rows[: n_qa - len(qa)]:
-        gold_titles = {t for t, _ in row["supporting_facts"]}
-        paras = hotpot_paragraphs(row)
-        gold = [p for p in paras if p[0] in gold_titles]
-        distractors = [p for p in paras if p[0] not in gold_titles]
-        chosen = list(gold)
-        if distractors and len(chosen) < max_passages and rng.random() < 0.4:
-            chosen.append(rng.choice(distractors))
+    def example(rec: QARecord) -> QAExample:
+        chosen = list(rec.gold)
+        if rec.source == "hotpotqa":
+            if rec.distractors and len(chosen) < max_passages and rng.random() < 0.4:
+                chosen.append(rng.choice(rec.distractors))
+        else:
+            k = min(rng.choices((1, 2, 3), weights=(0.5, 0.3, 0.2))[0], max_passages)
+            pool = rec.distractors if rec.source == "squad" else [p for p in rng.sample(qed_pool, 4) if p != rec.gold[0]]
+            chosen += rng.sample(pool, min(k - 1, len(pool)))
         chosen = chosen[:max_passages]
         rng.shuffle(chosen)
-        evidence = hotpot_evidence(row)
-        if not evidence:
-            continue
-        qa.append(QAExample(row["question"], row["answer"],
-                            [corpus.add(passage_text(title, t), title) for title, t in chosen], evidence))
+        return QAExample(rec.question, rec.answer, [corpus.add(passage_text(t, b), t) for t, b in chosen],
+                         rec.evidence)
+
+    shuffled = {}
+    for source in sorted(by_source):  # the split depends on the seed only, not on how many examples are built
+        shuffled[source] = list(by_source[source])
+        rng.shuffle(shuffled[source])
+    val = [example(r) for source in sorted(shuffled) for r in shuffled[source][:n_val]]
+    share = math.ceil(n_qa / max(1, len(by_source)))
+    qa = [example(r) for source in sorted(shuffled) for r in shuffled[source][n_val:n_val + share]]
     rng.shuffle(qa)
-
-    # Stage 1 reconstructs passages of the stage-2 pool (SQuAD training articles, HotpotQA train gold and distractor
-    # paragraphs): one embedding pass serves both stages, which matters when MiniLM runs at a few passages a second.
-    pool = sorted({p for ex in qa for p in ex.passages if len(corpus.texts[p].split()) >= 20})
+    val_ids = {p for ex in val for p in ex.passages}
+    pool = sorted({p for ex in qa for p in ex.passages if len(corpus.texts[p].split()) >= 20} - val_ids)
     rng.shuffle(pool)
-    paraphrase = pool[:n_paraphrase]
-
-    held_paras = sorted({(squad_title(r), r["context"]) for r in squad_held})
-    rng.shuffle(held_paras)
-    heldout = [corpus.add(passage_text(title, text), title) for title, text in held_paras[:n_heldout_paraphrase]]
-    return {"corpus": corpus, "paraphrase": paraphrase, "qa": qa, "heldout": heldout,
-            "heldout_titles": held_titles, "squad_train_articles": len(by_article)}
+    heldout = sorted(p for p in val_ids if len(corpus.texts[p].split()) >= 20)
+    rng.shuffle(heldout)
+    return {"corpus": corpus, "paraphrase": pool[:n_paraphrase], "qa": qa, "val": val, "heldout": heldout[:64],
+            "sources": {s: len(v) for s, v in by_source.items()}}
 
 
 def encode_pool(corpus: Corpus, embedder: str, cache: Path | None) -> None:
@@ -380,11 +444,19 @@ def lr_at(progress: float, peak: float, warmup: float = 0.05) -> float:
 class Budget:
     steps: int
     seconds: float
+    done_steps: int = 0  # steps taken before a resume: they count against the step budget, not the new clock
     start: float = field(default_factory=time.perf_counter)
 
     def progress(self, step: int) -> float:
-        """How far the stage is, by steps or by wall clock, whichever runs out first (drives the LR schedule)."""
-        return max(step / max(1, self.steps), (time.perf_counter() - self.start) / max(1e-9, self.seconds))
+        """How far the stage is, by steps or by wall clock, whichever runs out first (drives the LR schedule).
+
+        After a resume the clock part covers only the remaining steps' share of the wall-clock budget.
+        """
+        by_steps = step / max(1, self.steps)
+        left = 1.0 - self.done_steps / max(1, self.steps)
+        by_clock = self.done_steps / max(1, self.steps) + left * (time.perf_counter() - self.start) / max(
+            1e-9, self.seconds)
+        return max(by_steps, by_clock)
 
     def done(self, step: int) -> bool:
         return self.progress(step) >= 1.0
@@ -392,13 +464,14 @@ class Budget:
 
 def run_stage0(projector: XRAGProjector, corpus: Corpus, lm: FrozenLM, ids: list[int], steps: int,
                lr: float, seed: int) -> list[float]:
-    targets = idf_targets(corpus, lm, ids)  # (n, d_gen)
-    x = torch.from_numpy(corpus.embeddings[ids])  # (n, d_emb)
+    device = next(projector.parameters()).device
+    targets = idf_targets(corpus, lm, ids).to(device)  # (n, d_gen)
+    x = torch.from_numpy(corpus.embeddings[ids]).to(device)  # (n, d_emb)
     opt = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     losses = []
     for step in range(steps):
-        batch = torch.randint(0, len(ids), (64,), generator=gen)
+        batch = torch.randint(0, len(ids), (64,), generator=gen).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step / steps, lr)
         loss = F.mse_loss(projector(x[batch]), targets[batch]) / targets.pow(2).mean()  # relative MSE
@@ -444,10 +517,29 @@ def qa_loss(projector: XRAGProjector, lm: FrozenLM, corpus: Corpus, batch: list[
 
 
 def train_loop(name: str, projector: XRAGProjector, batches: Any, loss_fn: Any, budget: Budget, lr: float,
-               out: Path, log_every: int, checkpoint_every: int) -> dict[str, list[float]]:
+               out: Path, log_every: int, checkpoint_every: int, *, batch_size: int = 8, val_fn: Any = None,
+               eval_every: int = 0, start_step: int = 0, history: dict[str, Any] | None = None,
+               snapshot: Any = None) -> dict[str, Any]:
+    """AdamW with warm-up + cosine, clipping at 1.0; ``val_fn()`` (a dict of held-out metrics) runs every
+    ``eval_every`` steps and at the end, recorded with the training samples seen so far (the card's curve).
+
+    Checkpoints (every ``checkpoint_every`` steps) hold the projector and ``snapshot(name, step, history)``, from
+    which ``--resume`` continues at ``start_step`` with the history so far (the optimizer's moments restart).
+    """
     opt = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=0.01)
-    history: dict[str, list[float]] = {"loss": [], "nll": [], "kl": [], "seconds": []}
-    step = 0
+    history = history or {"loss": [], "nll": [], "kl": [], "seconds": [], "val": []}
+
+    def validate(step: int) -> None:
+        if val_fn is None:
+            return
+        metrics = {"step": step, "samples": step * batch_size, **val_fn()}
+        history["val"].append(metrics)
+        logger.info("%s held-out at %d samples: %s", name, step * batch_size,
+                    {k: v for k, v in metrics.items() if k not in ("step", "samples")})
+
+    if not history["val"]:
+        validate(start_step)
+    step = start_step
     for batch in batches:
         if budget.done(step):
             break
@@ -470,18 +562,97 @@ def train_loop(name: str, projector: XRAGProjector, batches: Any, loss_fn: Any, 
             logger.info("%s step %d/%d loss %.3f (nll %.3f kl %.3f) %.1f s/step, %.0f s elapsed", name, step,
                         budget.steps, sum(recent) / len(recent), nll, kl, history["seconds"][-1],
                         time.perf_counter() - budget.start)
+        if eval_every and step % eval_every == 0:
+            validate(step)
         if checkpoint_every and step % checkpoint_every == 0:
-            projector.save_pretrained(out / "checkpoints" / f"{name}-step{step}")
+            _save_checkpoint(projector, out / "checkpoints" / f"{name}-step{step}",
+                             snapshot(name, step, history) if snapshot else {"stage": name, "step": step})
+    if not history["val"] or history["val"][-1]["step"] != step:
+        validate(step)
     return history
 
 
-def _cycle(items: list[Any], batch_size: int, seed: int) -> Any:
+def qa_validation(projector: XRAGProjector, lm: FrozenLM, corpus: Corpus, val: list[QAExample],
+                  teacher_context: str, batch_size: int) -> dict[str, float]:
+    """Held-out answer NLL with soft tokens and the KL to the text-reading teacher (per answer token)."""
+    nll = kl = 0.0
+    count = 0
+    with torch.no_grad():
+        for i in range(0, len(val), batch_size):
+            batch = val[i:i + batch_size]
+            _, n, k = qa_loss(projector, lm, corpus, batch, 1.0, teacher_context)
+            nll, kl, count = nll + n * len(batch), kl + k * len(batch), count + len(batch)
+    return {"nll": round(nll / max(1, count), 4), "kl": round(kl / max(1, count), 4)}
+
+
+def reference_nll(lm: FrozenLM, corpus: Corpus, val: list[QAExample], context: str, batch_size: int) -> float:
+    """Held-out answer NLL of the frozen LLM reading ``context``: nothing, the evidence or the passages as text."""
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(val), batch_size):
+            batch = val[i:i + batch_size]
+            texts = ["" if context == "none" else ex.evidence if context == "evidence"
+                     else "\n\n".join(corpus.texts[p] for p in ex.passages) for ex in batch]
+            logits, target = lm.target_logits([lm.teacher_sequence(ex, t) for ex, t in zip(batch, texts, strict=True)],
+                                              None)
+            total += float(F.cross_entropy(logits, target)) * len(batch)
+    return round(total / max(1, len(val)), 4)
+
+
+def _cycle(items: list[Any], batch_size: int, seed: int, skip: int = 0) -> Any:
+    """Shuffled batches, epoch after epoch; ``skip`` drops the first batches (a resumed run sees the same order)."""
     rng = random.Random(seed)
+    seen = 0
     while True:
         order = list(items)
         rng.shuffle(order)
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield order[start:start + batch_size]
+            seen += 1
+            if seen > skip:
+                yield order[start:start + batch_size]
+
+
+def _save_checkpoint(projector: XRAGProjector, folder: Path, state: dict[str, Any]) -> None:
+    projector.save_pretrained(folder)
+    (folder / "history.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
+
+
+def _resume_point(out: Path) -> tuple[str, int, Path] | None:
+    """The latest checkpoint under ``out/checkpoints`` as (stage, step, folder), or None when there is none."""
+    found = []
+    for folder in (out / "checkpoints").glob("stage*-step*"):
+        match = re.fullmatch(r"(stage[12])-step(\d+)", folder.name)
+        if match and (folder / "history.json").is_file():
+            found.append((match.group(1), int(match.group(2)), folder))
+    return max(found, key=lambda item: (item[0], item[1])) if found else None
+
+
+def plot_curve(points: list[dict[str, Any]], references: dict[str, float], path: Path) -> None:
+    """Held-out answer NLL and KL against training samples seen, with the text reader's NLLs as lines."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    if not points:
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    samples = [p["samples"] for p in points]
+    left.plot(samples, [p["nll"] for p in points], marker="o", label="soft tokens")
+    for name, style in (("none", ":"), ("passages", "--"), ("evidence", "-.")):
+        if name in references:
+            left.axhline(references[name], linestyle=style, color="grey", label=f"text reader: {name}")
+    left.set_xlabel("stage-2 training samples seen")
+    left.set_ylabel("held-out answer NLL")
+    left.legend(fontsize=7)
+    right.plot(samples, [p["kl"] for p in points], marker="o", color="tab:red")
+    right.set_xlabel("stage-2 training samples seen")
+    right.set_ylabel("held-out KL(teacher || student)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def plot_losses(losses: dict[str, Any], path: Path) -> None:
@@ -529,14 +700,14 @@ def train(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     check_context_template("ragzip train xrag", args.context_template)
     started = time.perf_counter()
-    data = build_data(Path(args.data_dir), heldout_articles=args.heldout_articles, seed=args.seed,
+    data = build_data([Path(p) for p in args.data], seed=args.seed,
                       n_paraphrase=args.stage1_steps * args.batch_size + 64,
-                      n_qa=args.stage2_steps * args.batch_size + 64, n_heldout_paraphrase=64,
+                      n_qa=args.stage2_steps * args.batch_size + 64, n_val=args.val_examples,
                       max_passages=args.max_passages)
     corpus: Corpus = data["corpus"]
-    logger.info("data: %d passages, %d paraphrase, %d QA examples (%d SQuAD training articles; held out: %s)",
-                len(corpus.texts), len(data["paraphrase"]), len(data["qa"]), data["squad_train_articles"],
-                ", ".join(data["heldout_titles"]))
+    logger.info("data: %d passages, %d paraphrase, %d QA examples, %d held-out validation examples (questions per "
+                "source file: %s)", len(corpus.texts), len(data["paraphrase"]), len(data["qa"]), len(data["val"]),
+                data["sources"])
     encode_pool(corpus, args.embedder, out / "cache")
     generator = HFGenerator(GeneratorConfig(model=args.generator))
     lm = FrozenLM(generator, args.context_template)
@@ -545,39 +716,71 @@ def train(args: argparse.Namespace) -> int:
                              context_template=args.context_template)
     projector = XRAGProjector(config)
     projector.record_bases(encoder=load_encoder(config), generator=generator)  # checked when the artifact loads
-    losses: dict[str, Any] = {}
-
-    t0 = time.perf_counter()
-    pool = sorted({p for ex in data["qa"] for p in ex.passages})
-    losses["stage0"] = run_stage0(projector, corpus, lm, pool, args.stage0_steps, args.stage0_lr, args.seed)
-    times = {"stage0_s": time.perf_counter() - t0}
-    logger.info("stage 0: relative MSE %.3f -> %.3f in %.0f s", losses["stage0"][0], losses["stage0"][-1],
-                times["stage0_s"])
+    projector.to(generator.device)
+    losses: dict[str, Any] = {"stage0": [], "stage1": {}, "stage2": {}}
+    times: dict[str, float] = {}
+    resume = _resume_point(out) if args.resume else None
+    if resume is not None:
+        stage, step, folder = resume
+        projector.load_state_dict(XRAGProjector.from_pretrained(folder).state_dict())
+        previous = json.loads((folder / "history.json").read_text(encoding="utf-8"))
+        losses.update(previous.get("losses", {}))
+        times.update(previous.get("times", {}))
+        logger.info("resuming from %s: %s at step %d", folder, stage, step)
+    else:
+        stage, step = "stage0", 0
 
     val_para = [(p, 0) for p in data["heldout"][:16]]
-    rng = random.Random(args.seed)
-    stage1_items = [(p, rng.randrange(len(PARAPHRASE_TEMPLATES))) for p in data["paraphrase"]]
-    val_before = _val(lambda b: paraphrase_loss(projector, lm, corpus, b, args.recon_tokens), val_para, 8)
-    t0 = time.perf_counter()
-    budget1 = Budget(args.stage1_steps, args.stage1_minutes * 60)
-    losses["stage1"] = train_loop(
-        "stage1", projector, _cycle(stage1_items, args.batch_size, args.seed),
-        lambda b: paraphrase_loss(projector, lm, corpus, b, args.recon_tokens), budget1, args.stage1_lr, out,
-        args.log_every, args.checkpoint_every)
-    times["stage1_s"] = time.perf_counter() - t0
-    val_after1 = _val(lambda b: paraphrase_loss(projector, lm, corpus, b, args.recon_tokens), val_para, 8)
-    logger.info("stage 1: %d steps in %.0f s; held-out reconstruction NLL %.3f -> %.3f",
-                len(losses["stage1"]["loss"]), times["stage1_s"], val_before, val_after1)
-    projector.save_pretrained(out / "checkpoints" / "stage1-final")
+    if stage == "stage0":
+        t0 = time.perf_counter()
+        pool = sorted({p for ex in data["qa"] for p in ex.passages})
+        losses["stage0"] = run_stage0(projector, corpus, lm, pool, args.stage0_steps, args.stage0_lr, args.seed)
+        times["stage0_s"] = time.perf_counter() - t0
+        logger.info("stage 0: relative MSE %.3f -> %.3f in %.0f s", losses["stage0"][0], losses["stage0"][-1],
+                    times["stage0_s"])
+        times["val_recon_before"] = _val(lambda b: paraphrase_loss(projector, lm, corpus, b, args.recon_tokens),
+                                         val_para, 8)
+        stage, step = "stage1", 0
 
+    def snapshot(name: str, at: int, history: dict[str, Any]) -> dict[str, Any]:
+        return {"losses": {**losses, name: history}, "times": times, "stage": name, "step": at}
+
+    if stage == "stage1":
+        rng = random.Random(args.seed)
+        stage1_items = [(p, rng.randrange(len(PARAPHRASE_TEMPLATES))) for p in data["paraphrase"]]
+        t0 = time.perf_counter()
+        losses["stage1"] = train_loop(
+            "stage1", projector, _cycle(stage1_items, args.batch_size, args.seed, skip=step),
+            lambda b: paraphrase_loss(projector, lm, corpus, b, args.recon_tokens),
+            Budget(args.stage1_steps, args.stage1_minutes * 60, done_steps=step), args.stage1_lr, out, args.log_every,
+            args.checkpoint_every, batch_size=args.batch_size, start_step=step, history=losses["stage1"] or None,
+            snapshot=snapshot)
+        times["stage1_s"] = times.get("stage1_s", 0.0) + time.perf_counter() - t0
+        times["val_recon_after1"] = _val(lambda b: paraphrase_loss(projector, lm, corpus, b, args.recon_tokens),
+                                         val_para, 8)
+        logger.info("stage 1: %d steps; held-out reconstruction NLL %.3f -> %.3f", len(losses["stage1"]["loss"]),
+                    times.get("val_recon_before", float("nan")), times["val_recon_after1"])
+        _save_checkpoint(projector, out / "checkpoints" / "stage2-step0", snapshot("stage2", 0, {}))
+        stage, step = "stage2", 0
+
+    references = {name: reference_nll(lm, corpus, data["val"], name, args.batch_size)
+                  for name in ("none", "evidence", "passages")}
+    logger.info("held-out answer NLL of the frozen LLM reading nothing / the evidence / the passages as text: %s",
+                references)
     t0 = time.perf_counter()
-    budget2 = Budget(args.stage2_steps, args.stage2_minutes * 60)
     losses["stage2"] = train_loop(
-        "stage2", projector, _cycle(data["qa"], args.batch_size, args.seed + 1),
-        lambda b: qa_loss(projector, lm, corpus, b, args.kl_weight, args.teacher_context), budget2, args.stage2_lr,
-        out, args.log_every, args.checkpoint_every)
-    times["stage2_s"] = time.perf_counter() - t0
+        "stage2", projector, _cycle(data["qa"], args.batch_size, args.seed + 1, skip=step),
+        lambda b: qa_loss(projector, lm, corpus, b, args.kl_weight, args.teacher_context),
+        Budget(args.stage2_steps, args.stage2_minutes * 60, done_steps=step), args.stage2_lr, out, args.log_every,
+        args.checkpoint_every, batch_size=args.batch_size, start_step=step, history=losses["stage2"] or None,
+        snapshot=snapshot,
+        val_fn=lambda: qa_validation(projector, lm, corpus, data["val"], args.teacher_context, args.batch_size),
+        eval_every=args.eval_every)
+    times["stage2_s"] = times.get("stage2_s", 0.0) + time.perf_counter() - t0
     times["total_s"] = time.perf_counter() - started
+    for point in losses["stage2"]["val"]:  # share of the text reader's NLL gain over no context the soft tokens reach
+        gain = references["none"] - references["passages"]
+        point["recovery_vs_passages"] = round((references["none"] - point["nll"]) / gain, 4) if gain > 0 else None
 
     def tail(series: list[float]) -> float:
         return round(sum(series[-20:]) / max(1, len(series[-20:])), 4)
@@ -585,26 +788,33 @@ def train(args: argparse.Namespace) -> int:
     config.training = {
         "command": "ragzip train xrag " + " ".join(args.argv),
         "seed": args.seed,
-        "data": {"squad_dev_training_articles": data["squad_train_articles"],
-                 "squad_dev_heldout_articles": data["heldout_titles"],
-                 "hotpotqa_train_records": True, "hotpotqa_dev": "never used", "nq": "never used"},
-        "steps": {"stage0": len(losses["stage0"]), "stage1": len(losses["stage1"]["loss"]),
+        "device": str(generator.device),
+        "data": {"train_files": [Path(p).name for p in args.data], "questions_per_source": data["sources"],
+                 "qa_examples_built": len(data["qa"]), "validation_examples_held_out": len(data["val"]),
+                 "dev_files": "never used in training"},
+        "steps": {"stage0": len(losses["stage0"]), "stage1": len(losses["stage1"].get("loss", [])),
                   "stage2": len(losses["stage2"]["loss"])},
+        "samples_seen": {"stage1": len(losses["stage1"].get("loss", [])) * args.batch_size,
+                         "stage2": len(losses["stage2"]["loss"]) * args.batch_size},
         "batch_size": args.batch_size, "recon_tokens": args.recon_tokens, "kl_weight": args.kl_weight,
         "teacher_context": args.teacher_context, "max_passages": args.max_passages,
         "lr": {"stage0": args.stage0_lr, "stage1": args.stage1_lr, "stage2": args.stage2_lr},
         "prompt": {"system_prompt": generator.config.system_prompt,
                    "prompt_template": generator.config.prompt_template},
-        "final_loss": {"stage0_rel_mse": tail(losses["stage0"]), "stage1_nll": tail(losses["stage1"]["loss"]),
+        "final_loss": {"stage0_rel_mse": tail(losses["stage0"]), "stage1_nll": tail(losses["stage1"].get("loss", [])),
                        "stage2_nll": tail(losses["stage2"]["nll"]), "stage2_kl": tail(losses["stage2"]["kl"])},
-        "heldout_recon_nll": {"after_stage0": round(val_before, 4), "after_stage1": round(val_after1, 4)},
-        "seconds": {k: round(v, 1) for k, v in times.items()},
+        "heldout_recon_nll": {"after_stage0": times.get("val_recon_before"),
+                              "after_stage1": times.get("val_recon_after1")},
+        "heldout_answer_nll_text_reader": references,
+        "heldout_curve": losses["stage2"]["val"],
+        "seconds": {k: round(v, 1) for k, v in times.items() if k.endswith("_s")},
         "torch_threads": torch.get_num_threads(),
     }
     projector.save_pretrained(out)
     (out / "losses.json").write_text(json.dumps({"stage0": losses["stage0"], "stage1": losses["stage1"],
                                                  "stage2": losses["stage2"]}) + "\n", encoding="utf-8")
     plot_losses(losses, out / "loss_curves.png")
+    plot_curve(losses["stage2"]["val"], references, out / "heldout_curve.png")
     logger.info("saved the projector to %s (%.1f min in all)", out, times["total_s"] / 60)
     print(json.dumps(config.training, indent=2))
     return 0
@@ -760,14 +970,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the xRAG projector (stage 0 warm start, stage 1 paraphrase, stage 2 QA + "
                     "self-distillation) on CPU; `ragzip train xrag eval --artifact DIR` measures it.")
     parser.add_argument("--out", required=True, help="folder for the projector, losses, plot and checkpoints")
-    parser.add_argument("--data-dir", default=_default_data_dir(), help="folder with squad_dev.jsonl and "
-                        "hotpotqa_train.jsonl (default $RAGZIP_DATA or ../shared/data)")
+    parser.add_argument("--data", nargs="+", default=None,
+                        help="train files (HotpotQA, QED-NQ, SQuAD JSONL, .gz ok); default: hotpotqa_train.jsonl, "
+                             "qed_nq_train.jsonl.gz and squad_train_partial.jsonl.gz in --data-dir")
+    parser.add_argument("--data-dir", default=_default_data_dir(),
+                        help="where the default train files are (default $RAGZIP_DATA or ../shared/data)")
+    parser.add_argument("--val-examples", type=int, default=24,
+                        help="questions per source held out of training for the validation curve")
+    parser.add_argument("--eval-every", type=int, default=50, help="stage-2 steps between validation points")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     parser.add_argument("--embedder", default="embedded:minilm")
     parser.add_argument("--generator", default="embedded:smollm2-135m")
     parser.add_argument("--context-template", default="{soft}", help="per-passage text around the soft token")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--heldout-articles", type=int, default=12,
-                        help="first N SQuAD articles (file order) held out of training for evaluation")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--stage0-steps", type=int, default=1500)
     parser.add_argument("--stage0-lr", type=float, default=2e-3)
@@ -839,6 +1054,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return evaluate(args)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if args.data is None:
+        args.data = [str(Path(args.data_dir) / name) for name in DEFAULT_TRAIN_FILES]
     torch.set_num_threads(args.threads)
     return train(args)
 
