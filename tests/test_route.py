@@ -151,3 +151,54 @@ def test_soft_min_score_needs_a_calibrated_model_or_a_value(generator, projector
     scorer.default_threshold = None
     with pytest.raises(ConfigError, match="set `soft_min_score` explicitly"):
         route.compress("q?", passages())
+
+
+# ------------------------------------------------------------------------------------------------------ frameworks
+def test_yaml_config_builds_the_router():
+    import yaml
+
+    route = build_compressor(yaml.safe_load("""
+type: route
+max_tokens: 64
+max_soft: 1
+soft_min_score: 0.3
+extractive: {model: default, dtype: int8}
+xrag: {artifact: default, context_template: "{title}: {soft}"}
+"""))
+    assert isinstance(route, RouteCompressor)
+    assert (route.config.max_tokens, route.config.max_soft, route.config.extractive["dtype"]) == (64, 1, "int8")
+
+
+def test_langchain_documents_carry_each_route(generator, projector_folder):
+    pytest.importorskip("langchain_core")
+    from langchain_core.documents import Document
+
+    from ragzip.integrations.langchain import RagzipCompressor, RagzipLLM
+
+    route, _ = make_route(generator, projector_folder, max_tokens=cost(generator, BEST) + 1)
+    llm = RagzipLLM(generator)
+    compressor = RagzipCompressor(compressor=route).bind(llm)
+    docs = compressor.compress_documents([Document(page_content=p.text) for p in passages()],
+                                         "What is the capital of France?")
+    routes = {d.page_content: d.metadata["ragzip"]["route"] for d in docs}
+    assert routes[BEST] == "text"
+    assert [r for c, r in routes.items() if PLACEHOLDER_RE.fullmatch(c.strip())] == ["soft"]
+    context = "\n\n".join(d.page_content for d in docs)
+    assert isinstance(llm.invoke(generator.format_prompt("What is the capital of France?", context)), str)
+
+
+def test_llamaindex_nodes_carry_each_route(generator, projector_folder):
+    pytest.importorskip("llama_index.core")
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from ragzip.integrations.llamaindex import RagzipLLM, RagzipPostprocessor
+
+    route, _ = make_route(generator, projector_folder, max_tokens=cost(generator, BEST) + 1)
+    llm = RagzipLLM(generator)
+    post = RagzipPostprocessor(compressor=route).bind(llm)
+    nodes = post.postprocess_nodes([NodeWithScore(node=TextNode(text=p.text), score=0.5) for p in passages()],
+                                   query_str="What is the capital of France?")
+    routes = sorted(n.node.metadata["ragzip"]["route"] for n in nodes)
+    assert routes == ["soft", "text"]  # the dropped passage is left out of the nodes, its fate in the report
+    context = "\n\n".join(n.node.get_content() for n in nodes)
+    assert isinstance(llm.complete(generator.format_prompt("What is the capital of France?", context)).text, str)
