@@ -19,23 +19,37 @@ gold answer and the oracle target is used otherwise. Distractor-only examples ke
 After training, ``empty_threshold`` is calibrated on held-out training questions (never the dev set): the value that
 makes the most distractor-only inputs empty while at most ``--max-gold-empty`` of the inputs with gold passages are.
 
+The loop, schedule, time budget, checkpoints and log are :mod:`ragzip.training`'s (a stopped run continues from its
+newest checkpoint with ``--resume``).
+
 Example:
     ragzip train abstractive --out /tmp/abs --data ../shared/data/hotpotqa_train.jsonl --steps 150 --seed 0
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
 import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from ragzip.errors import ConfigError
+from ragzip.training import (
+    Budget,
+    ModelCard,
+    Trainer,
+    TrainingArguments,
+    configure_logging,
+    open_log,
+    prepare,
+    resolve_device,
+    resume_point,
+)
 
 logger = logging.getLogger("ragzip.abstractive.train")
 
@@ -251,7 +265,7 @@ def extracted_examples(sets: Sequence[tuple[Any, list[Any], str]], extractor: An
     return out
 
 
-def _extracted_data(args: argparse.Namespace, rng: random.Random, n_train: int) -> tuple[Any, ...]:
+def _extracted_data(args: AbstractiveArguments, rng: random.Random, n_train: int) -> tuple[Any, ...]:
     """Training and held-out examples for ``--input extracted``: the classifier's own held-out split (same
     ``--holdout``/``--seed`` as ``ragzip train extractive``) is held out here too, so calibration never sees a
     question either model trained on."""
@@ -288,90 +302,90 @@ def _extracted_data(args: argparse.Namespace, rng: random.Random, n_train: int) 
     return examples, val_gold, val_empty, len(train_qs), held_qs
 
 
+# ------------------------------------------------------------------------------------------------------- arguments
+@dataclass
+class AbstractiveArguments(TrainingArguments):
+    """``ragzip train abstractive``'s options: the common training ones and the summarizer's."""
+
+    prog: ClassVar[str] = "ragzip train abstractive"
+    description: ClassVar[str] = "Train the abstractive compressor's LoRA adapter on HotpotQA."
+
+    out: str = field(default="", metadata={
+        "required": True, "help": "folder for the adapter, logs, checkpoints and loss curve"})
+    steps: int = field(default=150, metadata={"help": "optimizer steps"})
+    lr: float = field(default=3e-4, metadata={"help": "peak learning rate (AdamW)"})
+    warmup: float = field(default=0.1, metadata={"help": "fraction of steps with linear warm-up"})
+    max_minutes: float = field(default=40.0, metadata={
+        "aliases": ["--time-budget-min"], "help": "stop (and save) after this many minutes"})
+    checkpoint_every: int = field(default=50, metadata={"help": "save the adapter every N steps (0 = never)"})
+    keep_checkpoints: int = field(default=0, metadata={
+        "help": "checkpoints kept: the newest N (plus the best held-out loss with --val-every-checkpoint); 0 keeps "
+                "all"})
+    log_every: int = field(default=5, metadata={"help": "log the mean loss of the last N steps every N steps"})
+
+    data: list[str] = field(default_factory=lambda: [DEFAULT_DATA], metadata={
+        "help": "training JSONL (never a dev file): one HotpotQA-style file with --input passages; with --input "
+                "extracted, any of HotpotQA, QED (NQ train) and SQuAD train files (.gz ok)"})
+    input: Literal["passages", "extracted"] = field(default="passages", metadata={
+        "help": "what the summarizer learns to read: whole passages cut to --max-passage-tokens, or the sentences "
+                "the extractive classifier keeps under --extract-tokens (extract-then-fuse)"})
+    extract_tokens: int = field(default=160, metadata={
+        "help": "--input extracted: the extractive step's token budget (its max_tokens)"})
+    extractor: str = field(default="default", metadata={
+        "help": "--input extracted: the extractive model (folder or default)"})
+    per_source: int = field(default=0, metadata={
+        "help": "--input extracted: at most this many training questions of each source (0: all)"})
+    init_adapter: str = field(default="", metadata={
+        "help": "start from this adapter folder (its LoRA shape and prompt) instead of a fresh LoRA"})
+    model: str = field(default="embedded:smollm2-135m", metadata={
+        "help": "base summarizer (embedded name, HF id, folder)"})
+    backbone: Literal["causal", "seq2seq"] = field(default="causal", metadata={"help": "the base model's kind"})
+    batch_size: int = field(default=1, metadata={"help": "examples per forward pass"})
+    accum: int = field(default=4, metadata={"help": "forward passes per optimizer step"})
+    rank: int = field(default=8, metadata={"help": "LoRA rank"})
+    alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (the update is scaled by alpha / rank)"})
+    dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    targets: str = field(default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", metadata={
+        "help": "comma-separated Linear names to adapt"})
+    first_layer: int = field(default=0, metadata={
+        "help": "adapt only blocks >= this index; lower blocks skip the backward pass (faster on CPU)"})
+    min_passages: int = field(default=3, metadata={"help": "fewest passages in an example"})
+    max_passages: int = field(default=5, metadata={"help": "most passages in an example"})
+    max_passage_tokens: int = field(default=128, metadata={"help": "cut each passage to this many tokens"})
+    empty_frac: float = field(default=0.3, metadata={"help": "share of distractor-only (empty target) examples"})
+    one_gold_frac: float = field(default=0.15, metadata={"help": "share of gold examples with one gold passage"})
+    summary_prefix: str = field(default="Relevant:", metadata={
+        "help": "fixed words every non-empty target starts with (stripped at inference); '' for none"})
+    unpaired: bool = field(default=False, metadata={
+        "help": "draw distractor-only examples independently instead of right after the same question's"})
+    first_token_weight: float = field(default=3.0, metadata={
+        "help": "loss weight of the first target token (the summarize-or-empty decision)"})
+    holdout: int = field(default=30, metadata={"help": "training questions kept out for validation/calibration"})
+    max_gold_empty: float = field(default=0.05, metadata={
+        "help": "calibration: most inputs with gold passages allowed to come out empty"})
+    teacher: str = field(default="", metadata={
+        "help": "causal LM that writes the targets (kept when they hold the answer)"})
+    budget_clock: Literal["cpu", "wall"] = field(default="cpu", metadata={
+        "help": "what the budget counts: this process's CPU seconds divided by --threads (time it actually ran: a "
+                "shared machine may pause or starve it) or wall-clock seconds"})
+    val_every_checkpoint: bool = field(default=False, metadata={
+        "help": "also compute the held-out loss at each checkpoint (costs time on a busy CPU)"})
+    dtype: Literal["float32", "float16", "bfloat16"] = field(default="float16", metadata={
+        "help": "dtype the adapter weights are stored in"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps < 1 or self.accum < 1 or self.batch_size < 1:
+            raise ConfigError("--steps, --accum and --batch-size must be >= 1")
+        if not 0 <= self.empty_frac < 1 or not 0 <= self.one_gold_frac <= 1:
+            raise ConfigError("--empty-frac must lie in [0, 1) and --one-gold-frac in [0, 1]")
+        if not 1 <= self.min_passages <= self.max_passages:
+            raise ConfigError("need 1 <= --min-passages <= --max-passages")
+        if self.input == "passages" and len(self.data) != 1:
+            raise ConfigError("--input passages reads one HotpotQA-style --data file")
+
+
 # -------------------------------------------------------------------------------------------------------- training
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ragzip train abstractive",
-                                description="Train the abstractive compressor's LoRA adapter on HotpotQA.")
-    p.add_argument("--out", required=True, help="folder for the adapter, logs, checkpoints and loss curve")
-    p.add_argument("--data", nargs="+", default=[DEFAULT_DATA],
-                   help="training JSONL (never a dev file): one HotpotQA-style file with --input passages; with "
-                        "--input extracted, any of HotpotQA, QED (NQ train) and SQuAD train files (.gz ok)")
-    p.add_argument("--input", default="passages", choices=["passages", "extracted"],
-                   help="what the summarizer learns to read: whole passages cut to --max-passage-tokens, or the "
-                        "sentences the extractive classifier keeps under --extract-tokens (extract-then-fuse)")
-    p.add_argument("--extract-tokens", type=int, default=160,
-                   help="--input extracted: the extractive step's token budget (its max_tokens)")
-    p.add_argument("--extractor", default="default", help="--input extracted: the extractive model (folder or default)")
-    p.add_argument("--per-source", type=int, default=0,
-                   help="--input extracted: at most this many training questions of each source (0: all)")
-    p.add_argument("--init-adapter", default="",
-                   help="start from this adapter folder (its LoRA shape and prompt) instead of a fresh LoRA")
-    p.add_argument("--model", default="embedded:smollm2-135m", help="base summarizer (embedded name, HF id, folder)")
-    p.add_argument("--backbone", default="causal", choices=["causal", "seq2seq"])
-    p.add_argument("--steps", type=int, default=150, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=1, help="examples per forward pass")
-    p.add_argument("--accum", type=int, default=4, help="forward passes per optimizer step")
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps with linear warm-up")
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--alpha", type=float, default=16.0)
-    p.add_argument("--dropout", type=float, default=0.05)
-    p.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-                   help="comma-separated Linear names to adapt")
-    p.add_argument("--first-layer", type=int, default=0,
-                   help="adapt only blocks >= this index; lower blocks skip the backward pass (faster on CPU)")
-    p.add_argument("--min-passages", type=int, default=3)
-    p.add_argument("--max-passages", type=int, default=5)
-    p.add_argument("--max-passage-tokens", type=int, default=128, help="cut each passage to this many tokens")
-    p.add_argument("--empty-frac", type=float, default=0.3, help="share of distractor-only (empty target) examples")
-    p.add_argument("--one-gold-frac", type=float, default=0.15, help="share of gold examples with one gold passage")
-    p.add_argument("--summary-prefix", default="Relevant:",
-                   help="fixed words every non-empty target starts with (stripped at inference); '' for none")
-    p.add_argument("--unpaired", action="store_true",
-                   help="draw distractor-only examples independently instead of right after the same question's")
-    p.add_argument("--first-token-weight", type=float, default=3.0,
-                   help="loss weight of the first target token (the summarize-or-empty decision)")
-    p.add_argument("--holdout", type=int, default=30, help="training questions kept out for validation/calibration")
-    p.add_argument("--max-gold-empty", type=float, default=0.05,
-                   help="calibration: most inputs with gold passages allowed to come out empty")
-    p.add_argument("--teacher", default="", help="causal LM that writes the targets (kept when they hold the answer)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (shared machines: 2 at most)")
-    p.add_argument("--time-budget-min", type=float, default=40.0, help="stop (and save) after this many minutes")
-    p.add_argument("--budget-clock", choices=["cpu", "wall"], default="cpu",
-                   help="what the budget counts: this process's CPU seconds divided by --threads (time it actually "
-                        "ran: a shared machine may pause or starve it) or wall-clock seconds")
-    p.add_argument("--checkpoint-every", type=int, default=50, help="save the adapter every N steps (0 = never)")
-    p.add_argument("--val-every-checkpoint", action="store_true",
-                   help="also compute the held-out loss at each checkpoint (costs time on a busy CPU)")
-    p.add_argument("--log-every", type=int, default=5)
-    p.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"],
-                   help="dtype the adapter weights are stored in")
-    p.add_argument("--device", default="", help="torch device; empty = cuda when present, else cpu")
-    args = p.parse_args(list(argv))
-    if args.steps < 1 or args.accum < 1 or args.batch_size < 1:
-        p.error("--steps, --accum and --batch-size must be >= 1")
-    if not 0 <= args.empty_frac < 1 or not 0 <= args.one_gold_frac <= 1:
-        p.error("--empty-frac must lie in [0, 1) and --one-gold-frac in [0, 1]")
-    if not 1 <= args.min_passages <= args.max_passages:
-        p.error("need 1 <= --min-passages <= --max-passages")
-    if args.input == "passages" and len(args.data) != 1:
-        p.error("--input passages reads one HotpotQA-style --data file")
-    return args
-
-
-def _lr_at(progress: float, base: float, warmup: float) -> float:
-    """Linear warm-up over the first ``warmup`` of training, then cosine decay to 10% of ``base``.
-
-    ``progress`` in [0, 1] is the larger of steps done / steps planned and time used / time budget, so a run cut
-    short by the budget (a busy shared CPU) still finishes its decay.
-    """
-    if progress < warmup:
-        return base * max(progress / warmup, 0.02)
-    rest = min((progress - warmup) / max(1 - warmup, 1e-9), 1.0)
-    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * rest)))
-
-
 def first_token_p_end(summarizer: Any, examples: Sequence[Example]) -> list[float]:
     """P(end token first) for each example's prompt: one prefill each (decides an empty summary)."""
     import torch
@@ -399,30 +413,6 @@ def calibrate(p_gold: Sequence[float], p_empty: Sequence[float], max_gold_empty:
     return {**best, **greedy}
 
 
-def plot_losses(log: list[dict[str, Any]], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed: no loss curve (pip install 'ragzip[train]')")
-        return
-    train = [r for r in log if "loss" in r]
-    val = [r for r in log if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train (mean of logged steps)")
-    if val:
-        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="held-out")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("target cross-entropy")
-    ax.set_title("abstractive LoRA on HotpotQA oracle summaries")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def _input_line(card: dict[str, Any]) -> str:
     if card.get("input") == "extracted":
         return (f"5 passages each (gold + distractors, or distractors only), of which the summarizer reads only the "
@@ -438,69 +428,59 @@ def write_model_card(out: Path, card: dict[str, Any], lora: dict[str, Any]) -> P
     cal = card["calibration"]
     stats = card["data_stats"]
     size = (out / "model.safetensors").stat().st_size if (out / "model.safetensors").is_file() else 0
-    text = f"""# abstractive adapter: LoRA for {card.get("base_model", "embedded:smollm2-135m")}
-
-RECOMP-style query-focused summarizer with selective augmentation (an empty summary means "nothing helps"),
-trained by `ragzip train abstractive`. Only the LoRA weights are stored ({size / 2**20:.2f} MiB,
-{card.get("dtype", "float16")}); `config.json` names the base model.
-
-## Training
-- Data: `{card["data"]}` (train files only): {stats["train_records"]} questions for training,
-  {stats["holdout_records"]} held out for validation and calibration. The dev sets were never used.
-- Examples: {stats["examples"]} built ({stats["empty_examples"]} with an empty target,
-  {"each distractor-only set right after a with-gold set of the same question" if card.get("paired") else
-   "distractor-only sets drawn independently"}), {_input_line(card)}; mean sequence
-  {stats["mean_tokens"]} tokens, mean target {stats["mean_target_tokens"]} tokens. Targets are oracle summaries
-  (the evidence sentences: supporting facts / answer sentences), prefixed with `{card.get("summary_prefix", "")}`.
-- LoRA: rank {lora["rank"]}, alpha {lora["alpha"]}, dropout {lora["dropout"]}, on
-  {", ".join(lora["target_modules"])} of blocks >= {lora["first_layer"]}.
-- Optimizer: AdamW lr {card["lr"]} (warm-up, cosine to 10%), batch {card["batch_size"]} x {card["accum"]} accumulation,
-  first-token loss weight {card["first_token_weight"]}, seed {card["seed"]}.
-- Steps: {card["steps"]} of {card["steps_planned"]} planned{" (stopped by the time budget)" if card["stopped_early"] else ""};
-  {card["threads"]} CPU thread(s); training {card["train_s"]:.0f} s wall ({card["train_clock_s"]:.0f} s on the
-  budget's {card["budget_clock"]} clock), {card["total_s"]:.0f} s wall in all.
-- Loss (target cross-entropy, first token weighted): train {card["loss_first"]} (first logged) -> {card["loss_last"]}
-  (last logged); held-out {card["val_loss_start"]:.4f} -> {card["val_loss_end"]:.4f}. Curve: `loss.png` in the
-  training folder.
-- Calibration on the held-out questions: `empty_threshold` = {cal["threshold"]:.4f} (summary empty when P(end token
-  first) reaches it): empty for {cal["gold_empty"]:.0%} of inputs with the gold passages and
-  {cal["distractor_empty"]:.0%} of distractor-only inputs (plain greedy: {cal["gold_empty_greedy"]:.0%} /
-  {cal["distractor_empty_greedy"]:.0%}).
-
-## Reproduce
-```
-{card["command"]}
-```
-"""
-    path = out / "MODEL_CARD.md"
-    path.write_text(text, encoding="utf-8")
-    return path
+    base = card.get("base_model", "embedded:smollm2-135m")
+    pairing = ("each distractor-only set right after a with-gold set of the same question" if card.get("paired") else
+               "distractor-only sets drawn independently")
+    return ModelCard.from_training(
+        card,
+        title=f"abstractive adapter: LoRA for {base}",
+        summary='RECOMP-style query-focused summarizer with selective augmentation (an empty summary means "nothing '
+                'helps"), trained by `ragzip train abstractive`.',
+        what=[f"- Only the LoRA weights are stored (`model.safetensors`, {size / 2**20:.2f} MiB, "
+              f"{card.get('dtype', 'float16')}); `config.json` names the base model, `{base}`.",
+              f"- LoRA: rank {lora['rank']}, alpha {lora['alpha']}, dropout {lora['dropout']}, on "
+              f"{', '.join(lora['target_modules'])} of blocks >= {lora['first_layer']}."],
+        data=[f"- Data: `{card['data']}` (train files only): {stats['train_records']} questions for training, "
+              f"{stats['holdout_records']} held out for validation and calibration. The dev sets were never used.",
+              f"- Examples: {stats['examples']} built ({stats['empty_examples']} with an empty target, {pairing}), "
+              f"{_input_line(card)}; mean sequence {stats['mean_tokens']} tokens, mean target "
+              f"{stats['mean_target_tokens']} tokens. Targets are oracle summaries (the evidence sentences: supporting "
+              f"facts / answer sentences), prefixed with `{card.get('summary_prefix', '')}`."],
+        recipe=[f"- Optimizer: AdamW lr {card['lr']} (warm-up over {card.get('warmup', 0.1)} of the run, cosine to "
+                f"10%), batch {card['batch_size']} x {card['accum']} accumulation, first-token loss weight "
+                f"{card['first_token_weight']}.",
+                f"- Time: {card['threads']} CPU thread(s); training {card['train_s']:.0f} s wall "
+                f"({card['train_clock_s']:.0f} s on the budget's {card['budget_clock']} clock), {card['total_s']:.0f} s "
+                "wall in all."],
+        results=[f"- Loss (target cross-entropy, first token weighted): train {card['loss_first']} (first logged) -> "
+                 f"{card['loss_last']} (last logged); held-out {card['val_loss_start']:.4f} -> "
+                 f"{card['val_loss_end']:.4f}. Curve: `loss.png` in the training folder.",
+                 f"- Calibration on the held-out questions: `empty_threshold` = {cal['threshold']:.4f} (summary empty "
+                 f"when P(end token first) reaches it): empty for {cal['gold_empty']:.0%} of inputs with the gold "
+                 f"passages and {cal['distractor_empty']:.0%} of distractor-only inputs (plain greedy: "
+                 f"{cal['gold_empty_greedy']:.0%} / {cal['distractor_empty_greedy']:.0%})."],
+        samples_seen=card.get("samples_seen", card["steps"] * card["batch_size"] * card["accum"]),
+        stopped_early="stopped by the time budget" if card["stopped_early"] else "",
+    ).write(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ragzip train abstractive``; returns the exit status."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = AbstractiveArguments.parse(argv)
+    configure_logging()
     logger.setLevel(logging.INFO)
     import torch
 
-    from ragzip.models import infer_device
     from ragzip.plugins.abstractive.modeling import LoRAConfig, Summarizer, cut_to_tokens
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-
-    def clock() -> float:
-        return time.process_time() / args.threads if args.budget_clock == "cpu" else time.perf_counter()
-
-    rng = random.Random(args.seed)
+    rng = prepare(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    budget = Budget(args.max_minutes * 60, clock=args.budget_clock, threads=args.threads)
     t0 = time.perf_counter()
-    c0 = clock()
+    log = open_log(args)
+    resuming = resume_point(args) is not None
 
-    device = infer_device(args.device or None)
+    device = resolve_device(args.device)
     if args.init_adapter:
         summarizer = Summarizer.load(args.model, backbone=args.backbone, adapter=args.init_adapter, device=device)
         for param in summarizer.trainable_parameters():
@@ -576,96 +556,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         summarizer.model.train()
         return sum(losses) / len(losses), sum(times[1:]) / max(len(times) - 1, 1)
 
-    params = summarizer.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    log: list[dict[str, Any]] = []
-    log_file = open(out / "train_log.jsonl", "w", encoding="utf-8")
-
-    def record(entry: dict[str, Any]) -> None:
-        log.append(entry)
-        log_file.write(json.dumps(entry) + "\n")
-        log_file.flush()
-
     loss0, per_prefill = timed_val_loss()
-    record({"step": 0, "val_loss": loss0, "elapsed_s": round(time.perf_counter() - t0, 1)})
-    logger.info("step 0 held-out loss %.4f (setup %.0f s)", log[-1]["val_loss"], time.perf_counter() - t0)
-    summarizer.model.train()
-    t_train = time.perf_counter()
-    c_train = clock()
+    if not resuming:  # a resumed run keeps the first run's step-0 row
+        log.record(step=0, val_loss=loss0, elapsed_s=round(time.perf_counter() - t0, 1))
+    logger.info("step 0 held-out loss %.4f (setup %.0f s)", loss0, time.perf_counter() - t0)
     # Leave time for the final held-out loss and the calibration prefills (timed on the step-0 held-out loss).
     reserve_s = 1.3 * per_prefill * (2 * len(held) + len(val_small))
-    budget_s = max(args.time_budget_min * 60 - (c_train - c0) - reserve_s, 60.0)
-    logger.info("training budget %.0f s (%.0f s kept for validation and calibration)", budget_s, reserve_s)
-    window: list[float] = []
-    step, cursor, stopped_early = 0, 0, False
-    for step in range(1, args.steps + 1):
-        progress = max((step - 1) / args.steps, (clock() - c_train) / budget_s)
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(progress, args.lr, args.warmup)
-        total = 0.0
-        for _ in range(args.accum):
-            batch = encoded[cursor: cursor + args.batch_size]
-            cursor += args.batch_size
-            loss = summarizer.loss(batch, first_token_weight=args.first_token_weight) / args.accum
-            loss.backward()
-            total += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        window.append(total)
-        elapsed = time.perf_counter() - t0
-        if step % args.log_every == 0 or step == args.steps:
-            record({"step": step, "loss": round(sum(window) / len(window), 4), "lr": optimizer.param_groups[0]["lr"],
-                    "elapsed_s": round(elapsed, 1), "s_per_step": round((time.perf_counter() - t_train) / step, 2)})
-            logger.info("step %d/%d loss %.4f (%.1f s/step, %.0f s)", step, args.steps, log[-1]["loss"],
-                        log[-1]["s_per_step"], elapsed)
-            window = []
-        if args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps:
-            if args.val_every_checkpoint:
-                record({"step": step, "val_loss": round(val_loss(), 4), "elapsed_s": round(elapsed, 1)})
-            summarizer.save_adapter(out / f"checkpoint-{step}", dtype=args.dtype)
-            plot_losses(log, out / "loss.png")
-            logger.info("checkpoint %d saved", step)
-        if clock() - c_train > budget_s:
-            logger.warning("time budget of %.0f min reached: stopping at step %d of %d", args.time_budget_min, step,
-                           args.steps)
-            stopped_early = True
-            break
+    budget.seconds = max(args.max_minutes * 60 - budget.elapsed() - reserve_s, 60.0)
+    logger.info("training budget %.0f s (%.0f s kept for validation and calibration)", budget.seconds, reserve_s)
+    trainer = Trainer(
+        args, summarizer.model, [{"params": summarizer.trainable_parameters(), "lr": args.lr}], log=log,
+        budget=budget, accumulate=args.accum, rng=rng,
+        evaluate=(lambda step: {"val_loss": round(val_loss(), 4)}) if args.val_every_checkpoint else None,
+        metric="val_loss" if args.val_every_checkpoint else None, greater_is_better=False,
+        save=lambda folder, metrics: summarizer.save_adapter(folder, dtype=args.dtype),
+        plot_title="abstractive LoRA on HotpotQA oracle summaries", plot_ylabel="target cross-entropy", log_to=logger)
+    t_train = time.perf_counter()
+    state = trainer.fit(
+        lambda epoch: [encoded[i: i + args.batch_size] for i in range(0, len(encoded), args.batch_size)],
+        lambda batch: summarizer.loss(batch, first_token_weight=args.first_token_weight))
     train_s = time.perf_counter() - t_train
+    step = state.step
     summarizer.model.eval()
-    record({"step": step, "val_loss": round(val_loss(), 4), "elapsed_s": round(time.perf_counter() - t0, 1)})
+    log.record(step=step, val_loss=round(val_loss(), 4), elapsed_s=round(time.perf_counter() - t0, 1))
 
     t_cal = time.perf_counter()
     cal = calibrate(first_token_p_end(summarizer, val_gold), first_token_p_end(summarizer, val_empty),
                     args.max_gold_empty)
     logger.info("calibration on %d held-out questions: %s (%.0f s)", len(held), cal, time.perf_counter() - t_cal)
+    losses = log.series("loss")
+    summary = trainer.summary()
     train_card = {
         "data": ", ".join(Path(d).name for d in args.data), "input": args.input,
         **({"extract_tokens": args.extract_tokens, "extractor": args.extractor} if args.input == "extracted" else {}),
-        **({"init_adapter": args.init_adapter} if args.init_adapter else {}), "seed": args.seed, "steps": step, "steps_planned": args.steps,
-        "stopped_early": stopped_early, "batch_size": args.batch_size, "accum": args.accum, "lr": args.lr,
+        **({"init_adapter": args.init_adapter} if args.init_adapter else {}), "seed": args.seed, "steps": step,
+        "steps_planned": args.steps, "stopped_early": bool(state.stopped_early), "batch_size": args.batch_size,
+        "accum": args.accum, "lr": args.lr, "warmup": args.warmup,
         "lora": {"rank": lora.rank, "alpha": lora.alpha, "first_layer": lora.first_layer,
                  "targets": ",".join(lora.target_modules)},
         "first_token_weight": args.first_token_weight, "empty_frac": args.empty_frac,
         "summary_prefix": summarizer.summary_prefix, "paired": not args.unpaired,
         "one_gold_frac": args.one_gold_frac, "passages": [args.min_passages, args.max_passages],
         "max_passage_tokens": args.max_passage_tokens, "threads": args.threads, "train_s": round(train_s, 1),
-        "budget_clock": args.budget_clock,
-        "train_clock_s": round(clock() - c_train, 1), "cpu_s": round(time.process_time(), 1),
-        "total_s": round(time.perf_counter() - t0, 1),
-        "loss_first": next((r["loss"] for r in log if "loss" in r), None),
-        "loss_last": next((r["loss"] for r in reversed(log) if "loss" in r), None),
-        "val_loss_start": log[0]["val_loss"], "val_loss_end": log[-1]["val_loss"], "calibration": cal,
+        "budget_clock": args.budget_clock, "train_clock_s": round(state.train_seconds, 1),
+        "cpu_s": round(time.process_time(), 1), "total_s": round(time.perf_counter() - t0, 1),
+        "samples_seen": summary["samples_seen"], "device": summary["device"],
+        **({"resumed_from": summary["resumed_from"]} if "resumed_from" in summary else {}),
+        "loss_first": round(losses[0][1], 4) if losses else None,
+        "loss_last": round(losses[-1][1], 4) if losses else None,
+        "val_loss_start": log.rows[0]["val_loss"], "val_loss_end": log.rows[-1]["val_loss"], "calibration": cal,
         "data_stats": data_stats, **({"teacher": teacher_info} if teacher_info else {}),
-        "command": "ragzip train abstractive " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": args.command,
     }
     summarizer.save_adapter(out, dtype=args.dtype, empty_threshold=round(cal["threshold"], 4),
                             max_passage_tokens=args.max_passage_tokens if args.input == "passages" else 0,
                             input=args.input, extract_tokens=args.extract_tokens if args.input == "extracted" else 0,
                             base_model=args.model, train=train_card)
     write_model_card(out, {**train_card, "base_model": args.model, "dtype": args.dtype}, asdict(lora))
-    plot_losses(log, out / "loss.png")
-    log_file.close()
+    trainer.plot()
     logger.info("saved adapter to %s (%.0f s in all)", out, time.perf_counter() - t0)
     print(json.dumps(train_card, indent=2))
     return 0

@@ -15,6 +15,9 @@ pass scores a whole paragraph, a training example is a paragraph with one label 
 positives weighted). Each epoch sees every gold paragraph and a fresh random sample of distractors. Some training
 questions are held out (verbatim records only) to pick the best checkpoint and calibrate the default threshold: the
 highest threshold whose held-out supporting-fact recall reaches ``--target-recall``.
+
+The loop, schedule, time budget, checkpoints and log are :mod:`ragzip.training`'s; a stopped run continues from its
+newest checkpoint, with the same draws, when the same command is run again with ``--resume``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,11 @@ import math
 import os
 import random
 import shlex
-import shutil
-import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from ragzip.data import (  # the multi-source readers live in ragzip.data; re-exported for older imports
     Paragraph,
@@ -54,9 +55,117 @@ from ragzip.plugins.extractive.modeling import (
     collate,
     pooling,
 )
+from ragzip.training import (
+    Budget,
+    CardSection,
+    ModelCard,
+    Trainer,
+    TrainingArguments,
+    configure_logging,
+    open_log,
+    prepare,
+    resolve_device,
+)
 
 logger = logging.getLogger("ragzip.train.extractive")
-CARD_NAME = "MODEL_CARD.md"
+
+
+# ======================================================================================================== arguments
+@dataclass
+class ExtractiveArguments(TrainingArguments):
+    """``ragzip train extractive``'s options: the common training ones and the classifier's."""
+
+    prog: ClassVar[str] = "ragzip train extractive"
+    description: ClassVar[str] = ("Train (or with --eval-only, evaluate) the extractive sentence classifier on "
+                                  "HotpotQA-style JSONL.")
+
+    out: str | None = field(default=None, metadata={
+        "help": "Output folder for the artifact, checkpoints and logs (training)."})
+    steps: int = field(default=0, metadata={"help": "Total optimizer steps (0: --epochs worth)."})
+    schedule: Literal["cosine", "linear"] = field(default="linear", metadata={
+        "help": "Learning rate after the warm-up: linear decay to 0 over the steps, or cosine decay to 10% of "
+                "the peak over the larger of the step and time shares used."})
+    checkpoint_every: int = field(default=0, metadata={
+        "aliases": ["--eval-every"],
+        "help": "Evaluate on the held-out questions and checkpoint every N steps (0: each epoch)."})
+
+    data: list[str] = field(default_factory=list, metadata={
+        "required": True,
+        "help": "Training JSONL files (.gz ok): HotpotQA (supporting_facts), QED/NQ (sentence_starts, "
+                "answer_sentence_idx) and SQuAD v1.1/v2.0 (answer_starts, is_impossible), detected per file. With "
+                "--eval-only: one HotpotQA-style file."})
+    per_source: int = field(default=0, metadata={
+        "help": "At most this many questions of each source per epoch, a fresh sample each epoch (0: all); balances "
+                "a large source against a small one."})
+    eval_only: bool = field(default=False, metadata={"help": "Evaluate --model on --data; train nothing."})
+    card_evidence: list[str] | None = field(default=None, metadata={
+        "metavar": "RESULT_JSON",
+        "help": "Write the dev evidence of --model (the `extractive` rows and curves of these `ragzip bench "
+                "--no-generate` results, beside the best peer's) into its config.json and model card; train "
+                "nothing."})
+    recalibrate: bool = field(default=False, metadata={
+        "help": "Re-run the held-out calibration of --model (threshold, relative rule, per-source MAP) on the "
+                "held-out split of --data (same --holdout and --seed as training) and write it into its config.json "
+                "and model card; train nothing."})
+    fit_set_gate: bool = field(default=False, metadata={
+        "help": "Fit the set-level relevance gate of --model on the held-out split of --data (same --holdout and "
+                "--seed as training) and save it beside the model (set_gate.json); train nothing. See "
+                "ragzip.plugins.extractive.set_gate."})
+    dev: list[str] = field(default_factory=list, metadata={
+        "metavar": "DEV_JSONL",
+        "help": "With --fit-set-gate: also measure the fitted gate (never refit) on sets from these dev files "
+                "(HotpotQA, SQuAD, NQ)."})
+    dev_limit: int = field(default=500, metadata={"help": "With --dev: questions per dev file."})
+    max_gold_gated: float = field(default=0.05, metadata={
+        "help": "With --fit-set-gate: the threshold gates at most this share of held-out sets that hold evidence "
+                "(out of fold)."})
+    gate_l2: float = field(default=1.0, metadata={"help": "With --fit-set-gate: L2 penalty."})
+    gate_out: str | None = field(default=None, metadata={
+        "help": "With --fit-set-gate: write the gate here instead of beside the model."})
+    gate_report: str | None = field(default=None, metadata={
+        "help": "With --fit-set-gate: also write the measurements to this JSON file."})
+    model: str = field(default="default", metadata={
+        "help": "Artifact to evaluate (--eval-only): folder or `default`."})
+    update_card: bool = field(default=False, metadata={
+        "help": "With --eval-only: write the metrics into the model's config.json and MODEL_CARD.md."})
+    json: str | None = field(default=None, metadata={"help": "With --eval-only: also write the metrics to this file."})
+    threshold: float | None = field(default=None, metadata={
+        "help": "With --eval-only: threshold (default: the model's)."})
+    timing_questions: int = field(default=100, metadata={"help": "Questions timed through the compressor."})
+    tokenizer: str = field(default="embedded:smollm2-135m", metadata={
+        "help": "Generator tokenizer for token shares."})
+    limit: int | None = field(default=None, metadata={"help": "Use only the first N records."})
+    base_model: str = field(default="embedded:minilm", metadata={"help": "Encoder to fine-tune."})
+    init: str | None = field(default=None, metadata={"help": "Start from this artifact instead of the base model."})
+    trained_layers: int = field(default=2, metadata={"help": "Top encoder layers to fine-tune and store."})
+    head_hidden: int = field(default=256, metadata={"help": "Hidden size of the sentence head."})
+    head_type: Literal["interaction", "concat"] = field(default="interaction", metadata={
+        "help": "interaction: [s; cls; q*s; |q-s|] + sentence position; concat: [s; cls]."})
+    window: int = field(default=256, metadata={"help": "Encoder window in tokens."})
+    epochs: int = field(default=2, metadata={
+        "help": "Epochs (each with a fresh sample of distractors) when --steps is 0."})
+    batch_size: int = field(default=16, metadata={"help": "Passage windows per optimizer step."})
+    head_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the sentence head (--lr: the layers')."})
+    pos_weight: float = field(default=3.0, metadata={"help": "Loss weight of a positive sentence."})
+    distractors: int = field(default=4, metadata={
+        "help": "Distractor paragraphs per question per epoch (-1: all)."})
+    foreign: int = field(default=1, metadata={
+        "help": "Cross-question negatives per question per epoch: a paragraph of another question, paired with this "
+                "question, every sentence labelled 0 (teaches off-topic = useless)."})
+    title_dropout: float = field(default=0.3, metadata={"help": "Probability of training a passage without its title."})
+    holdout: int = field(default=100, metadata={
+        "help": "Training questions held out per source for checkpoint choice and calibration."})
+    target_recall: float = field(default=0.88, metadata={
+        "help": "Calibrate the default threshold to this held-out supporting-fact recall."})
+    cache_file: str | None = field(default=None, metadata={
+        "help": "Save (or reuse) the frozen layers' outputs here (several hundred MB)."})
+    save_dtype: Literal["float16", "float32"] = field(default="float16", metadata={
+        "help": "Dtype of the final artifact's weights (float16 halves the file; scores change by <1e-3)."})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ragzip train extractive`` parser (generated from :class:`ExtractiveArguments`)."""
+    return ExtractiveArguments.parser()
 
 
 # ========================================================================================================= training
@@ -103,12 +212,13 @@ def cache_bottom(scorer: CrossEncoderScorer, paragraphs: Sequence[Paragraph], ti
     with torch.inference_mode():
         for idx in batches_by_length(windows, batch_size):
             group = [windows[i] for i in idx]
-            batch = collate(group, scorer.tokenizer.pad_token_id or 0)
+            batch = {k: v.to(scorer.device) for k, v in collate(group, scorer.tokenizer.pad_token_id or 0).items()}
             hidden = encoder.embeddings(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
             hidden = _run_layers(encoder, hidden, batch["attention_mask"], bottom)  # (B, T, d)
             for w, h in zip(group, hidden, strict=True):
                 labels = [paragraphs[w.item].labels[k] for k in w.sentences]
-                out[w.item].append(Cached(h[: len(w.input_ids)].to(torch.float16).clone(), w.spans, labels,
+                # kept in host memory (float16) whatever the device: the cache can be large, and saved to a file
+                out[w.item].append(Cached(h[: len(w.input_ids)].to(torch.float16).cpu().clone(), w.spans, labels,
                                           w.sentences, w.query_span))
     return out
 
@@ -139,13 +249,14 @@ def _top_logits(scorer: CrossEncoderScorer, group: Sequence[Cached]) -> Any:
     import torch
 
     _, top = _split_layers(scorer)
+    device = scorer.device
     length = max(c.hidden.shape[0] for c in group)
-    hidden = torch.zeros((len(group), length, group[0].hidden.shape[1]))  # (B, T, d)
-    mask = torch.zeros((len(group), length), dtype=torch.long)
+    hidden = torch.zeros((len(group), length, group[0].hidden.shape[1]), device=device)  # (B, T, d)
+    mask = torch.zeros((len(group), length), dtype=torch.long, device=device)
     for b, c in enumerate(group):
-        hidden[b, : c.hidden.shape[0]] = c.hidden.float()
+        hidden[b, : c.hidden.shape[0]] = c.hidden.to(device).float()
         mask[b, : c.hidden.shape[0]] = 1
-    pool, query_pool, positions = pooling(group, length)
+    pool, query_pool, positions = (t.to(device) for t in pooling(group, length))
     hidden = _run_layers(scorer.model.encoder, hidden, mask, top)  # (B, T, d)
     return scorer.model.score_hidden(hidden, pool, query_pool, positions)
 
@@ -190,32 +301,23 @@ def _shuffled_batches(lengths: Sequence[int], batch_size: int, rng: random.Rando
     return batches
 
 
-def train(args: argparse.Namespace) -> int:
-    import torch
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
+def train(args: ExtractiveArguments) -> int:
+    rng = prepare(args)
+    device = resolve_device(args.device)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log_file = (out / "train_log.jsonl").open("a")
-
-    def record(**fields: Any) -> None:
-        log_file.write(json.dumps(fields) + "\n")
-        log_file.flush()
-
+    log = open_log(args)
     load_start = os.getloadavg()[0]
     questions = load_questions(args.data, args.limit)
     train_qs, held_qs = split_holdout(questions, args.holdout, args.seed)
     counts = {s: sum(q.source == s for q in questions) for s in sorted({q.source for q in questions})}
     logger.info("%d questions %s: %d train, %d held out", len(questions), counts, len(train_qs), len(held_qs))
     if args.init:
-        scorer = CrossEncoderScorer.from_pretrained(args.init, device="cpu")
+        scorer = CrossEncoderScorer.from_pretrained(args.init, device=device)
         scorer.model.freeze_base()
     else:
         scorer = CrossEncoderScorer.from_base(args.base_model, trained_layers=args.trained_layers,
                                               head_hidden=args.head_hidden, head_type=args.head_type,
-                                              window=args.window, seed=args.seed, device="cpu")
+                                              window=args.window, seed=args.seed, device=device)
     model = scorer.model
     trained = model.trained_parameters()
     n_params = sum(p.numel() for p in trained.values())
@@ -277,54 +379,42 @@ def train(args: argparse.Namespace) -> int:
     def epoch_windows(epoch: int) -> list[Cached]:
         return [c for i in epoch_sets[(epoch - 1) % len(epoch_sets)] for c in cache[i]]
 
+    def batches(epoch: int) -> list[list[Cached]]:
+        windows = epoch_windows(epoch)
+        return [[windows[i] for i in batch]
+                for batch in _shuffled_batches([w.hidden.shape[0] for w in windows], args.batch_size, rng)]
+
+    def loss(group: list[Cached]) -> Any:
+        return _batch_loss(_top_logits(scorer, group), [c.labels for c in group], args.pos_weight)
+
+    def evaluate(step: int) -> dict[str, Any]:
+        """Score the held-out questions; the checkpoint with the highest mean (over sources) per-question average
+        precision is the best: the ranking is what a token budget selects by."""
+        stats = calibrate(scorer, held_qs, args.target_recall)
+        logger.info("step %d held-out: MAP %s (mean %.3f), AP %.3f, threshold %.2f -> recall %.3f precision %.3f, "
+                    "kept %.1f%% of tokens; relative %.2f -> %s", step, stats["map"], stats["mean_map"],
+                    stats["average_precision"], stats["threshold"], stats["at_threshold"]["recall"],
+                    stats["at_threshold"]["precision"], 100 * stats["at_threshold"]["kept_token_share"],
+                    stats["relative"], stats["at_relative"])
+        return {"holdout": stats, "holdout_map": stats["mean_map"]}
+
     head = [p for k, p in trained.items() if k.startswith("head.")]
     body = [p for k, p in trained.items() if not k.startswith("head.")]
-    optimizer = torch.optim.AdamW([{"params": body, "lr": args.lr}, {"params": head, "lr": args.head_lr}],
-                                  weight_decay=0.01)
     per_epoch = math.ceil(len(epoch_windows(1)) / args.batch_size)
     total = args.steps or per_epoch * args.epochs
-    warmup = max(1, int(0.06 * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
-    eval_every = args.eval_every or per_epoch
+    budget = Budget(args.max_minutes * 60, spent=cache_s)  # caching the frozen layers' outputs counts
+    trainer = Trainer(args, model, [{"params": body, "lr": args.lr}, {"params": head, "lr": args.head_lr}],
+                      total_steps=total, log=log, weight_decay=0.01, budget=budget,
+                      checkpoint_every=args.checkpoint_every or per_epoch, checkpoint_at_end=True,
+                      evaluate=evaluate, metric="holdout_map",
+                      save=lambda folder, m: scorer.save_pretrained(folder, threshold=m["holdout"]["threshold"]),
+                      smoothing=0.02, rng=rng, plot_title="extractive classifier (cached top layers)",
+                      plot_ylabel="weighted BCE (moving average)", log_to=logger)
     logger.info("%d steps (~%d per epoch), batch %d windows", total, per_epoch, args.batch_size)
-    start = time.perf_counter()
-    step, epoch, best = 0, 0, (math.inf, -1)
-    running = 0.0
-    stopped_early = ""
-    while step < total and not stopped_early:
-        epoch += 1
-        windows = epoch_windows(epoch)
-        model.train()
-        for batch in _shuffled_batches([w.hidden.shape[0] for w in windows], args.batch_size, rng):
-            group = [windows[i] for i in batch]
-            loss = _batch_loss(_top_logits(scorer, group), [c.labels for c in group], args.pos_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(body + head, 1.0)
-            optimizer.step()
-            schedule.step()
-            step += 1
-            running = loss.item() if step == 1 else 0.98 * running + 0.02 * loss.item()
-            elapsed = time.perf_counter() - start
-            if step % args.log_every == 0 or step == 1:
-                logger.info("step %d/%d epoch %d loss %.4f (%.2f steps/s, %.0f s)", step, total, epoch, running,
-                            step / elapsed, elapsed)
-                record(step=step, epoch=epoch, loss=round(running, 5), elapsed_s=round(elapsed, 1))
-            if elapsed + cache_s > args.max_minutes * 60:
-                stopped_early = f"stopped at step {step} of {total} by --max-minutes {args.max_minutes}"
-                logger.warning(stopped_early)
-                break
-            if step % eval_every == 0 or step >= total:
-                best = _checkpoint(scorer, held_qs, args, out, step, epoch, best, record)
-            if step >= total:
-                break
-    if best[1] != step:
-        best = _checkpoint(scorer, held_qs, args, out, step, epoch, best, record)
-    train_s = time.perf_counter() - start + cache_s
-    logger.info("training took %.0f s; best checkpoint: step %d", train_s, best[1])
+    state = trainer.fit(batches, loss)
+    logger.info("training took %.0f s; best checkpoint: step %s", state.train_seconds, state.best_step)
 
-    final = CrossEncoderScorer.from_pretrained(out / "best", device="cpu")
+    final = CrossEncoderScorer.from_pretrained(trainer.best_checkpoint, device=device)
     calibration = calibrate(final, held_qs, args.target_recall)
     logger.info("calibrated threshold %.2f on %d held-out questions: %s", calibration["threshold"], len(held_qs),
                 calibration["at_threshold"])
@@ -337,29 +427,25 @@ def train(args: argparse.Namespace) -> int:
         "train_questions": len(train_qs),
         "holdout_questions": len(held_qs),
         "holdout_per_source": args.holdout,
-        "seed": args.seed,
-        "steps": step,
-        "best_step": best[1],
-        "epochs_started": epoch,
+        **trainer.summary(),
         "batch_size": args.batch_size,
         "lr": args.lr,
         "head_lr": args.head_lr,
+        "schedule": args.schedule,
+        "warmup": args.warmup,
         "pos_weight": args.pos_weight,
         "distractors_per_question": args.distractors,
         "foreign_per_question": args.foreign,
         "title_dropout": args.title_dropout,
-        "threads": args.threads,
         "load_average": round(load_start, 1),
-        "train_seconds": round(train_s),
-        "stopped_early": stopped_early,
-        "command": "ragzip train extractive " + " ".join(shlex.quote(a) for a in args.argv),
     }
     metrics = {"holdout_calibration": calibration}
     final.save_pretrained(out, weights_dtype=args.save_dtype, threshold=calibration["threshold"],
                           relative=calibration["relative"], training=training,
                           metrics=metrics)
     write_model_card(out)
-    record(done=True, **training, threshold=calibration["threshold"])
+    log.record(done=True, **training, threshold=calibration["threshold"])
+    trainer.plot()
     logger.info("wrote %s (%s)", out, _size(out / WEIGHTS_NAME))
     return 0
 
@@ -431,7 +517,7 @@ def _num(x: Any) -> str:
     return "–" if x is None else f"{x:.3f}"
 
 
-def recalibrate(args: argparse.Namespace) -> int:
+def recalibrate(args: ExtractiveArguments) -> int:
     """``--recalibrate``: calibrate an artifact on the held-out training split and update its config and card."""
     import torch
 
@@ -447,31 +533,6 @@ def recalibrate(args: argparse.Namespace) -> int:
     logger.info("recalibrated %s on %d held-out questions: threshold %.2f, relative %.2f", folder, len(held_qs),
                 calibration["threshold"], calibration["relative"])
     return 0
-
-
-def _checkpoint(scorer: CrossEncoderScorer, held: Sequence[Question], args: argparse.Namespace, out: Path,
-                step: int, epoch: int, best: tuple[float, int], record: Any) -> tuple[float, int]:
-    """Score the held-out questions; keep the checkpoint with the highest mean (over sources) per-question average
-    precision: the ranking is what a token budget selects by."""
-    stats = calibrate(scorer, held, args.target_recall)
-    share = -stats["mean_map"]
-    logger.info("step %d held-out: MAP %s (mean %.3f), AP %.3f, threshold %.2f -> recall %.3f precision %.3f, "
-                "kept %.1f%% of tokens; relative %.2f -> %s", step, stats["map"], stats["mean_map"],
-                stats["average_precision"], stats["threshold"], stats["at_threshold"]["recall"],
-                stats["at_threshold"]["precision"], 100 * stats["at_threshold"]["kept_token_share"],
-                stats["relative"], stats["at_relative"])
-    record(step=step, epoch=epoch, holdout=stats)
-    scorer.save_pretrained(out / f"checkpoint-{step}", threshold=stats["threshold"])
-    if share < best[0]:
-        if (out / "best").exists():
-            shutil.rmtree(out / "best")
-        shutil.copytree(out / f"checkpoint-{step}", out / "best")
-        best = (share, step)
-    for old in out.glob("checkpoint-*"):  # keep only the newest checkpoint (and best/)
-        if int(old.name.split("-")[1]) < step:
-            shutil.rmtree(old)
-    scorer.model.train()
-    return best
 
 
 # ======================================================================================================= evaluation
@@ -692,21 +753,11 @@ def _covered(sentence: str, text: str) -> int:
 
 # ========================================================================================================= the card
 def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_command: str = "") -> None:
-    """Write ``MODEL_CARD.md`` from ``config.json`` (and dev metrics when given)."""
+    """Write ``MODEL_CARD.md`` from ``config.json`` (and dev metrics when given), keeping hand-written sections."""
     cfg = json.loads((folder / CONFIG_NAME).read_text())
     tr = cfg.get("training", {})
     cal = cfg.get("metrics", {}).get("holdout_calibration", {})
-    lines = [
-        "# ragzip extractive sentence classifier (`type: extractive`, `backbone: crossencoder`)",
-        "",
-        "A context-aware sentence classifier in the style of EXIT (arXiv 2412.12559): P(sentence is useful for the "
-        "query | query, the sentence's own passage). One encoder pass per passage scores all its sentences "
-        "(`[CLS] query [SEP] title: s1 s2 ... [SEP]`, token states mean-pooled per sentence), as Provence does; "
-        + ("the head reads `[sentence; CLS; query*sentence; |query-sentence|]` plus an embedding of the sentence's "
-           "position in its passage." if cfg.get("head_type") == "interaction" else
-           "the head reads `[sentence; CLS]`."),
-        "",
-        "## What this artifact holds",
+    what = [
         f"- Base encoder: `{cfg['base_model']}` ({cfg['base_model_id']}), loaded from the embedded package; its "
         f"embeddings and bottom layers are used as they are.",
         f"- Stored here ({_weights_dtype(folder / WEIGHTS_NAME)}, `{WEIGHTS_NAME}`, {_size(folder / WEIGHTS_NAME)}): "
@@ -726,66 +777,27 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
             if cfg.get("relative") is not None else
             f"threshold **{cfg['threshold']}**, calibrated on held-out *training* questions as the highest threshold "
             f"whose supporting-fact recall reaches {cal.get('target_recall', '?')}."),
-        "",
-        "## Training",
-        *_data_lines(tr),
+    ]
+    schedule = ("linear warm-up/decay" if tr.get("schedule", "linear") == "linear" else
+                f"warm-up over {tr.get('warmup')} of the steps, cosine decay to 10%")
+    recipe = [
         f"- Titles dropped with p={tr.get('title_dropout')}; each example is a whole passage with a label per "
         f"sentence (BCE, positive weight {tr.get('pos_weight')}).",
-        f"- Steps: {tr.get('steps')} (best checkpoint: step {tr.get('best_step')}), batch {tr.get('batch_size')} "
-        f"passage windows ({_samples(tr)} windows seen), "
-        f"AdamW lr {tr.get('lr')} (head {tr.get('head_lr')}), linear warm-up/decay, seed {tr.get('seed')}, "
-        f"{tr.get('threads')} CPU thread(s), {tr.get('train_seconds')} s wall time (including caching the frozen "
-        f"layers' outputs) on a 2-core CPU (load average {tr.get('load_average', '?')} at the start).",
-        f"- Reproduce: `{tr.get('command')}`",
+        f"- Optimizer: AdamW lr {tr.get('lr')} (head {tr.get('head_lr')}), {schedule}, batch {tr.get('batch_size')} "
+        f"passage windows; {tr.get('threads')} CPU thread(s), {tr.get('train_seconds')} s wall time (including "
+        f"caching the frozen layers' outputs; load average {tr.get('load_average', '?')} at the start).",
     ]
-    if tr.get("stopped_early"):
-        lines.append(f"- Note: {tr['stopped_early']}.")
-    lines += ["", "## Measured quality", "",
-              f"Held-out training questions ({cal.get('questions')}), 5 passages each (gold + first distractors), "
-              "at the absolute threshold: "
-              f"{_fmt(cal.get('at_threshold', {}))}; average precision {cal.get('average_precision')}."
-              + (f" Relative rule {cal['relative']}: recall {cal['at_relative'].get('recall')}, "
-                 f"{100 * cal['at_relative'].get('kept_token_share', 0):.1f}% of words kept; per-question mean "
-                 f"average precision by source {cal.get('map')}." if cal.get("at_relative") else ""), ""]
+    results = [
+        f"Held-out training questions ({cal.get('questions')}), 5 passages each (gold + first distractors), at the "
+        f"absolute threshold: {_fmt(cal.get('at_threshold', {}))}; average precision {cal.get('average_precision')}."
+        + (f" Relative rule {cal['relative']}: recall {cal['at_relative'].get('recall')}, "
+           f"{100 * cal['at_relative'].get('kept_token_share', 0):.1f}% of words kept; per-question mean "
+           f"average precision by source {cal.get('map')}." if cal.get("at_relative") else ""), ""]
     if dev:
-        a, g, f, c = dev["all_paragraphs"], dev["gold_paragraphs"], dev["five_passages"], dev["compressor_five_passages"]
-        r = dev["retrieved_five"]
-        lines += [
-            f"HotpotQA **dev** (`{dev['data']}`, {dev['questions']} questions; never used for training or calibration), "
-            f"threshold {dev['threshold']}, sentence level against supporting facts (kept-token share in "
-            f"`{dev['token_counter']}` tokens):",
-            "",
-            "| paragraphs scored | precision | recall | F1 | tokens kept |",
-            "|---|---:|---:|---:|---:|",
-            f"| all 10 (2 gold + 8 distractors) | {a['precision']:.3f} | {a['recall']:.3f} | {a['f1']:.3f} | "
-            f"{100 * a['kept_token_share']:.1f}% |",
-            f"| 5 (2 gold + first 3 distractors) | {f['precision']:.3f} | {f['recall']:.3f} | {f['f1']:.3f} | "
-            f"{100 * f['kept_token_share']:.1f}% |",
-            f"| gold paragraphs only | {g['precision']:.3f} | {g['recall']:.3f} | {g['f1']:.3f} | "
-            f"{100 * g['kept_token_share']:.1f}% |",
-            f"| top-5 retrieved (MiniLM, over all {dev['questions']}x10 paragraphs; {100 * r['supporting_facts_retrieved']:.0f}% "
-            f"of supporting facts retrieved) | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
-            f"{100 * r['kept_token_share']:.1f}% |",
-            "",
-            f"Average precision: {a['average_precision']} (all 10), {f['average_precision']} (5 passages).",
-            "",
-            f"Through the compressor (own sentence splitter on the joined paragraph text, 5 passages, "
-            f"{c['questions']} questions, {c['threads']} threads, warm): compression "
-            f"{c['compress_s_mean']:.3f} s per question on average (p50 {c['compress_s_p50']:.3f}, p90 "
-            f"{c['compress_s_p90']:.3f}; {c['compress_cpu_s_mean']:.3f} CPU-seconds); supporting-fact recall {c['supporting_fact_recall']:.3f}; "
-            f"{100 * c['kept_token_share']:.1f}% of the context tokens kept.",
-            "",
-            "Threshold sweep (all 10 paragraphs): "
-            + "; ".join(f"{k}: R {v['recall']:.2f} P {v['precision']:.2f} kept {100 * v['kept_token_share']:.0f}%"
-                        for k, v in dev["sweep_all_paragraphs"].items()),
-            "",
-            f"Measured with: `{dev_command}`",
-            "",
-        ]
+        results += _dev_card_lines(dev, dev_command)
     if cfg.get("metrics", {}).get("dev_evidence"):
-        lines += _evidence_card_lines(cfg["metrics"]["dev_evidence"])
-    lines += [
-        "## Limits",
+        results += _evidence_card_lines(cfg["metrics"]["dev_evidence"])
+    limits = [
         ("- Trained on English Wikipedia questions (HotpotQA, Natural Questions, SQuAD); other domains and languages "
          "work mechanically (WordPiece, uncased) but are not measured." if tr.get("questions_per_source") else
          "- Trained on English Wikipedia multi-hop questions (HotpotQA) only; other domains and languages work "
@@ -802,9 +814,95 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
         "- The threshold was calibrated on HotpotQA; on other data check it against the sweep above or set "
         "`max_tokens` (a budget) instead.",
         "- The threshold trades recall for compression; set `threshold`, `max_tokens` or `top_k` in the config.",
+    ]
+    sections = [CardSection("## Limits", limits)]
+    gate = _set_gate_section(folder)
+    if gate is not None:
+        sections.append(gate)
+    ModelCard.from_training(
+        tr,
+        title="ragzip extractive sentence classifier (`type: extractive`, `backbone: crossencoder`)",
+        summary="A context-aware sentence classifier in the style of EXIT (arXiv 2412.12559): P(sentence is useful "
+                "for the query | query, the sentence's own passage). One encoder pass per passage scores all its "
+                "sentences (`[CLS] query [SEP] title: s1 s2 ... [SEP]`, token states mean-pooled per sentence), as "
+                "Provence does; "
+                + ("the head reads `[sentence; CLS; query*sentence; |query-sentence|]` plus an embedding of the "
+                   "sentence's position in its passage." if cfg.get("head_type") == "interaction" else
+                   "the head reads `[sentence; CLS]`."),
+        what=what, data=_data_lines(tr), recipe=recipe, results=results, sections=sections,
+        samples_seen=tr.get("samples_seen", _samples(tr)), sample_unit="passage windows",
+    ).write(folder)
+
+
+def _dev_card_lines(dev: dict[str, Any], dev_command: str) -> list[str]:
+    a, g, f, c = dev["all_paragraphs"], dev["gold_paragraphs"], dev["five_passages"], dev["compressor_five_passages"]
+    r = dev["retrieved_five"]
+    return [
+        f"HotpotQA **dev** (`{dev['data']}`, {dev['questions']} questions; never used for training or calibration), "
+        f"threshold {dev['threshold']}, sentence level against supporting facts (kept-token share in "
+        f"`{dev['token_counter']}` tokens):",
+        "",
+        "| paragraphs scored | precision | recall | F1 | tokens kept |",
+        "|---|---:|---:|---:|---:|",
+        f"| all 10 (2 gold + 8 distractors) | {a['precision']:.3f} | {a['recall']:.3f} | {a['f1']:.3f} | "
+        f"{100 * a['kept_token_share']:.1f}% |",
+        f"| 5 (2 gold + first 3 distractors) | {f['precision']:.3f} | {f['recall']:.3f} | {f['f1']:.3f} | "
+        f"{100 * f['kept_token_share']:.1f}% |",
+        f"| gold paragraphs only | {g['precision']:.3f} | {g['recall']:.3f} | {g['f1']:.3f} | "
+        f"{100 * g['kept_token_share']:.1f}% |",
+        f"| top-5 retrieved (MiniLM, over all {dev['questions']}x10 paragraphs; {100 * r['supporting_facts_retrieved']:.0f}% "
+        f"of supporting facts retrieved) | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
+        f"{100 * r['kept_token_share']:.1f}% |",
+        "",
+        f"Average precision: {a['average_precision']} (all 10), {f['average_precision']} (5 passages).",
+        "",
+        f"Through the compressor (own sentence splitter on the joined paragraph text, 5 passages, "
+        f"{c['questions']} questions, {c['threads']} threads, warm): compression "
+        f"{c['compress_s_mean']:.3f} s per question on average (p50 {c['compress_s_p50']:.3f}, p90 "
+        f"{c['compress_s_p90']:.3f}; {c['compress_cpu_s_mean']:.3f} CPU-seconds); supporting-fact recall {c['supporting_fact_recall']:.3f}; "
+        f"{100 * c['kept_token_share']:.1f}% of the context tokens kept.",
+        "",
+        "Threshold sweep (all 10 paragraphs): "
+        + "; ".join(f"{k}: R {v['recall']:.2f} P {v['precision']:.2f} kept {100 * v['kept_token_share']:.0f}%"
+                    for k, v in dev["sweep_all_paragraphs"].items()),
+        "",
+        f"Measured with: `{dev_command}`",
         "",
     ]
-    (folder / CARD_NAME).write_text("\n".join(lines))
+
+
+def _set_gate_section(folder: Path) -> CardSection | None:
+    """The card section on the set-level relevance gate fitted beside the classifier (``set_gate.json``), from the
+    gate's own record; a hand-written section under the same heading in the existing card is kept instead."""
+    from ragzip.relevance import GATE_FILE
+
+    path = folder / GATE_FILE
+    if not path.is_file():
+        return None
+    gate = json.loads(path.read_text(encoding="utf-8"))
+    tr = gate.get("training", {})
+    oof = tr.get("heldout_out_of_fold", {})
+    gated, best = oof.get("set_gate", {}), oof.get("best_sentence", {})
+    dev = "; ".join(f"gated {_pct(v['set_gate'].get('gated_with'))} / {_pct(v['set_gate'].get('gated_without'))} on "
+                    f"{name} ({v['set_gate'].get('n_with')})" for name, v in tr.get("dev", {}).items())
+    text = (
+        f"A logistic regression over {len(gate.get('features', []))} order statistics of this classifier's sentence "
+        "scores for a whole set of passages (`ragzip.relevance`), P(the set holds the evidence). Used by `extractive` "
+        "with `selective: true, selective_rule: set_gate` and by `abstractive` (`relevance_gate: auto`). Fitted on "
+        f"this classifier's own held-out *training* split ({tr.get('holdout_per_source')} questions per source, seed "
+        f"{tr.get('seed')}; {tr.get('sets')} sets: gold + distractors vs distractors only), threshold "
+        f"{gate.get('threshold')} = at most {_pct(tr.get('max_gold_gated'))} of the sets holding evidence gated, out "
+        "of fold; refused if this folder's weights change. Held-out out-of-fold ROC AUC "
+        f"{_num(gated.get('roc_auc'))} (best sentence alone: {_num(best.get('roc_auc'))})."
+        + (f" Dev, never used for fitting (sets of five, with the gold passage / distractors only): {dev}." if dev
+           else "")
+        + f" Reproduce: `{tr.get('command')}`.")
+    heading = f"## The set-level relevance gate beside it (`{GATE_FILE}`, {max(1, round(path.stat().st_size / 1024))} KB)"
+    return CardSection(heading, [text], key="## The set-level relevance gate", fallback=True)
+
+
+def _pct(x: Any) -> str:
+    return "?" if x is None else f"{100 * x:.0f}%"
 
 
 def _data_lines(tr: dict[str, Any]) -> list[str]:
@@ -870,93 +968,10 @@ def _sha256(paths: str | Path | Sequence[str | Path]) -> str:
 
 
 # ============================================================================================================== CLI
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ragzip train extractive",
-        description="Train (or with --eval-only, evaluate) the extractive sentence classifier on HotpotQA-style JSONL.",
-    )
-    parser.add_argument("--data", required=True, nargs="+",
-                        help="Training JSONL files (.gz ok): HotpotQA (supporting_facts), QED/NQ (sentence_starts, "
-                             "answer_sentence_idx) and SQuAD v1.1/v2.0 (answer_starts, is_impossible), detected per "
-                             "file. With --eval-only: one HotpotQA-style file.")
-    parser.add_argument("--per-source", type=int, default=0,
-                        help="At most this many questions of each source per epoch, a fresh sample each epoch "
-                             "(0: all); balances a large source against a small one.")
-    parser.add_argument("--out", help="Output folder for the artifact, checkpoints and logs (training).")
-    parser.add_argument("--eval-only", action="store_true", help="Evaluate --model on --data; train nothing.")
-    parser.add_argument("--card-evidence", nargs="+", metavar="RESULT_JSON",
-                        help="Write the dev evidence of --model (the `extractive` rows and curves of these "
-                             "`ragzip bench --no-generate` results, beside the best peer's) into its config.json and "
-                             "model card; train nothing.")
-    parser.add_argument("--recalibrate", action="store_true",
-                        help="Re-run the held-out calibration of --model (threshold, relative rule, per-source MAP) "
-                             "on the held-out split of --data (same --holdout and --seed as training) and write it "
-                             "into its config.json and model card; train nothing.")
-    parser.add_argument("--fit-set-gate", action="store_true",
-                        help="Fit the set-level relevance gate of --model on the held-out split of --data (same "
-                             "--holdout and --seed as training) and save it beside the model (set_gate.json); train "
-                             "nothing. See ragzip.plugins.extractive.set_gate.")
-    parser.add_argument("--dev", nargs="+", default=[], metavar="DEV_JSONL",
-                        help="With --fit-set-gate: also measure the fitted gate (never refit) on sets from these "
-                             "dev files (HotpotQA, SQuAD, NQ).")
-    parser.add_argument("--dev-limit", type=int, default=500, help="With --dev: questions per dev file.")
-    parser.add_argument("--max-gold-gated", type=float, default=0.05,
-                        help="With --fit-set-gate: the threshold gates at most this share of held-out sets that hold "
-                             "evidence (out of fold).")
-    parser.add_argument("--gate-l2", type=float, default=1.0, help="With --fit-set-gate: L2 penalty.")
-    parser.add_argument("--gate-out", help="With --fit-set-gate: write the gate here instead of beside the model.")
-    parser.add_argument("--gate-report", help="With --fit-set-gate: also write the measurements to this JSON file.")
-    parser.add_argument("--device", default="", help="torch device; empty = cuda when present, else cpu.")
-    parser.add_argument("--model", default="default", help="Artifact to evaluate (--eval-only): folder or `default`.")
-    parser.add_argument("--update-card", action="store_true",
-                        help="With --eval-only: write the metrics into the model's config.json and MODEL_CARD.md.")
-    parser.add_argument("--json", help="With --eval-only: also write the metrics to this file.")
-    parser.add_argument("--threshold", type=float, help="With --eval-only: threshold (default: the model's).")
-    parser.add_argument("--timing-questions", type=int, default=100, help="Questions timed through the compressor.")
-    parser.add_argument("--tokenizer", default="embedded:smollm2-135m", help="Generator tokenizer for token shares.")
-    parser.add_argument("--limit", type=int, help="Use only the first N records.")
-    parser.add_argument("--base-model", default="embedded:minilm", help="Encoder to fine-tune.")
-    parser.add_argument("--init", help="Start from this artifact instead of the base model.")
-    parser.add_argument("--trained-layers", type=int, default=2, help="Top encoder layers to fine-tune and store.")
-    parser.add_argument("--head-hidden", type=int, default=256)
-    parser.add_argument("--head-type", default="interaction", choices=["interaction", "concat"],
-                        help="interaction: [s; cls; q*s; |q-s|] + sentence position; concat: [s; cls].")
-    parser.add_argument("--window", type=int, default=256, help="Encoder window in tokens.")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=0, help="Total optimizer steps (0: --epochs worth).")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--head-lr", type=float, default=1e-3)
-    parser.add_argument("--pos-weight", type=float, default=3.0)
-    parser.add_argument("--distractors", type=int, default=4, help="Distractor paragraphs per question per epoch "
-                                                                   "(-1: all).")
-    parser.add_argument("--foreign", type=int, default=1,
-                        help="Cross-question negatives per question per epoch: a paragraph of another question, "
-                             "paired with this question, every sentence labelled 0 (teaches off-topic = useless).")
-    parser.add_argument("--title-dropout", type=float, default=0.3)
-    parser.add_argument("--holdout", type=int, default=100,
-                        help="Training questions held out per source for checkpoint choice and calibration.")
-    parser.add_argument("--target-recall", type=float, default=0.88,
-                        help="Calibrate the default threshold to this held-out supporting-fact recall.")
-    parser.add_argument("--eval-every", type=int, default=0, help="Evaluate every N steps (0: each epoch).")
-    parser.add_argument("--log-every", type=int, default=20)
-    parser.add_argument("--max-minutes", type=float, default=50.0, help="Stop training after this long.")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache-file", help="Save (or reuse) the frozen layers' outputs here (several hundred MB).")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the CPU is shared: keep it small).")
-    parser.add_argument("--save-dtype", default="float16", choices=["float16", "float32"],
-                        help="Dtype of the final artifact's weights (float16 halves the file; scores change by "
-                             "<1e-3).")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ragzip train extractive``; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = ExtractiveArguments.parse(argv)
+    configure_logging()
     if args.card_evidence:
         return card_evidence(args.model, args.card_evidence)
     if args.recalibrate:
@@ -976,7 +991,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = json.loads((folder / CONFIG_NAME).read_text())
             cfg.setdefault("metrics", {})["dev"] = result
             (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
-            command = "python -m ragzip.plugins.extractive.train " + " ".join(shlex.quote(a) for a in argv)
+            command = "python -m ragzip.plugins.extractive.train " + " ".join(shlex.quote(a) for a in args.argv)
             write_model_card(folder, result, command)
         return 0
     if not args.out:
