@@ -1,8 +1,8 @@
-"""The ``ragzip`` command: demo, index, ask, bench, train (and the commands plugins add).
+"""The ``ragzip`` command: demo, index, ask, bench, train, evaluate (and the commands plugins add).
 
-Run ``ragzip <command> --help`` for each command's options. The CLI names no compressor: what it trains, demonstrates,
-caches at index time and adds as a command, it reads from the registry (what each compressor declared when it
-registered, :class:`ragzip.compressor.CompressorInfo`).
+Run ``ragzip <command> --help`` for each command's options. The CLI names no compressor: what it trains, evaluates,
+demonstrates, caches at index time and adds as a command, it reads from the registry (what each compressor declared
+when it registered, :class:`ragzip.compressor.CompressorInfo`).
 """
 
 from __future__ import annotations
@@ -183,6 +183,21 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     return int(importlib.import_module(trainable[args.type]).main(rest) or 0)
 
 
+def cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> int:
+    """Dispatch ``ragzip evaluate <type> ...`` to the evaluation module the compressor declared."""
+    from ragzip.compressor import evaluators
+
+    declared = evaluators()
+    if args.type not in declared:
+        print(f"ragzip evaluate: no evaluation for {args.type!r} yet. Types with one here: "
+              f"{', '.join(declared) or 'none'}.", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(declared[args.type]).main(rest) or 0)
+
+
+_DISPATCH = {"train": cmd_train, "evaluate": cmd_evaluate}  # `ragzip <command> <type> ...`: the rest is the plugin's
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragzip", description="Compress retrieved context for RAG.")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -228,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         bench.add_arguments(bench_parser)
         bench_parser.set_defaults(func=cmd_bench)
 
-    from ragzip.compressor import compressor_infos, trainers
+    from ragzip.compressor import compressor_infos, evaluators, trainers
 
     for info in compressor_infos().values():
         for command, declared in info.commands.items():
@@ -240,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a compressor: ragzip train <type> --help")
     train.add_argument("type", help=f"one of: {', '.join(trainers())}")
     train.set_defaults(func=None)
+
+    evaluate = sub.add_parser("evaluate", help="measure a trained compressor: ragzip evaluate <type> --help")
+    evaluate.add_argument("type", help=f"one of: {', '.join(evaluators())}")
+    evaluate.set_defaults(func=None)
     return parser
 
 
@@ -261,21 +280,21 @@ def _add_index_cache_arguments(parser: argparse.ArgumentParser, name: str, cache
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) >= 2 and argv[0] == "train" and not argv[1].startswith("-"):
-        # `ragzip train <type> ...`: everything after the type (including --help) belongs to the plugin's trainer.
+    if len(argv) >= 2 and argv[0] in _DISPATCH and not argv[1].startswith("-"):
+        # `ragzip train|evaluate <type> ...`: everything after the type (including --help) belongs to the plugin.
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         try:
-            return cmd_train(argparse.Namespace(type=argv[1]), argv[2:])
+            return _DISPATCH[argv[0]](argparse.Namespace(type=argv[1]), argv[2:])
         except RagzipError as err:
-            print(f"ragzip train: error: {err}", file=sys.stderr)
+            print(f"ragzip {argv[0]}: error: {err}", file=sys.stderr)
             return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose >= 2 else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        if args.command == "train":
-            return cmd_train(args, [])
+        if args.command in _DISPATCH:
+            return _DISPATCH[args.command](args, [])
         return int(args.func(args) or 0)
     except RagzipError as err:
         print(f"ragzip {args.command}: error: {err}", file=sys.stderr)

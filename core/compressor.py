@@ -1,5 +1,6 @@
-"""The compressor contract, the registry that maps YAML ``type:`` to classes (with what each declares for the app:
-``ragzip train``, ``demo``, ``index`` and ``bench`` ask it, never a list of their own), and chains of compressors."""
+"""The compressor contract (and :class:`SoftCompressor`, the base of those that write soft tokens), the registry that
+maps YAML ``type:`` to classes (with what each declares for the app: ``ragzip train``, ``evaluate``, ``demo``,
+``index`` and ``bench`` ask it, never a list of their own), and chains of compressors."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import importlib
 import importlib.util
 import logging
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ragzip.config_utils import check_range, field_names, from_dict, to_dict, unknown_key_message
-from ragzip.errors import ConfigError, InputError, check_batch_output
+from ragzip.errors import ConfigError, InputError, SoftTokenError, check_batch_output
 from ragzip.quiet import quiet_dependencies
 from ragzip.softstore import SoftTokenStore, default_store
 from ragzip.tokens import TokenCounter, load_token_counter
@@ -23,12 +25,16 @@ from ragzip.types import (
     CompressedContext,
     Passage,
     PassageResult,
+    SoftSegment,
     StageResult,
     Unit,
     check_passages,
     check_query,
     locate_units,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +200,148 @@ def _with_time(ctx: CompressedContext, seconds: float) -> CompressedContext:
                              summary_tokens=ctx.summary_tokens, reason=ctx.reason, extra=ctx.extra)
 
 
+# ------------------------------------------------------------------------------------------------ soft compressors
+class SoftCompressor(Compressor):
+    """Base class of the compressors whose trained parts write soft tokens into a generator's input embeddings
+    (``xrag``, ``refrag``); only ragzip's generator reads them.
+
+    It owns what every such compressor does around its model:
+
+    - :meth:`bind` checks that the trained parts fit the generator (a mismatch is a
+      :class:`~ragzip.SoftTokenError`), shares its token counter and :class:`~ragzip.SoftTokenStore`, and moves the
+      trained parts to :attr:`device`;
+    - :attr:`space` names the embedding space the soft tokens are written for, :attr:`device` where the trained
+      parts run;
+    - :meth:`emit` puts vectors into the store and returns one :class:`~ragzip.types.SoftSegment` per entry (handle,
+      placeholder, number of vectors); the placeholders go into the result's text, the segments into its ``soft``.
+      Everything one ``compress_batch`` call emitted is released if the call fails, so nothing stays pinned behind it.
+
+    A subclass implements :meth:`_compress` (or :meth:`_compress_batch`) and the hooks :meth:`_trained_space`,
+    :meth:`_space_mismatch` and :meth:`_to_device` (and :meth:`_check_generator_model` when its artifact records the
+    generator's fingerprints). A composite that emits soft tokens only through a stage (``route``, a chain ending in
+    ``xrag``) sets ``soft`` and binds its stages instead; it has no trained parts of its own to check.
+
+    Example:
+        >>> class OneVector(SoftCompressor):  # doctest: +SKIP
+        ...     name = "one_vector"
+        ...     def _trained_space(self): return "my-model|d=4"
+        ...     def _space_mismatch(self, generator, width): return None if width == 4 else f"needs d=4, not {width}"
+        ...     def _to_device(self, device): pass
+        ...     def _compress(self, query, passages):
+        ...         segments = self.emit([torch.zeros(1, 4) for _ in passages])
+        ...         return self.context(query, [PassageResult(p, s.placeholder, "soft", reason="one vector",
+        ...                                                   soft=(s,), tokens_after=1)
+        ...                                     for p, s in zip(passages, segments)])
+    """
+
+    soft: ClassVar[bool] = True
+    unbound_device: ClassVar[str | None] = None
+    """Where the trained parts run before binding when the config names no device (``None``: inferred)."""
+
+    def __init__(
+        self,
+        config: CompressorConfig | None = None,
+        *,
+        token_counter: TokenCounter | None = None,
+        store: SoftTokenStore | None = None,
+    ) -> None:
+        super().__init__(config, token_counter=token_counter, store=store)
+        self.generator: Any = None  # the generator bound (None until :meth:`bind`)
+        self._emitting = threading.local()  # the SoftRequest of the compress_batch call running in this thread
+
+    # ------------------------------------------------------------------------------------------------- binding
+    @property
+    def device(self) -> str:
+        """Where the trained parts run: the config's ``device``, else the bound generator's, else
+        :attr:`unbound_device` (inferred when that is ``None``: a GPU when present)."""
+        configured = getattr(self.config, "device", None)
+        if configured:
+            return str(configured)
+        if self.generator is not None:
+            return str(self.generator.device)
+        from ragzip.models import infer_device
+
+        return infer_device(self.unbound_device)
+
+    @property
+    def space(self) -> str:
+        """The embedding space the soft tokens are written for (a :class:`~ragzip.softstore.SoftEntry`'s ``space``):
+        the bound generator's (``HFGenerator.space``), else the one the trained parts were made for."""
+        if self.generator is not None:
+            return str(self.generator.space)
+        return self._trained_space()
+
+    def bind(self, generator: Any) -> None:
+        """Write for ``generator``: check that the trained parts fit its embedding space, count its tokens, share its
+        soft-token store and run the trained parts on its device (unless the config names one).
+
+        Raises:
+            SoftTokenError: the trained parts write into another embedding space (:meth:`_space_mismatch`).
+            ArtifactError: the generator's embeddings or tokenizer are not the ones the artifact recorded.
+        """
+        name = getattr(getattr(generator, "config", None), "model", None)
+        width = int(generator.hidden_size)
+        previous, self.generator = self.generator, generator  # trained parts loaded by the checks go to its device
+        try:
+            problem = self._space_mismatch(name, width)
+            if problem is not None:
+                raise SoftTokenError(problem)
+            model = getattr(generator, "model", None)
+            if model is not None and hasattr(model, "get_input_embeddings"):
+                self._check_generator_model(model, getattr(generator, "tokenizer", None), name)
+        except BaseException:
+            self.generator = previous  # a refused generator leaves the compressor as it was
+            raise
+        super().bind(generator)
+        self._to_device(self.device)
+
+    @abstractmethod
+    def _trained_space(self) -> str:
+        """The embedding space the trained parts were made for (``"<generator>|d=<width>"``): :attr:`space` unbound."""
+
+    @abstractmethod
+    def _space_mismatch(self, generator: str | None, width: int) -> str | None:
+        """Why the trained parts cannot write for the generator named ``generator`` with input embeddings ``width``
+        wide (the message of the :class:`~ragzip.SoftTokenError` :meth:`bind` raises, with the fix), or ``None``."""
+
+    def _check_generator_model(self, model: Any, tokenizer: Any, generator: str | None) -> None:
+        """Raise :class:`~ragzip.artifacts.ArtifactError` when ``model``'s embeddings or ``tokenizer`` differ from
+        the ones the artifact recorded; by default nothing is checked."""
+
+    @abstractmethod
+    def _to_device(self, device: str) -> None:
+        """Move the trained parts to ``device`` (called when bound)."""
+
+    # ---------------------------------------------------------------------------------------------- soft tokens
+    def compress_batch(
+        self, queries: Sequence[str], passages: Sequence[Sequence[Passage | str]]
+    ) -> list[CompressedContext]:
+        previous = getattr(self._emitting, "request", None)
+        with self.store.request() as request:  # a failed call releases what it emitted
+            self._emitting.request = request
+            try:
+                return super().compress_batch(queries, passages)
+            finally:
+                self._emitting.request = previous
+
+    def emit(self, vectors: Sequence[torch.Tensor], *, pad: tuple[bool, bool] = (False, False)) -> list[SoftSegment]:
+        """Put each ``(n, d)`` tensor into the store as one entry in :attr:`space`: all of them or none.
+
+        Each entry is pinned until the generator reads it (or its owner releases it); the returned segments carry the
+        handle, the placeholder to write into the text and the number of vectors it stands for.
+
+        Args:
+            vectors: One tensor per placeholder, ``(n, d)`` (``n`` positions) or ``(d,)``.
+            pad: One separating space written before / after each placeholder, which the generator does not read
+                (:class:`~ragzip.softstore.SoftEntry`).
+
+        Raises:
+            SoftTokenError: bad vectors, or the store cannot hold them.
+        """
+        request = getattr(self._emitting, "request", None)
+        return (request or self.store).put_segments(vectors, space=self.space, pad=pad)
+
+
 # --------------------------------------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class IndexCache:
@@ -222,12 +370,14 @@ class Command:
 
 @dataclass(frozen=True)
 class CompressorInfo:
-    """What the app (``ragzip train``, ``demo``, ``index``, ``bench``) needs to know of a compressor, declared when
-    it is registered (``register_compressor(MyCompressor, budget="max_tokens")``).
+    """What the app (``ragzip train``, ``evaluate``, ``demo``, ``index``, ``bench``) needs to know of a compressor,
+    declared when it is registered (``register_compressor(MyCompressor, budget="max_tokens")``).
 
     Attributes:
         trainer: The module whose ``main(argv)`` trains it (``ragzip train <type>``); ``True`` (default): the
             ``train`` module beside the compressor's module, when there is one; ``False``: not trainable.
+        evaluator: The module whose ``main(argv)`` measures a trained artifact (``ragzip evaluate <type>``); ``True``
+            (default): the ``evaluate`` module beside the compressor's module, when there is one; ``False``: none.
         demo: The options ``ragzip demo`` runs it with (``{}``: its defaults); ``None`` leaves it out of the demo.
         budget: The config field that caps the tokens it keeps (``max_tokens``), if one does.
         budget_rate: The config field that caps them as a share of the input instead (a ``rate``), if one does.
@@ -243,6 +393,7 @@ class CompressorInfo:
     """
 
     trainer: str | bool = True
+    evaluator: str | bool = True
     demo: Mapping[str, Any] | None = field(default_factory=dict)
     budget: str | None = None
     budget_rate: str | None = None
@@ -339,28 +490,40 @@ def compressor_infos() -> dict[str, CompressorInfo]:
 
 def trainers() -> dict[str, str]:
     """``{type: trainer module}`` of the trainable compressors, in the order they were registered."""
+    return _entry_points("trainer", "train")
+
+
+def evaluators() -> dict[str, str]:
+    """``{type: evaluation module}`` of the compressors that declare one, in the order they were registered."""
+    return _entry_points("evaluator", "evaluate")
+
+
+def _entry_points(declaration: str, sibling: str) -> dict[str, str]:
+    """``{type: module}`` for one ``main(argv)`` declaration (``trainer``, ``evaluator``) of every compressor."""
     out = {}
     for name, info in compressor_infos().items():
-        module = _trainer_module(_REGISTRY[name], info.trainer)
+        module = _declared_module(_REGISTRY[name], getattr(info, declaration), sibling)
         if module is not None:
             out[name] = module
     return out
 
 
-def _trainer_module(compressor_class: type[Compressor], trainer: str | bool) -> str | None:
-    if isinstance(trainer, str):
-        return trainer
-    if not trainer:
+def _declared_module(compressor_class: type[Compressor], declared: str | bool, sibling: str) -> str | None:
+    """The module a declaration names: itself when a string, else (``True``) the ``sibling`` module beside the
+    compressor's module when there is one."""
+    if isinstance(declared, str):
+        return declared
+    if not declared:
         return None
     module = sys.modules.get(compressor_class.__module__)
     package = getattr(module, "__package__", None) or compressor_class.__module__.rpartition(".")[0]
     if not package:
         return None
     try:
-        found = importlib.util.find_spec(f"{package}.train") is not None
+        found = importlib.util.find_spec(f"{package}.{sibling}") is not None
     except (ImportError, ValueError):
         found = False
-    return f"{package}.train" if found else None
+    return f"{package}.{sibling}" if found else None
 
 
 def demo_configs() -> list[dict[str, Any]]:

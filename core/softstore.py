@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from ragzip.errors import SoftTokenError
+from ragzip.types import SoftSegment
 
 logger = logging.getLogger(__name__)
 
@@ -146,10 +147,16 @@ class SoftTokenStore:
         Raises:
             SoftTokenError: bad vectors, or the entries do not fit beside the pinned ones within ``wait_s``.
         """
+        return [s.placeholder for s in self.put_segments(vectors, space=space, pin=pin, pad=pad)]
+
+    def put_segments(self, vectors: Iterable[torch.Tensor], *, space: str, pin: bool = True,
+                     pad: tuple[bool, bool] = (False, False)) -> list[SoftSegment]:
+        """:meth:`put_many`, returning each entry as a :class:`~ragzip.types.SoftSegment` (handle, placeholder and
+        number of vectors), which is what a soft compressor records in its results."""
         return self._put_many(vectors, space=space, pin=pin, held=0, pad=pad)
 
     def _put_many(self, vectors: Iterable[torch.Tensor], *, space: str, pin: bool, held: int,
-                  pad: tuple[bool, bool] = (False, False)) -> list[str]:
+                  pad: tuple[bool, bool] = (False, False)) -> list[SoftSegment]:
         pad = (bool(pad[0]), bool(pad[1]))
         entries = [SoftEntry(_checked(v), space, pad) for v in vectors]
         need = sum(e.nbytes for e in entries)
@@ -179,7 +186,7 @@ class SoftTokenStore:
                 if pin:
                     self._pins[handle] = (1, now + self.pin_ttl_s)
             self._peak = max(self._peak, self._bytes)
-        return [placeholder(h) for h in handles]
+        return [SoftSegment(h, placeholder(h), int(e.vectors.shape[0])) for h, e in zip(handles, entries, strict=True)]
 
     def _make_room(self, need: int) -> bool:
         """Evict unpinned entries (LRU first) until ``need`` more bytes fit; False when pinned entries block it."""
@@ -309,11 +316,15 @@ class SoftRequest:
 
     def put_many(self, vectors: Iterable[torch.Tensor], *, space: str,
                  pad: tuple[bool, bool] = (False, False)) -> list[str]:
+        return [s.placeholder for s in self.put_segments(vectors, space=space, pad=pad)]
+
+    def put_segments(self, vectors: Iterable[torch.Tensor], *, space: str,
+                     pad: tuple[bool, bool] = (False, False)) -> list[SoftSegment]:
         vectors = list(vectors)
-        texts = self.store._put_many(vectors, space=space, pin=True, held=self.nbytes, pad=pad)
-        self.handles.extend(PLACEHOLDER_RE.fullmatch(t).group(1) for t in texts)  # type: ignore[union-attr]
+        segments = self.store._put_many(vectors, space=space, pin=True, held=self.nbytes, pad=pad)
+        self.handles.extend(s.handle for s in segments)
         self.nbytes += sum(4 * (v.nelement()) for v in vectors)  # stored as float32
-        return texts
+        return segments
 
     def __enter__(self) -> SoftRequest:
         return self

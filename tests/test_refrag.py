@@ -17,7 +17,7 @@ import torch
 from conftest import build_tiny_llama, build_tiny_refrag
 
 from ragzip import build_compressor
-from ragzip.errors import ConfigError, InputError
+from ragzip.errors import ConfigError, InputError, SoftTokenError
 from ragzip.plugins.refrag import (
     CacheMismatchError,
     RefragCompressor,
@@ -155,7 +155,7 @@ def test_mixed_expansion_reads_exact_tokens_and_counts_positions(tiny_model, gen
 
 
 def test_placeholders_stand_apart_from_their_neighbours_by_a_space_the_generator_does_not_read(tiny_model, generator):
-    """Issue #14 item 11: a placeholder glued to a word (``1889<<ragzip:soft:…>>``) is part of one long "word" that text
+    """A placeholder glued to a word (``1889<<ragzip:soft:…>>``) is part of one long "word" that text
     splitters cut through when they fall back to characters; the separating space must not reach the generator."""
     from ragzip.softstore import split_prompt
 
@@ -214,7 +214,6 @@ def test_answer_runs_end_to_end(tiny_model, generator):
 
 
 def test_output_for_another_generator_space_is_refused(tiny_model, generator):
-    from ragzip.errors import SoftTokenError
     from ragzip.generation import GeneratorConfig, HFGenerator
 
     ctx = make_compressor(tiny_model, generator, p=0.0, policy="none").compress(QUESTION, PASSAGES[:1])
@@ -234,10 +233,11 @@ def test_bind_refuses_a_generator_of_another_width(tiny_model, smol_tok):
                                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2))
     gen = HFGenerator(GeneratorConfig(model="wide-llama"), model=wide, tokenizer=smol_tok)
     refrag = RefragCompressor(RefragConfig(k=4), model=tiny_model)
-    with pytest.raises(ConfigError, match=re.escape("the REFRAG artifact 'default' projects into a 32-wide embedding "
-                                                    "space (decoder 'tiny-llama'), but the generator 'wide-llama' "
-                                                    "has hidden size 48.")):
+    with pytest.raises(SoftTokenError, match=re.escape("the REFRAG artifact 'default' projects into a 32-wide "
+                                                       "embedding space (decoder 'tiny-llama'), but the generator "
+                                                       "'wide-llama' has hidden size 48.")):
         refrag.bind(gen)
+    assert refrag.generator is None  # a refused generator leaves the compressor unbound
 
 
 # ------------------------------------------------------------------------------------------------------ policies

@@ -1,5 +1,6 @@
-"""One ``register_compressor`` call puts a compressor everywhere the app looks (#13): the YAML config, ``ragzip demo``,
-``ragzip train``, ``ragzip bench``'s method language (aliases, the equal budget, sweeps) and the option docs.
+"""One ``register_compressor`` call puts a compressor everywhere the app looks: the YAML config, ``ragzip demo``,
+``ragzip train``, ``ragzip evaluate``, ``ragzip bench``'s method language (aliases, the equal budget, sweeps) and the
+option docs.
 
 The compressor lives in a package written into ``tmp_path``; nothing else is edited, and the registry is cleaned up.
 """
@@ -17,6 +18,7 @@ from ragzip.compressor import (
     CompressorInfo,
     build_compressor,
     compressor_info,
+    evaluators,
     register_compressor,
     registered_compressors,
     trainers,
@@ -58,6 +60,7 @@ def main(argv):
     print("toyzip trainer", argv)
     return 0
 '''
+EVALUATOR = TRAINER.replace("trainer", "evaluator")
 
 
 @pytest.fixture()
@@ -66,6 +69,7 @@ def toy(tmp_path, monkeypatch):
     package.mkdir()
     (package / "__init__.py").write_text(TOY, encoding="utf-8")
     (package / "train.py").write_text(TRAINER, encoding="utf-8")
+    (package / "evaluate.py").write_text(EVALUATOR, encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.import_module("toyzip_plugin")
     yield "toyzip"
@@ -96,6 +100,29 @@ def test_the_demo_and_the_trainer_list_it(toy, capsys):
     assert trainers()["toyzip"] == "toyzip_plugin.train"
     assert cli.main(["train", "toyzip", "--steps", "1"]) == 0
     assert capsys.readouterr().out.strip() == "toyzip trainer ['--steps', '1']"
+
+
+def test_ragzip_evaluate_dispatches_to_its_evaluate_module(toy, capsys):
+    from ragzip import cli
+
+    assert evaluators()["toyzip"] == "toyzip_plugin.evaluate"
+    assert cli.main(["evaluate", "toyzip", "--artifact", "DIR", "--help"]) == 0  # --help too is the plugin's
+    assert capsys.readouterr().out.strip() == "toyzip evaluator ['--artifact', 'DIR', '--help']"
+    assert cli.main(["evaluate", "truncate"]) == 2
+    assert capsys.readouterr().err.strip() == ("ragzip evaluate: no evaluation for 'truncate' yet. Types with one "
+                                               "here: extractive, abstractive, xrag, refrag, toyzip.")
+
+
+def test_ragzip_evaluate_help_lists_the_types_that_declare_one(toy, capsys):
+    from ragzip import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["evaluate", "--help"])
+    assert exit_.value.code == 0
+    listed = re.search(r"one of: (\w+(?:, \w+)*)", " ".join(capsys.readouterr().out.split()))
+    assert listed is not None
+    assert listed.group(1).split(", ") == list(evaluators()) == ["extractive", "abstractive", "xrag", "refrag",
+                                                                 "toyzip"]
 
 
 def test_the_bench_parses_its_aliases_budget_and_sweeps(toy):
@@ -154,5 +181,8 @@ def test_declarations_name_real_config_fields():
 
 def test_plain_registration_keeps_the_defaults():
     info = CompressorInfo()
-    assert (info.trainer, info.demo, info.budget, info.aliases, info.bench_default) == (True, {}, None, {}, False)
+    assert (info.trainer, info.evaluator, info.demo, info.budget, info.aliases, info.bench_default) == (
+        True, True, {}, None, {}, False)
     assert "baseline" not in trainers() and "truncate" not in trainers()  # no train module beside them
+    assert "truncate" not in evaluators() and "route" not in evaluators()  # no evaluate module beside them
+    assert "route" not in trainers()  # declared trainer=False

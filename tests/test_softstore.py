@@ -193,3 +193,13 @@ def test_has_placeholder_and_reject_placeholders() -> None:
 
 def test_default_store_is_shared() -> None:
     assert default_store() is default_store()
+
+
+def test_put_segments_name_their_handle_placeholder_and_size() -> None:
+    store = SoftTokenStore()
+    one, two = store.put_segments([torch.zeros(D), torch.zeros(3, D)], space="toy")
+    assert (one.placeholder, one.n_vectors) == (placeholder(one.handle), 1)
+    assert (two.placeholder, two.n_vectors) == (placeholder(two.handle), 3)
+    with store.request() as request:
+        (three,) = request.put_segments([torch.zeros(2, D)], space="toy")
+    assert request.handles == [three.handle] and store.resolve(three.handle) is not None

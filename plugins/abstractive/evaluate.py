@@ -1,6 +1,6 @@
 """Measure the abstractive compressor on HotpotQA dev with given passages.
 
-Run ``python -m ragzip.plugins.abstractive.evaluate``.
+Run ``ragzip evaluate abstractive`` (or ``python -m ragzip.plugins.abstractive.evaluate``).
 
 Two settings per question, built from the question's own paragraphs with a seeded shuffle:
 
@@ -55,7 +55,8 @@ def _heldout_train(path: str, examples: list[Any]) -> list[Any]:
     from ragzip.plugins.extractive.modeling import ARTIFACTS
 
     card = json.loads((ARTIFACTS / "default" / "config.json").read_text(encoding="utf-8"))["training"]
-    # split_holdout holds out that many questions *per source*; older cards trained on HotpotQA alone
+    # split_holdout holds out that many questions *per source*; a card without holdout_per_source trained on
+    # HotpotQA alone, so its holdout_questions is that number
     _, held = split_holdout(load_hotpotqa(path), card.get("holdout_per_source", card["holdout_questions"]), card["seed"])
     ids = {q.id for q in held}
     return [e for e in examples if e.id in ids]
@@ -79,7 +80,7 @@ def gate_sweep(examples: list[Any], rng: random.Random, n_distractors: int) -> d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ragzip.plugins.abstractive.evaluate")
+    p = argparse.ArgumentParser(prog="ragzip evaluate abstractive")
     p.add_argument("--data", default="../shared/data/hotpotqa_dev.jsonl")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)

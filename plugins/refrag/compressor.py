@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ragzip.compressor import Compressor
+from ragzip.compressor import SoftCompressor
 from ragzip.errors import ConfigError
 from ragzip.plugins.refrag.cache import CacheSpec, ChunkCache
 from ragzip.plugins.refrag.config import RefragConfig
@@ -24,7 +23,6 @@ from ragzip.plugins.refrag.modeling import (
     policy_scalars,
     roundtrip_exact,
 )
-from ragzip.softstore import PLACEHOLDER_RE
 from ragzip.types import CompressedContext, Passage, PassageResult, SoftSegment, Unit
 
 logger = logging.getLogger(__name__)
@@ -69,7 +67,7 @@ def _join(pieces: Sequence[tuple[str, bool]]) -> str:
     return "".join(out)
 
 
-class RefragCompressor(Compressor):
+class RefragCompressor(SoftCompressor):
     """REFRAG (arXiv 2509.01092), re-implemented: each passage is cut into k-token chunks of the generator's tokens,
     every chunk is encoded to one vector and projected into the generator's input-embedding space, and a policy keeps
     a fraction ``p`` of the question's chunks as raw tokens.
@@ -90,7 +88,6 @@ class RefragCompressor(Compressor):
 
     name = "refrag"
     config_class = RefragConfig
-    soft = True
 
     def __init__(
         self,
@@ -105,12 +102,10 @@ class RefragCompressor(Compressor):
         self.config: RefragConfig
         self._model = model
         self._tokenizer = tokenizer
-        self._generator: Any = None
         self._reader: Any = None  # the LoRA-adapted decoder registered with the bound generator (None: no LoRA)
         self._reader_space = ""
         self._cache: ChunkCache | None = None
         self._cache_checked = False
-        self._request = threading.local()  # the SoftRequest of the compress call running in this thread
         if model is not None:
             self._check_k(model)
 
@@ -124,19 +119,10 @@ class RefragCompressor(Compressor):
             with lazy_lock(self):  # two threads on a cold compressor load it once
                 if self._model is None:
                     model = RefragModel.from_pretrained(self.config.artifact)
-                    model.to(self._device())
+                    model.to(self.device)
                     self._check_k(model)
                     self._model = model
         return self._model
-
-    def _device(self) -> str:
-        if self.config.device:
-            return self.config.device
-        if self._generator is not None:
-            return str(self._generator.device)
-        from ragzip.models import infer_device
-
-        return infer_device(None)
 
     def _check_k(self, model: RefragModel) -> None:
         if model.config.k != self.config.k:
@@ -148,8 +134,8 @@ class RefragCompressor(Compressor):
     def tokenizer(self) -> Any:
         """The generator's tokenizer: chunks are cut in the tokens the decoder reads."""
         if self._tokenizer is None:
-            if self._generator is not None:
-                self._tokenizer = self._generator.tokenizer
+            if self.generator is not None:
+                self._tokenizer = self.generator.tokenizer
             else:
                 from ragzip.models import load_tokenizer
 
@@ -160,15 +146,7 @@ class RefragCompressor(Compressor):
     def space(self) -> str:
         """The embedding space the soft tokens are made for: the generator's (``HFGenerator.space``), or, for an
         artifact with a decoder LoRA, that space plus the adapter's fingerprint (read only by the adapted decoder)."""
-        if self._reader_space:
-            return self._reader_space
-        if self._generator is not None:
-            return str(self._generator.space)
-        base = f"{self.config.generator}|d={self.model.config.decoder_hidden}"
-        if self.model.decoder_lora is not None:  # unbound: named once (hashing the adapter per soft token is waste)
-            self._reader_space = f"{base}+refrag-lora:{self.model.lora_fingerprint()}"
-            return self._reader_space
-        return base
+        return self._reader_space or super().space
 
     @property
     def reader(self) -> Any:
@@ -176,36 +154,53 @@ class RefragCompressor(Compressor):
         a decoder LoRA the adapted copy registered with the generator (``HFGenerator.add_reader``)."""
         if self._reader is not None:
             return self._reader
-        return self._generator.model if self._generator is not None else self._load_decoder()
+        return self.generator.model if self.generator is not None else self._load_decoder()
 
+    # ----------------------------------------------------------------------------------------------- binding
     def bind(self, generator: Any) -> None:
-        """Read for ``generator``: cut chunks with its tokenizer, share its store, check its embedding width."""
+        """Read for ``generator``: cut chunks with its tokenizer, share its store, check its embedding width, and
+        register the adapted decoder with it when the artifact has a decoder LoRA.
+
+        Raises:
+            SoftTokenError: the artifact projects into an embedding space of another width.
+            ArtifactError: the generator's embeddings or tokenizer are not the decoder's the artifact recorded.
+            ConfigError: the artifact has a decoder LoRA and the generator cannot register a reader.
+        """
         super().bind(generator)
-        self._generator = generator
         self._tokenizer = generator.tokenizer
         model_name = getattr(getattr(generator, "config", None), "model", None)
         if model_name:
             self.config.generator = model_name
-        hidden = int(generator.hidden_size)
-        if hidden != self.model.config.decoder_hidden:
-            raise ConfigError(
-                f"the REFRAG artifact {self.config.artifact!r} projects into a {self.model.config.decoder_hidden}-wide "
-                f"embedding space (decoder {self.model.config.decoder!r}), but the generator {model_name!r} has "
-                f"hidden size {hidden}. Train an artifact for this generator (`ragzip train refrag --decoder "
-                f"{model_name}`) or use the generator it was trained for."
-            )
-        model = getattr(generator, "model", None)
-        if model is not None and hasattr(model, "get_input_embeddings"):
-            self.model.check_decoder(model, getattr(generator, "tokenizer", None), name=str(model_name or ""),
-                                     where=f"the REFRAG artifact {self.config.artifact!r}")
-        if model_name and model_name != self.model.config.decoder:
-            logger.warning("REFRAG artifact was trained for decoder %r but reads into %r (same width %d); soft tokens "
-                           "may mean little to it.", self.model.config.decoder, model_name, hidden)
-        self.model.to(self._device())
+            if model_name != self.model.config.decoder:
+                logger.warning("REFRAG artifact was trained for decoder %r but reads into %r (same width %d); soft "
+                               "tokens may mean little to it.", self.model.config.decoder, model_name,
+                               self.model.config.decoder_hidden)
         self._reader, self._reader_space = None, ""
         if self.model.decoder_lora is not None:
             self._bind_reader(generator)
         self._cache_checked = False
+
+    def _trained_space(self) -> str:
+        base = f"{self.config.generator}|d={self.model.config.decoder_hidden}"
+        if self.model.decoder_lora is not None:  # unbound: named once (hashing the adapter per soft token is waste)
+            self._reader_space = f"{base}+refrag-lora:{self.model.lora_fingerprint()}"
+            return self._reader_space
+        return base
+
+    def _space_mismatch(self, generator: str | None, width: int) -> str | None:
+        if width == self.model.config.decoder_hidden:
+            return None
+        return (f"the REFRAG artifact {self.config.artifact!r} projects into a {self.model.config.decoder_hidden}-wide "
+                f"embedding space (decoder {self.model.config.decoder!r}), but the generator {generator!r} has "
+                f"hidden size {width}. Train an artifact for this generator (`ragzip train refrag --decoder "
+                f"{generator}`) or use the generator it was trained for.")
+
+    def _check_generator_model(self, model: Any, tokenizer: Any, generator: str | None) -> None:
+        self.model.check_decoder(model, tokenizer, name=str(generator or ""),
+                                 where=f"the REFRAG artifact {self.config.artifact!r}")
+
+    def _to_device(self, device: str) -> None:
+        self.model.to(device)
 
     def _bind_reader(self, generator: Any) -> None:
         """Register the LoRA-adapted decoder with ``generator`` for this artifact's soft-token space.
@@ -278,7 +273,7 @@ class RefragCompressor(Compressor):
     def _load_decoder(self) -> Any:
         from ragzip.models import load_causal_lm
 
-        decoder = load_causal_lm(self.config.generator, self._device())[0]
+        decoder = load_causal_lm(self.config.generator, self.device)[0]
         if self.model.decoder_lora is not None:
             if self._reader is None:
                 self._reader = self.model.reader(decoder, merge=True, where=f"the REFRAG artifact "
@@ -287,8 +282,8 @@ class RefragCompressor(Compressor):
         return decoder
 
     def _input_embeddings(self) -> torch.nn.Embedding:
-        if self._generator is not None:
-            return self._generator.input_embeddings()
+        if self.generator is not None:
+            return self.generator.input_embeddings()
         return self._load_decoder().get_input_embeddings()
 
     def _scores(self, query: str, passages: list[Passage], chunked: list[list[Chunk]], c: torch.Tensor,
@@ -328,20 +323,13 @@ class RefragCompressor(Compressor):
         encode_s = (time.perf_counter() - start) / max(len(queries), 1)
         outputs = []
         offset = 0
-        self._request.current = self.store.request().__enter__()
-        try:
-            for i, (query, items) in enumerate(zip(queries, passages)):
-                n = sum(len(chunks) for chunks in chunked[i])
-                out = self._compress_one(query, items, chunked[i], vectors[offset:offset + n],
-                                         None if queries_vec is None else queries_vec[i])
-                extra = {**out.extra, "cached_chunks": sum(cached[offset:offset + n]), "encode_s": round(encode_s, 4)}
-                outputs.append(self.context(query, out.results, extra=extra))
-                offset += n
-        except BaseException as err:
-            self._request.current.__exit__(type(err), err, None)  # a failed request leaves nothing pinned behind
-            raise
-        finally:
-            self._request.current = None
+        for i, (query, items) in enumerate(zip(queries, passages)):
+            n = sum(len(chunks) for chunks in chunked[i])
+            out = self._compress_one(query, items, chunked[i], vectors[offset:offset + n],
+                                     None if queries_vec is None else queries_vec[i])
+            extra = {**out.extra, "cached_chunks": sum(cached[offset:offset + n]), "encode_s": round(encode_s, 4)}
+            outputs.append(self.context(query, out.results, extra=extra))
+            offset += n
         return outputs
 
     def _compress_one(self, query: str, passages: list[Passage], chunked: list[list[Chunk]], c: torch.Tensor,
@@ -417,12 +405,9 @@ class RefragCompressor(Compressor):
         )
 
     def _put(self, vectors: torch.Tensor, segments: list[SoftSegment], pad: tuple[bool, bool]) -> str:
-        request = getattr(self._request, "current", None)  # pinned until the generator reads it
-        text = (request or self.store).put(vectors, space=self.space, pad=pad)
-        match = PLACEHOLDER_RE.search(text)
-        assert match is not None
-        segments.append(SoftSegment(match.group(1), text, int(vectors.shape[0])))
-        return text
+        segment = self.emit([vectors], pad=pad)[0]  # (run, d): one placeholder, one position per vector
+        segments.append(segment)
+        return segment.placeholder
 
     def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
         return self._compress_batch([query], [passages])[0]

@@ -1,8 +1,9 @@
 """Measure a REFRAG artifact: held-out next-paragraph log-perplexity and answer NLL under each expansion policy.
 
-``python -m ragzip.plugins.refrag.evaluate --artifact DIR --out RESULT.json`` compares, on data the training never
-read (held-out SQuAD dev articles and the last 100 HotpotQA train records, see :mod:`ragzip.plugins.refrag.train`),
-every variant read by the decoder the compressor reads with (through the artifact's LoRA when it has one):
+``ragzip evaluate refrag --artifact DIR --out RESULT.json`` (or ``python -m ragzip.plugins.refrag.evaluate``) compares,
+on data the training never read (held-out SQuAD dev articles and the last 100 HotpotQA train records, see
+:mod:`ragzip.plugins.refrag.train`), every variant read by the decoder the compressor reads with (through the
+artifact's LoRA when it has one):
 
 - next-paragraph prediction: the decoder reads paragraph i (full text, nothing, or REFRAG at p = 0 and p = 0.25 with
   each policy) and we score the first 64 tokens of paragraph i+1 (mean token NLL = log-perplexity);
@@ -172,7 +173,7 @@ def _summary(totals: dict[str, list[float]], per_example: dict[str, list[float]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ragzip.plugins.refrag.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ragzip evaluate refrag", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", default="default")
     parser.add_argument("--data", default=str(Path("..") / "shared" / "data"))
     parser.add_argument("--out", default="")

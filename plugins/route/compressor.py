@@ -47,6 +47,8 @@ class RouteCompressor(Compressor):
 
     name = "route"
     config_class = RouteConfig
+    # Soft through its xrag stage, which checks the generator's space and writes the tokens: no SoftCompressor, whose
+    # job is trained parts of its own (the router has none), like a chain that ends in xrag.
     soft = True
 
     def __init__(self, config: RouteConfig | None = None, *, extractive: Compressor | None = None,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ragzip.artifacts import ArtifactError
-from ragzip.compressor import Compressor
+from ragzip.compressor import SoftCompressor
 from ragzip.errors import ConfigError, InputError, ModelNotFoundError, SoftTokenError
 from ragzip.models import lazy_lock
 from ragzip.plugins.xrag.config import WHERE, XRAGConfig
@@ -31,8 +31,7 @@ from ragzip.plugins.xrag.modeling import (
     load_encoder,
     same_model,
 )
-from ragzip.softstore import PLACEHOLDER_RE
-from ragzip.types import CompressedContext, Passage, PassageResult, SoftSegment
+from ragzip.types import CompressedContext, Passage, PassageResult
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ EMBEDDER_KEY = "embedder"  # Passage.metadata key naming the embedder that made 
 NORM_TOLERANCE = 1e-3
 
 
-class XRAGCompressor(Compressor):
+class XRAGCompressor(SoftCompressor):
     """One soft token per passage (xRAG, arXiv 2405.13792), for ragzip's local generator.
 
     Args:
@@ -61,7 +60,7 @@ class XRAGCompressor(Compressor):
 
     name = "xrag"
     config_class = XRAGConfig
-    soft = True
+    unbound_device = "cpu"  # unbound, the small projector and embedder run on the CPU
 
     def __init__(
         self,
@@ -77,8 +76,6 @@ class XRAGCompressor(Compressor):
         self._projector = projector
         self._encoder = encoder
         self._encoder_checked = False
-        self._space: str | None = None
-        self._device: str | torch.device = self.config.device or "cpu"
         if projector is not None:
             self._check_embedder_name(projector)
 
@@ -91,7 +88,7 @@ class XRAGCompressor(Compressor):
                 if self._projector is None:
                     projector = XRAGProjector.from_pretrained(self.config.artifact, embedder=self.config.embedder)
                     self._check_embedder_name(projector)
-                    self._projector = projector.to(self._device)
+                    self._projector = projector.to(self.device)
         return self._projector
 
     @property
@@ -108,20 +105,12 @@ class XRAGCompressor(Compressor):
                 if not self._encoder_checked:
                     projector = self.projector
                     encoder = self._encoder or load_encoder(projector.config, self.embedder_name,
-                                                            device=str(self._device))
+                                                            device=self.device)
                     check_encoder(encoder, projector.config, projector.bases,
                                   where=f"{WHERE} (artifact {self.config.artifact!r})")
                     self._encoder, self._encoder_checked = encoder, True
         assert self._encoder is not None
         return self._encoder
-
-    @property
-    def space(self) -> str:
-        """The embedding space the soft tokens live in: the bound generator's, else the artifact's generator."""
-        if self._space is not None:
-            return self._space
-        cfg = self.projector.config
-        return f"{cfg.generator}|d={cfg.generator_hidden}"
 
     def _check_embedder_name(self, projector: XRAGProjector) -> None:
         trained = projector.config.embedder
@@ -133,31 +122,26 @@ class XRAGCompressor(Compressor):
                 f"with `ragzip train xrag --embedder {self.config.embedder} --out DIR` and set `artifact: DIR`."
             )
 
-    def bind(self, generator: Any) -> None:
-        """Read for ``generator``: share its store and tokenizer, and check the projector was trained for it.
-
-        Raises:
-            SoftTokenError: the projector maps into another generator's embedding space.
-        """
+    # ----------------------------------------------------------------------------------------------- binding
+    def _trained_space(self) -> str:
         cfg = self.projector.config
-        model_name = getattr(getattr(generator, "config", None), "model", None)
-        hidden = int(generator.hidden_size)
-        if hidden != cfg.generator_hidden or not same_model(model_name, cfg.generator):
-            raise SoftTokenError(
-                f"the xrag projector in artifact {self.config.artifact!r} was trained for generator {cfg.generator!r} "
-                f"(hidden size {cfg.generator_hidden}), but it is bound to {model_name!r} (hidden size {hidden}). "
-                f"Use generator model {cfg.generator!r}, or train a projector for {model_name!r} with "
-                f"`ragzip train xrag --generator {model_name} --out DIR` and set `artifact: DIR`."
-            )
-        model = getattr(generator, "model", None)
-        if model is not None and hasattr(model, "get_input_embeddings"):
-            check_generator(self.projector, str(model_name), model, getattr(generator, "tokenizer", None),
-                            where=f"{WHERE} (artifact {self.config.artifact!r})")
-        super().bind(generator)
-        self._space = generator.space
-        if self.config.device is None:
-            self._device = generator.device
-            self._projector = self.projector.to(self._device)
+        return f"{cfg.generator}|d={cfg.generator_hidden}"
+
+    def _space_mismatch(self, generator: str | None, width: int) -> str | None:
+        cfg = self.projector.config
+        if width == cfg.generator_hidden and same_model(generator, cfg.generator):
+            return None
+        return (f"the xrag projector in artifact {self.config.artifact!r} was trained for generator {cfg.generator!r} "
+                f"(hidden size {cfg.generator_hidden}), but it is bound to {generator!r} (hidden size {width}). "
+                f"Use generator model {cfg.generator!r}, or train a projector for {generator!r} with "
+                f"`ragzip train xrag --generator {generator} --out DIR` and set `artifact: DIR`.")
+
+    def _check_generator_model(self, model: Any, tokenizer: Any, generator: str | None) -> None:
+        check_generator(self.projector, str(generator), model, tokenizer,
+                        where=f"{WHERE} (artifact {self.config.artifact!r})")
+
+    def _to_device(self, device: str) -> None:
+        self._projector = self.projector.to(device)
 
     # ---------------------------------------------------------------------------------------------- compression
     def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
@@ -184,17 +168,14 @@ class XRAGCompressor(Compressor):
         counts = self.token_counter.count_many([p.text for p in flat])
         results: list[PassageResult] = []
         # All of the batch's soft tokens or none: pinned until the generator reads them (or the owner releases them).
-        placeholders = self.store.put_many([soft[i:i + 1] for i in range(len(flat))], space=self.space)
-        for i, passage in enumerate(flat):
-            placeholder = placeholders[i]
-            handle = PLACEHOLDER_RE.fullmatch(placeholder).group(1)  # type: ignore[union-attr]
+        segments = self.emit([soft[i:i + 1] for i in range(len(flat))])
+        for i, (passage, segment) in enumerate(zip(flat, segments, strict=True)):
             title = str(passage.metadata.get("title", ""))
-            text = self.config.context_template.format(soft=placeholder, title=title)
+            text = self.config.context_template.format(soft=segment.placeholder, title=title)
             around = self.config.context_template.format(soft="", title=title)
             results.append(PassageResult(
                 passage, text, "soft", reason="one soft token from the passage's retriever embedding",
-                tokens_before=counts[i], tokens_after=1 + self.token_counter.count(around),
-                soft=(SoftSegment(handle, placeholder, 1),),
+                tokens_before=counts[i], tokens_after=1 + self.token_counter.count(around), soft=(segment,),
                 extra={"embedding": sources[i], "soft_norm": round(float(soft[i].norm()), 4)},
             ))
         out, start = [], 0

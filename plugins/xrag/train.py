@@ -1,4 +1,5 @@
-"""Train (``ragzip train xrag``) and evaluate (``ragzip train xrag eval``) the xRAG projector on CPU.
+"""Train (``ragzip train xrag``) and evaluate (``ragzip evaluate xrag``, or ``ragzip train xrag eval``) the xRAG
+projector on CPU.
 
 Only the projector trains; the embedder (MiniLM) and the generator (SmolLM2-135M) stay frozen. Three stages:
 
@@ -968,7 +969,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ragzip train xrag",
         description="Train the xRAG projector (stage 0 warm start, stage 1 paraphrase, stage 2 QA + "
-                    "self-distillation) on CPU; `ragzip train xrag eval --artifact DIR` measures it.")
+                    "self-distillation) on CPU; `ragzip evaluate xrag --artifact DIR` measures it.")
     parser.add_argument("--out", required=True, help="folder for the projector, losses, plot and checkpoints")
     parser.add_argument("--data", nargs="+", default=None,
                         help="train files (HotpotQA, QED-NQ, SQuAD JSONL, .gz ok); default: hotpotqa_train.jsonl, "
@@ -1005,7 +1006,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ragzip train xrag eval", description="Measure an xRAG projector.")
+    parser = argparse.ArgumentParser(prog="ragzip evaluate xrag", description="Measure an xRAG projector "
+                                     "(also `ragzip train xrag eval`).")
     parser.add_argument("--artifact", default="default")
     parser.add_argument("--generator", default="embedded:smollm2-135m")
     parser.add_argument("--data-dir", default=_default_data_dir())
