@@ -11,8 +11,8 @@ A ragzip artifact is a folder with ``config.json`` (what was trained, on which b
   tokenizer, is caught at load (:func:`check_base`) instead of producing confident nonsense.
 
 :func:`check_shapes` turns a state dict that does not fit the model built from ``config.json`` (an edited width, a
-wrong layer count) into an error naming the tensors, before torch raises its own. Artifacts written before these
-records existed still load; they are checked for shapes only.
+wrong layer count) into an error naming the tensors, before torch raises its own. An artifact whose ``config.json``
+holds none of these records loads with the shape check alone.
 
 Example:
     >>> import torch, tempfile

@@ -30,10 +30,10 @@ from __future__ import annotations
 import gzip
 import json
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ragzip.errors import InputError
 from ragzip.types import Passage, content_id
@@ -266,9 +266,10 @@ def recall(retrieved: Sequence[Passage], gold_ids: Sequence[str]) -> float | Non
     return sum(g in got for g in gold_ids) / len(gold_ids)
 
 
-__all__ = ["HOTPOTQA", "QED", "SQUAD", "Paragraph", "QAExample", "Question", "corpus", "demo_file", "five_passages",
-           "load_hotpotqa", "load_qa", "load_questions", "make_passage", "parse_record", "passage_text", "read_jsonl",
-           "recall", "same_article_distractors", "select", "split_holdout"]
+__all__ = ["HOTPOTQA", "QED", "SQUAD", "Paragraph", "PassageSets", "QAExample", "Question", "corpus", "demo_file",
+           "five_passages", "gold_or_anchor", "load_hotpotqa", "load_qa", "load_questions", "make_passage",
+           "parse_record", "passage_sets", "passage_text", "read_jsonl", "recall", "same_article_distractors", "select",
+           "split_holdout"]
 
 
 # ============================================================================= training questions with sentence labels
@@ -291,6 +292,10 @@ class Paragraph:
     @property
     def gold(self) -> bool:
         return any(self.labels)
+
+    def as_distractor(self, query: str) -> Paragraph:
+        """This paragraph as an all-negative distractor of another question (``query``)."""
+        return Paragraph(query, self.title, self.sentences, [0] * len(self.sentences))
 
 
 @dataclass
@@ -435,16 +440,100 @@ def split_holdout(questions: list[Question], n: int, seed: int) -> tuple[list[Qu
     held_qs = [q for q in questions if q.id in held]
     nq = [q for q in held_qs if q.source == QED]
     for i, q in enumerate(nq):
-        for j in range(1, 5):
-            if len(nq) > j:
-                other = nq[(i + j) % len(nq)].paragraphs[0]
-                q.paragraphs.append(Paragraph(q.query, other.title, other.sentences, [0] * len(other.sentences)))
+        neighbours = [nq[(i + j) % len(nq)].paragraphs[0].as_distractor(q.query) for j in range(1, 5) if len(nq) > j]
+        q.paragraphs.extend(passage_sets(q.paragraphs, gold_or_anchor, borrow=neighbours.copy).borrowed)
     return train_qs, held_qs
+
+
+def gold_or_anchor(paragraph: Paragraph) -> bool:
+    """Whether a training paragraph goes into every set that holds its question's evidence: gold, or an anchor."""
+    return paragraph.gold or paragraph.anchor
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class PassageSets(Generic[T]):
+    """One question's passages sorted for set building (see :func:`passage_sets`).
+
+    Args:
+        gold: The passages every set with evidence holds, in context order.
+        distractors: The other passages: the question's own in context order, then the borrowed ones (shuffled
+            together when :func:`passage_sets` was given ``shuffle``).
+        borrowed: The distractors taken from ``borrow``, in the order taken.
+        size: Passages per set.
+    """
+
+    gold: list[T]
+    distractors: list[T]
+    borrowed: list[T]
+    size: int = 5
+
+    def with_gold(self, rng: random.Random | None = None) -> list[T]:
+        """The gold passages plus the first distractors, ``size`` in all (all the gold ones if there are more), in that
+        order or shuffled with ``rng``."""
+        chosen = [*self.gold, *self.distractors[: max(0, self.size - len(self.gold))]]
+        if rng is not None:
+            rng.shuffle(chosen)
+        return chosen
+
+    def distractors_only(self, rng: random.Random | None = None) -> list[T]:
+        """The first ``size`` distractors (fewer when there are fewer), in that order or shuffled with ``rng``."""
+        chosen = self.distractors[: self.size]
+        if rng is not None:
+            rng.shuffle(chosen)
+        return chosen
+
+
+def passage_sets(passages: Sequence[T], is_gold: Callable[[T], bool], *, size: int = 5,
+                 borrow: Callable[[], Iterable[T]] | None = None, accept: Callable[[T], bool] | None = None,
+                 key: Callable[[T], Hashable] | None = None, shuffle: random.Random | None = None) -> PassageSets[T]:
+    """A question's sets of ``size`` passages: gold plus distractors, and distractors only.
+
+    This builds the sets the extractive trainer evaluates on (:func:`five_passages`), the set-level relevance gate
+    fits on and the abstractive trainer learns from. Where a question has fewer than ``size`` distractors of its own
+    (an NQ/QED question has none) it borrows other questions' passages; how they are drawn and which are unfit differ
+    between those uses, so they are arguments.
+
+    Args:
+        passages: The question's own passages, in context order.
+        is_gold: Whether a passage goes into every set with evidence (:func:`gold_or_anchor` for training paragraphs).
+        size: Passages per set.
+        borrow: Called only when there are fewer than ``size`` distractors; candidates are taken from what it returns
+            one at a time, and none is drawn once there are ``size``, so a generator over an rng consumes only the
+            draws it needs.
+        accept: Skips the borrowed candidates it rejects (those that hold the answer, say).
+        key: Skips a borrowed candidate with the key of one of ``passages`` or of one borrowed before.
+        shuffle: Shuffles the distractors, own and borrowed together, with this rng.
+
+    Example:
+        >>> sets = passage_sets(["gold", "a", "b"], lambda p: p == "gold", size=3, borrow=lambda: ["a", "c", "d"],
+        ...                     key=str)
+        >>> sets.with_gold(), sets.distractors_only(), sets.borrowed
+        (['gold', 'a', 'b'], ['a', 'b', 'c'], ['c'])
+    """
+    gold = [p for p in passages if is_gold(p)]
+    own = [p for p in passages if not is_gold(p)]
+    borrowed: list[T] = []
+    if borrow is not None and len(own) < size:
+        seen: set[Hashable] = {key(p) for p in passages} if key is not None else set()
+        for candidate in borrow():
+            mark = key(candidate) if key is not None else None
+            if mark in seen or (accept is not None and not accept(candidate)):
+                continue
+            if key is not None:
+                seen.add(mark)
+            borrowed.append(candidate)
+            if len(own) + len(borrowed) >= size:
+                break
+    distractors = own + borrowed
+    if shuffle is not None:
+        shuffle.shuffle(distractors)
+    return PassageSets(gold, distractors, borrowed, size)
 
 
 def five_passages(question: Question) -> list[Paragraph]:
     """The gold paragraphs plus the first distractors, five in all, in context order: a stand-in for top-5 retrieval."""
-    gold = [p for p in question.paragraphs if p.gold or p.anchor]
-    others = [p for p in question.paragraphs if not (p.gold or p.anchor)][: max(0, 5 - len(gold))]
-    chosen = {id(p) for p in gold + others}
+    chosen = {id(p) for p in passage_sets(question.paragraphs, gold_or_anchor).with_gold()}
     return [p for p in question.paragraphs if id(p) in chosen]

@@ -667,7 +667,7 @@ class HFGenerator:
             embeds = self.embed_prompt(prompt)
             return self.reader_for(prompt)(inputs_embeds=embeds[None]).logits[0]  # (T, V)
 
-    # Earlier private names, still used by training code.
+    # Private aliases the xrag, refrag and abstractive trainers call.
     _render = render
     _adds_special_tokens = adds_special_tokens
     _special_affixes = special_affixes

@@ -408,7 +408,7 @@ class FaissRetriever:
                 "files": files, "stats": self.stats,
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        if legacy:  # an index saved by an earlier ragzip at the top level: now superseded by the version
+        if legacy:  # the top-level files of an index saved by an earlier ragzip: the version just written replaces them
             for name in (INDEX_FILE, PASSAGES_FILE, META_FILE):
                 (target / name).unlink(missing_ok=True)
         logger.info("saved %d passages to %s", len(self), target)

@@ -13,7 +13,7 @@ PLUGINS = ("baseline", "extractive", "abstractive", "xrag", "refrag", "route")
 for _name in PLUGINS:
     try:
         importlib.import_module(f"ragzip.plugins.{_name}")
-    except ModuleNotFoundError as err:  # a plugin folder that is not there yet (or was left out of a slim build)
+    except ModuleNotFoundError as err:  # a plugin folder left out of the build (a slim build)
         if err.name != f"ragzip.plugins.{_name}":
             raise
 

@@ -671,7 +671,7 @@ def test_shipped_adapter_summarizes_gold_and_stays_empty_on_unrelated():
         gold.extra["p_end"]
 
 
-# ------------------------------------------------------------------------------------------- extract-then-fuse (#18)
+# ------------------------------------------------------------------------------------------------- extract-then-fuse
 def _titled_passages():
     from ragzip.data import make_passage
 

@@ -3,7 +3,7 @@
 Each plugin's artifact is saved over tiny models built from configs, then damaged the ways a real one gets damaged: a
 width edited in ``config.json``, the weights file edited, a different base model of the same width under the same
 name, xRAG's ``normalize``/``pooling`` flipped. Each must be an error that names what is wrong (never a raw torch
-error, never a silent load), and an artifact written before the integrity record existed must still load.
+error, never a silent load), and an artifact without an integrity record still loads.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def test_xrag_flipped_normalize_without_a_record_is_refused_where_the_encoder_is
     from ragzip.plugins.xrag import XRAGCompressor, XRAGConfig
 
     folder = xrag_artifact(tmp_path / "p")
-    edit_config(folder, normalize=False, **{INTEGRITY: None})  # an old artifact: nothing recorded to compare
+    edit_config(folder, normalize=False, **{INTEGRITY: None})  # no integrity record: nothing to compare
     load_xrag(folder)
     xrag = XRAGCompressor(XRAGConfig(artifact=str(folder), tokenizer="whitespace"))
     with pytest.raises(ConfigError, match=re.escape(

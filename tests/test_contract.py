@@ -3,7 +3,7 @@
 
 One table, :data:`BUILDERS`, says how to build each ``type:`` from tiny models (the builders of ``conftest.py``); one
 more, :data:`ROUND_TRIPS`, how each trainable one saves and reloads what it was trained. A registered type missing
-from a table fails here, loudly: add its row. The one exception is ``route`` (new, its constructor may still change):
+from a table fails here, loudly: add its row. The one exception is ``route``, whose constructor is not settled: it is
 skipped with the reason when it cannot be built from the tiny extractive and xrag compressors.
 """
 
@@ -133,7 +133,7 @@ def _xrag(projector: Any = None, artifact: Path | None = None) -> Compressor:
 
 def _route(request: pytest.FixtureRequest) -> Compressor:
     """The router over the tiny extractive and xrag compressors; skipped, naming why, if it cannot be built from them
-    (it is new: its constructor may still change)."""
+    (its constructor is not settled)."""
     route = get_compressor_class("route")
     xrag = BUILDERS["xrag"](request)
     try:

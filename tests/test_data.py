@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import random
 import re
 
 import pytest
 
-from ragzip.data import HOTPOTQA, SQUAD, corpus, load_qa, parse_record, passage_text, recall, select
+from ragzip.data import (
+    HOTPOTQA,
+    QED,
+    SQUAD,
+    Paragraph,
+    Question,
+    corpus,
+    five_passages,
+    gold_or_anchor,
+    load_qa,
+    load_questions,
+    parse_record,
+    passage_sets,
+    passage_text,
+    recall,
+    select,
+    split_holdout,
+)
 from ragzip.errors import InputError
 from ragzip.types import content_id
 
@@ -135,11 +154,6 @@ def test_passage_text_without_title():
 
 def test_training_readers_detect_the_shape_and_fail_clearly(tmp_path):
     """ragzip.data reads the trainers' files: HotpotQA, QED and SQuAD shapes, .gz or not; bad paths are InputErrors."""
-    import gzip
-    import json
-
-    from ragzip.data import QED, SQUAD, load_questions, split_holdout
-
     qed = tmp_path / "qed.jsonl.gz"
     with gzip.open(qed, "wt", encoding="utf-8") as handle:
         for i in range(6):
@@ -160,3 +174,57 @@ def test_training_readers_detect_the_shape_and_fail_clearly(tmp_path):
     (tmp_path / "odd.jsonl").write_text(json.dumps({"foo": 1}) + "\n")
     with pytest.raises(InputError, match="unknown record shape"):
         load_questions([tmp_path / "odd.jsonl"])
+
+
+def _paragraph(query, title, labels, anchor=False):
+    return Paragraph(query, title, [f"{title} sentence {k}." for k in range(len(labels))], list(labels), anchor)
+
+
+def _titles(paragraphs):
+    return [p.title for p in paragraphs]
+
+
+def test_passage_sets_fill_five_from_gold_then_context_order():
+    """Gold (and anchor) paragraphs first, then the question's own distractors in context order, five in all."""
+    q = Question("q", "who?", [_paragraph("who?", t, lab, anchor=(t == "anchor")) for t, lab in [
+        ("d1", [0]), ("g1", [0, 1]), ("d2", [0]), ("anchor", [0]), ("d3", [0]), ("d4", [0]), ("d5", [0])]])
+    sets = passage_sets(q.paragraphs, gold_or_anchor)
+    assert _titles(sets.gold) == ["g1", "anchor"]
+    assert _titles(sets.with_gold()) == ["g1", "anchor", "d1", "d2", "d3"]
+    assert _titles(sets.distractors_only()) == ["d1", "d2", "d3", "d4", "d5"] and sets.borrowed == []
+    assert _titles(five_passages(q)) == ["d1", "g1", "d2", "anchor", "d3"]  # context order
+    shuffled = sets.with_gold(random.Random(0))
+    assert sorted(_titles(shuffled)) == sorted(_titles(sets.with_gold()))
+    assert sets.with_gold(random.Random(0)) == shuffled  # seeded
+
+
+def test_passage_sets_borrow_only_when_short_and_skip_what_is_unfit():
+    calls = []
+
+    def borrow():
+        calls.append(1)
+        yield from ["gold", "a", "x-answer", "c", "c", "d", "e"]
+
+    enough = passage_sets(["gold", "a", "b"], lambda p: p == "gold", size=2, borrow=borrow)
+    assert calls == [] and enough.distractors == ["a", "b"]  # never called: two distractors of its own
+    sets = passage_sets(["gold", "a", "b"], lambda p: p == "gold", size=4, borrow=borrow, key=str,
+                        accept=lambda p: "answer" not in p)
+    assert calls == [1]
+    assert sets.borrowed == ["c", "d"]  # "gold"/"a" are its own, "x-answer" rejected, the second "c" a repeat
+    assert sets.with_gold() == ["gold", "a", "b", "c"] and sets.distractors_only() == ["a", "b", "c", "d"]
+    drawn = iter(range(10))
+    passage_sets([], lambda p: False, size=3, borrow=lambda: (next(drawn) for _ in range(10)))
+    assert next(drawn) == 3  # a lazy borrow draws only what it takes
+
+
+def test_split_holdout_gives_held_out_qed_questions_four_borrowed_distractors(tmp_path):
+    qed = tmp_path / "qed.jsonl.gz"
+    with gzip.open(qed, "wt", encoding="utf-8") as handle:
+        for i in range(6):
+            handle.write(json.dumps({"id": f"q{i}", "question": f"who {i}?", "context": f"A{i} one. B{i} two.",
+                                     "title": f"T{i}", "sentence_starts": [0, 8], "answer_sentence_idx": [1]}) + "\n")
+    _, held = split_holdout(load_questions([qed]), 6, seed=0)
+    assert all(q.source == QED for q in held)
+    for i, q in enumerate(held):
+        assert _titles(q.paragraphs) == [held[(i + j) % 6].paragraphs[0].title for j in range(5)]
+        assert all(p.query == q.query and p.labels == [0, 0] for p in q.paragraphs[1:])

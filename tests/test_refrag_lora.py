@@ -130,7 +130,7 @@ def test_artifact_without_lora_loads_exactly_as_before(decoder, minilm_tok, tmp_
     model.save_pretrained(tmp_path)
     data = json.loads((tmp_path / "config.json").read_text())
     assert data["decoder_lora_rank"] == 0
-    for key in [k for k in data if k.startswith("decoder_lora")]:  # an artifact written before the LoRA existed
+    for key in [k for k in data if k.startswith("decoder_lora")]:  # a config.json with no decoder_lora keys at all
         del data[key]
     (tmp_path / "config.json").write_text(json.dumps(data))
     loaded = RefragModel.from_pretrained(tmp_path, encoder=tiny_refrag_encoder(minilm_tok, 0),

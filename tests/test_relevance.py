@@ -73,7 +73,7 @@ def test_a_gate_fitted_on_another_classifier_is_refused(tmp_path, caplog):
     with pytest.raises(ArtifactError, match="fitted on another classifier's scores.*--fit-set-gate --model"):
         load_beside(tmp_path)
     LogisticSetGate(weights=[1.0] * len(FEATURES), bias=0.0, threshold=0.3).save(tmp_path / "set_gate.json")
-    assert load_beside(tmp_path).threshold == 0.3 and "cannot be checked" in caplog.text  # old file: a warning
+    assert load_beside(tmp_path).threshold == 0.3 and "cannot be checked" in caplog.text  # no weights hash: a warning
 
 
 def test_shipped_set_gate_matches_the_shipped_classifier():

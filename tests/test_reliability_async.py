@@ -1,8 +1,8 @@
-"""Issue #14 item 10: the async batcher never leaves a caller waiting, checks the number of results, caps the batches
-running at once, and lazy model loading happens once under concurrency.
+"""The async batcher never leaves a caller waiting, checks the number of results, caps the batches running at once,
+and lazy model loading happens once under concurrency.
 
-Before the fix a cancelled flush task, or a plugin returning the wrong number of contexts, left every caller of
-``AsyncBatcher.compress`` awaiting forever (the tests below bound the wait with ``asyncio.wait_for``).
+A cancelled flush task, or a plugin returning the wrong number of contexts, must not leave the callers of
+``AsyncBatcher.compress`` awaiting forever; the tests below bound the wait with ``asyncio.wait_for``, so a hang fails.
 """
 
 from __future__ import annotations
@@ -156,6 +156,6 @@ def test_xrag_projector_loads_once_under_concurrency(monkeypatch, tmp_path) -> N
 
 
 def test_sync_compress_batch_with_the_wrong_number_of_results_is_an_error():
-    """The sync path checks the count too (it used to truncate silently through a non-strict zip)."""
+    """The sync path checks the count too (a non-strict zip would truncate silently)."""
     with pytest.raises(PluginError, match=re.escape("DropsOne returned 2 result(s) for 3 queries")):
         DropsOne().compress_batch(["a", "b", "c"], [["x"], ["y"], ["z"]])

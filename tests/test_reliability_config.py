@@ -1,5 +1,5 @@
-"""Issue #14 item 7: error messages stay small whatever the input (YAML alias bombs), and NaN/inf never pass a float
-config field (``threshold: .nan`` used to make extractive keep nothing and disable the abstractive gate)."""
+"""Error messages stay small whatever the input (YAML alias bombs), and NaN/inf never pass a float config field
+(``threshold: .nan`` would make extractive keep nothing and disable the abstractive gate)."""
 
 from __future__ import annotations
 

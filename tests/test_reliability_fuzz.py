@@ -1,4 +1,4 @@
-"""Issue #14: random and adversarial text through every registered compressor (tiny models built from configs).
+"""Random and adversarial text through every registered compressor (tiny models built from configs).
 
 Asserted for every input: no exception other than ragzip's own errors, every input passage accounted for in the
 results (one result per passage, in order), and no soft-token placeholder resolved that the request did not issue

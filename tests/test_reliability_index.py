@@ -1,8 +1,8 @@
-"""Issue #14 items 4 and 5: saving an index never destroys what ragzip did not write, and the swap is atomic.
+"""Saving an index never destroys what ragzip did not write, and the swap is atomic.
 
-Before the fix ``FaissRetriever.save`` replaced any folder holding a file named ``meta.json`` (the user's other files
-went with it), a re-index wiped the REFRAG chunk cache inside the index folder, and the swap was two renames: a reader
-could find no index, two saves raced into a raw OSError, and a crash between the renames left the index hidden.
+The failures ruled out: a save that replaces any folder holding a file named ``meta.json`` (and the user's other files
+with it), a re-index that wipes the REFRAG chunk cache inside the index folder, and a swap by two renames, where a
+reader can find no index, two saves race into a raw OSError, and a crash between the renames leaves the index hidden.
 """
 
 from __future__ import annotations

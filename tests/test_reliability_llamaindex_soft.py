@@ -1,10 +1,10 @@
-"""Issue #14 item 11: soft-token placeholders survive LlamaIndex's prompt splitting.
+"""Soft-token placeholders survive LlamaIndex's prompt splitting.
 
-Before the fix REFRAG glued placeholders to neighbouring text (``1889<<ragzip:soft:…>>``), so in text without spaces
-LlamaIndex's ``TokenTextSplitter`` fell back to characters and cut placeholders in half (the halves reached the model
-as text, their vectors stayed pinned). LlamaIndex's default ``PromptHelper`` counts a placeholder as about 25 GPT tokens
+The failures ruled out: a placeholder glued to neighbouring text (``1889<<ragzip:soft:…>>``) in text without spaces
+makes LlamaIndex's ``TokenTextSplitter`` fall back to characters and cut it in half (the halves reach the model as
+text, their vectors stay pinned). LlamaIndex's default ``PromptHelper`` counts a placeholder as about 25 GPT tokens
 (it fills one position per vector), splits contexts that fit, and overlaps the chunks it splits: the compact
-synthesizer sent a placeholder twice and the second read failed with the generator's "read once" error.
+synthesizer sends a placeholder twice and the second read fails with the generator's "read once" error.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue #14 item 11: metadata is copied deeply (never shared with the caller), bad nesting is an InputError, and
+"""Metadata is copied deeply (never shared with the caller), bad nesting is an InputError, and
 provenance is strict JSON even when scores are NaN or infinite."""
 
 from __future__ import annotations
@@ -59,6 +59,6 @@ def test_provenance_is_strict_json_with_nan_and_inf_scores() -> None:
                                                                                                    False)),
                            extra={"ratio": -math.inf, "scores": [1.0, math.nan]})
     record = result.provenance()
-    text = json.dumps(record, allow_nan=False)  # raised ValueError before the fix
+    text = json.dumps(record, allow_nan=False)  # raises ValueError on a NaN or infinity left in
     assert record["retrieval_score"] is None and record["ratio"] is None and record["scores"] == [1.0, None]
     assert "NaN" not in text and "Infinity" not in text

@@ -1,6 +1,6 @@
-"""Issue #14 item 8: the REFRAG chunk cache is checksummed like the FAISS index; damage is a clear error.
+"""The REFRAG chunk cache is checksummed like the FAISS index; damage is a clear error.
 
-Before the fix overwritten rows were used silently, a truncated file gave a raw ``ValueError`` and a broken
+Unchecked, overwritten rows would be used silently, a truncated file would give a raw ``ValueError`` and a broken
 ``meta.json`` a raw ``JSONDecodeError``.
 """
 

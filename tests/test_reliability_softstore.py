@@ -1,8 +1,9 @@
-"""Issue #14 item 1: soft tokens stay pinned from ``put`` until the generator reads them.
+"""Soft tokens stay pinned from ``put`` until the generator reads them.
 
-Before the fix the store was a plain LRU: a second request evicted the first one's vectors before generation and the
-placeholders reached the model as text, silently; a request larger than the store evicted its own vectors; nothing was
-freed after generation. Tiny models built from configs (xRAG projector over the ``hash:16`` embedder, a 2-layer Llama).
+What a plain LRU store would do, and these tests rule out: a second request evicts the first one's vectors before
+generation and the placeholders reach the model as text, silently; a request larger than the store evicts its own
+vectors; nothing is freed after generation. Tiny models built from configs (xRAG projector over the ``hash:16``
+embedder, a 2-layer Llama).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Issue #14 item 3: xRAG reuses only embeddings whose embedder is named and matches its projector's.
+"""xRAG reuses only embeddings whose embedder is named and matches its projector's.
 
-Before the fix any vector of the right width fed the projector: an index built by another embedder, or a LlamaIndex
-node's embedding, gave wrong soft tokens with no warning.
+Unchecked, any vector of the right width would feed the projector: an index built by another embedder, or a
+LlamaIndex node's embedding, would give wrong soft tokens with no warning.
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ def test_public_names_are_pinned() -> None:
 
 
 # -------------------------------------------------------------------------------------------------------- schedules
-def _old_abstractive_lr(progress: float, base: float, warmup: float) -> float:
-    """The abstractive trainer's schedule before the port (its ``_lr_at``), kept here as the reference."""
+def _reference_cosine_lr(progress: float, base: float, warmup: float) -> float:
+    """Warm-up, then cosine decay to 10%, written out: the rates abstractive training runs with, bit for bit."""
     if progress < warmup:
         return base * max(progress / warmup, 0.02)
     rest = min((progress - warmup) / max(1 - warmup, 1e-9), 1.0)
@@ -53,7 +53,7 @@ def test_cosine_schedule_is_the_abstractive_one_bit_for_bit(warmup: float) -> No
     schedule = WarmupCosine(warmup)
     for k in range(0, 1001):
         p = k / 1000
-        assert 3e-4 * schedule(0, 1, p) == _old_abstractive_lr(p, 3e-4, warmup)
+        assert 3e-4 * schedule(0, 1, p) == _reference_cosine_lr(p, 3e-4, warmup)
 
 
 def test_cosine_schedule_values() -> None:
@@ -67,8 +67,8 @@ def test_cosine_schedule_values() -> None:
 
 
 @pytest.mark.parametrize("total", [1, 2, 7, 50, 333])
-def test_linear_schedule_matches_the_lambda_lr_it_replaced(total: int) -> None:
-    """The extractive trainer drove torch's LambdaLR with this lambda; the port sets the same rates itself."""
+def test_linear_schedule_matches_torch_lambda_lr(total: int) -> None:
+    """WarmupLinear sets the rates torch's LambdaLR sets with this lambda (the extractive trainer's schedule)."""
     warm = max(1, int(0.06 * total))
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([{"params": [param], "lr": 1e-4}], weight_decay=0.01)

@@ -1,5 +1,6 @@
-"""The extractive and abstractive trainers on ragzip.training: same options and defaults as before the port, the
-extractive card keeps its hand-written set-gate section, and a crashed plugin run resumes to the same weights."""
+"""The extractive and abstractive trainers on ragzip.training: their options and defaults are pinned (recorded commands
+keep their meaning), the extractive card keeps its hand-written set-gate section, and a crashed plugin run resumes to
+the same weights."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from ragzip.plugins.extractive.train import ExtractiveArguments  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_EXTRACTIVE = ROOT / "plugins" / "extractive" / "artifacts" / "default"
 
-# The options and defaults of the two trainers' hand-written argparse parsers before the port (issue #13); the
-# renamed destinations: --eval-every is an alias of --checkpoint-every, --time-budget-min of --max-minutes.
-BEFORE = {
+# Per trainer: a minimal command line, the options that are aliases (--eval-every of --checkpoint-every,
+# --time-budget-min of --max-minutes) and the pinned defaults, which model cards' recorded commands rely on.
+PINNED = {
     ExtractiveArguments: (["--data", "d.jsonl"], {"eval_every": "checkpoint_every"}, {
         "per_source": 0, "out": None, "eval_only": False, "card_evidence": None, "recalibrate": False,
         "fit_set_gate": False, "dev": [], "dev_limit": 500, "max_gold_gated": 0.05, "gate_l2": 1.0,
@@ -47,12 +48,12 @@ BEFORE = {
 }
 
 
-@pytest.mark.parametrize("cls", list(BEFORE), ids=lambda c: c.prog)
-def test_the_old_options_and_defaults_are_all_still_there(cls: type) -> None:
-    minimal, renamed, defaults = BEFORE[cls]
+@pytest.mark.parametrize("cls", list(PINNED), ids=lambda c: c.prog)
+def test_the_pinned_options_and_defaults_are_all_there(cls: type) -> None:
+    minimal, renamed, defaults = PINNED[cls]
     options = {s for a in cls.parser()._actions for s in a.option_strings}
-    old_options = {"--" + d.replace("_", "-") for d in defaults}
-    assert old_options <= options
+    pinned_options = {"--" + d.replace("_", "-") for d in defaults}
+    assert pinned_options <= options
     args = cls.parse(minimal)
     assert {d: getattr(args, renamed.get(d, d)) for d in defaults} == defaults
     assert cls.parse(args.to_argv()) == args
@@ -68,7 +69,7 @@ def test_ragzip_train_help_lists_the_options(kind: str, capsys) -> None:
     text = capsys.readouterr().out
     cls = ExtractiveArguments if kind == "extractive" else AbstractiveArguments
     assert text.startswith(f"usage: ragzip train {kind}")
-    for option in ["--" + d.replace("_", "-") for d in BEFORE[cls][2]] + ["--resume", "--keep-checkpoints"]:
+    for option in ["--" + d.replace("_", "-") for d in PINNED[cls][2]] + ["--resume", "--keep-checkpoints"]:
         assert option in text
 
 

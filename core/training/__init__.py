@@ -1,4 +1,4 @@
-"""The training layer every ``ragzip train <type>`` shares (issue #13).
+"""The training layer every ``ragzip train <type>`` shares.
 
 A plugin's ``train.py`` keeps its arguments, its loss and its example assembly; this package holds the rest:
 

@@ -210,7 +210,7 @@ class AbstractiveCompressor(Compressor):
         if cfg.relevance_gate == "none" or cfg.gate_threshold == 0:
             return "none"
         if cfg.relevance_gate == "auto":
-            # An explicit gate_threshold was written for the best-sentence rule (the only gate before the set gate).
+            # An explicit gate_threshold keeps the meaning it has in configs written for the best-sentence rule.
             if cfg.gate_threshold is not None:
                 return "extractive"
             folder = self._gate_folder()

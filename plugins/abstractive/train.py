@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from ragzip.data import Paragraph, PassageSets, Question, gold_or_anchor, passage_sets
 from ragzip.errors import ConfigError
 from ragzip.training import (
     Budget,
@@ -199,10 +200,21 @@ def _labelled_passage(paragraph: Any) -> tuple[Any, list[tuple[int, int]]]:
     return passage, spans
 
 
+def _borrowing_sets(q: Question, pool: Sequence[Paragraph], rng: random.Random) -> PassageSets[Paragraph]:
+    """``q``'s paragraphs with its distractors topped up to five from ``pool`` (at most 50 draws; never a paragraph
+    it holds or one that contains its evidence sentences), relabelled all-negative and shuffled."""
+    evidence = [" ".join(p.sentences[k] for k, y in enumerate(p.labels) if y).lower()
+                for p in q.paragraphs if gold_or_anchor(p)]
+    return passage_sets(q.paragraphs, gold_or_anchor,
+                        borrow=lambda: (pool[rng.randrange(len(pool))].as_distractor(q.query) for _ in range(50)),
+                        accept=lambda p: not any(a and a in " ".join(p.sentences).lower() for a in evidence),
+                        key=lambda p: (p.title, tuple(p.sentences)), shuffle=rng)
+
+
 def choose_sets(questions: Sequence[Any], rng: random.Random, *, empty_frac: float, paired: bool = True,
                 ) -> list[tuple[Any, list[Any], str]]:
     """``(question, paragraphs, kind)`` sets of five: gold paragraphs + distractors ("gold"), or distractors only
-    ("empty"; with ``paired`` right after a gold set of the same question). A question with fewer than four
+    ("empty"; with ``paired`` right after a gold set of the same question). A question with fewer than five
     distractors of its own (NQ/QED: none) borrows other questions' paragraphs of the same source."""
     by_source: dict[str, list[Any]] = {}
     for q in questions:
@@ -210,28 +222,11 @@ def choose_sets(questions: Sequence[Any], rng: random.Random, *, empty_frac: flo
     pair_prob = empty_frac / (1 - empty_frac)
     out = []
     for q in questions:
-        gold = [p for p in q.paragraphs if p.gold or p.anchor]
-        others = [p for p in q.paragraphs if not (p.gold or p.anchor)]
-        pool = by_source[q.source]
-        seen = {(p.title, tuple(p.sentences)) for p in q.paragraphs}
-        answers = [" ".join(p.sentences[k] for k, y in enumerate(p.labels) if y).lower() for p in gold]
-        tries = 0
-        while len(others) < 5 and tries < 50:  # borrow other questions' paragraphs (not this one's, once each)
-            tries += 1
-            cand = pool[rng.randrange(len(pool))]
-            key = (cand.title, tuple(cand.sentences))
-            if key in seen or any(a and a in " ".join(cand.sentences).lower() for a in answers):
-                continue
-            seen.add(key)
-            others.append(type(cand)(q.query, cand.title, cand.sentences, [0] * len(cand.sentences)))
-        rng.shuffle(others)
+        sets = _borrowing_sets(q, by_source[q.source], rng)
         kinds = (["gold", "empty"] if rng.random() < pair_prob else ["gold"]) if paired else \
             ["empty" if rng.random() < empty_frac else "gold"]
         for kind in kinds:
-            chosen = gold + others[: max(0, 5 - len(gold))] if kind == "gold" else others[:5]
-            chosen = list(chosen)
-            rng.shuffle(chosen)
-            out.append((q, chosen, kind))
+            out.append((q, sets.with_gold(rng) if kind == "gold" else sets.distractors_only(rng), kind))
     return out
 
 

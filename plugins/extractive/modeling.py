@@ -146,7 +146,7 @@ def _module_class() -> type:
         ``interaction``: ``[s; cls; q * s; |q - s|]`` (s: the sentence's mean token state, q: the query's, cls: the
         window's first token) plus a learned embedding of the sentence's position in its passage, then an MLP.
         The product and difference give the head a query-sentence similarity from the first step, as a bi-encoder
-        would have, on top of what the joint encoding learns. ``concat``: ``[s; cls]`` only (the first artifacts).
+        would have, on top of what the joint encoding learns. ``concat``: ``[s; cls]`` only, no position embedding.
         """
 
         def __init__(self, d_model: int, hidden: int, kind: str) -> None:

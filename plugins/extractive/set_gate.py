@@ -10,8 +10,9 @@ training (same ``--holdout``/``--seed`` split of the same ``--data``; the dev fi
 
 Five-fold cross-validation gives out-of-fold probabilities; the threshold is the largest that gates at most
 ``--max-gold-gated`` of the with-evidence sets out of fold; the final weights are fitted on all sets. The same is done
-for the old rule (the best sentence's score alone) so the two are compared on equal terms. With ``--dev FILE ...`` the
-fitted gate is then measured (never refitted) on dev sets built the same way from HotpotQA, SQuAD and NQ dev files.
+for the best-sentence rule (the best sentence's score alone) so the two are compared on equal terms. With ``--dev FILE
+...`` the fitted gate is then measured (never refitted) on dev sets built the same way from HotpotQA, SQuAD and NQ dev
+files.
 
 Example:
     ragzip train extractive --fit-set-gate --data ../shared/data/hotpotqa_train.jsonl \
@@ -26,11 +27,21 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ragzip.artifacts import WEIGHTS_NAME
-from ragzip.data import load_qa, make_passage, same_article_distractors, select
+from ragzip.data import (
+    PassageSets,
+    QAExample,
+    gold_or_anchor,
+    load_qa,
+    make_passage,
+    passage_sets,
+    same_article_distractors,
+    select,
+)
 from ragzip.fsutil import sha256_file
 from ragzip.relevance import GATE_FILE, LogisticSetGate, roc_auc, set_features, threshold_for
 from ragzip.types import Passage
@@ -48,16 +59,22 @@ def heldout_sets(questions: Sequence[Any], seed: int) -> list[tuple[str, list[Pa
     rng = random.Random(seed)
     out = []
     for q in questions:
-        gold = [p for p in q.paragraphs if p.gold or p.anchor]
-        others = [p for p in q.paragraphs if not (p.gold or p.anchor)]
-        with_gold = gold + others[: max(0, 5 - len(gold))]
-        rng.shuffle(with_gold)
+        sets = passage_sets(q.paragraphs, gold_or_anchor)
+        with_gold = sets.with_gold(rng)
         label = int(any(p.gold for p in with_gold))
         out.append((q.query, [_passage(p.title, p.sentences) for p in with_gold], label, q.source))
-        distractors = others[:5]
-        if distractors:
-            out.append((q.query, [_passage(p.title, p.sentences) for p in distractors], 0, q.source))
+        if sets.distractors:
+            out.append((q.query, [_passage(p.title, p.sentences) for p in sets.distractors_only()], 0, q.source))
     return out
+
+
+def _dev_passage_sets(ex: QAExample, passages: list[Passage], pool: list[Passage],
+                      rng: random.Random) -> PassageSets[Passage]:
+    """``ex``'s passages, with other questions' passages (twenty drawn, those holding an answer skipped) as
+    distractors where it has fewer than five."""
+    answers = [a.lower() for a in ex.answers]
+    return passage_sets(passages, lambda p: p.id in ex.gold_ids, borrow=partial(rng.sample, pool, min(20, len(pool))),
+                        accept=lambda p: p.id not in ex.gold_ids and not any(a in p.text.lower() for a in answers))
 
 
 def dev_sets(path: str, limit: int, seed: int) -> list[tuple[str, list[Passage], int, str]]:
@@ -77,20 +94,12 @@ def dev_sets(path: str, limit: int, seed: int) -> list[tuple[str, list[Passage],
     else:
         extended = [list(ex.passages) for ex in chosen]
     for ex, passages in zip(chosen, extended, strict=True):
-        gold = [p for p in passages if p.id in ex.gold_ids]
-        if not gold:
+        if not any(p.id in ex.gold_ids for p in passages):
             continue
-        others = [p for p in passages if p.id not in ex.gold_ids]
-        if len(others) < 5:  # NQ: one passage per question; draw other questions' passages
-            answers = [a.lower() for a in ex.answers]
-            extra = [p for p in rng.sample(pool, min(20, len(pool))) if p.id not in ex.gold_ids
-                     and not any(a in p.text.lower() for a in answers)]
-            others += extra[: 5 - len(others)]
-        with_gold = gold + others[: max(0, 5 - len(gold))]
-        rng.shuffle(with_gold)
-        out.append((ex.question, with_gold, 1, name))
-        if others:
-            out.append((ex.question, others[:5], 0, name))
+        sets = _dev_passage_sets(ex, passages, pool, rng)
+        out.append((ex.question, sets.with_gold(rng), 1, name))
+        if sets.distractors:
+            out.append((ex.question, sets.distractors_only(), 0, name))
     return out
 
 
