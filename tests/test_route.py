@@ -202,3 +202,11 @@ def test_llamaindex_nodes_carry_each_route(generator, projector_folder):
     assert routes == ["soft", "text"]  # the dropped passage is left out of the nodes, its fate in the report
     context = "\n\n".join(n.node.get_content() for n in nodes)
     assert isinstance(llm.complete(generator.format_prompt("What is the capital of France?", context)).text, str)
+
+
+def test_the_score_memory_lasts_one_batch(generator, projector_folder):
+    route, scorer = make_route(generator, projector_folder, max_tokens=cost(generator, BEST) + 1)
+    route.compress("q one?", passages())
+    route.compress("q two?", passages())
+    assert scorer.calls == 2
+    assert len(route.extractive._score_memo) == len(passages())  # only the last batch's passages are remembered

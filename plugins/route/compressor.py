@@ -125,8 +125,9 @@ class RouteCompressor(Compressor):
 
     def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:
         extractive = self.extractive
-        if getattr(extractive, "_score_memo", None) is None:
-            extractive.memoize_scores()  # every budget tried below re-selects from one scoring pass
+        # Every budget tried below re-selects from one scoring pass; a fresh memory per batch, so that a long-running
+        # app does not keep the scores of every question it ever saw.
+        extractive.memoize_scores()
         scores = extractive.score_sentences(queries, passages)  # [question][passage][sentence], all in one call
         plans = [self._plan(q, ps, s) for q, ps, s in zip(queries, passages, scores, strict=True)]
         soft_queries = [q for q, (_, soft, _) in zip(queries, plans, strict=True) if soft]
