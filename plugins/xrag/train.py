@@ -28,7 +28,6 @@ its KV cache reused: gradients only flow from the first soft token on, so this c
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import logging
@@ -48,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ragzip.data import read_jsonl
 from ragzip.generation import kv_cache_kwargs
 from ragzip.plugins.xrag.config import ProjectorConfig, check_context_template
 from ragzip.plugins.xrag.modeling import XRAGProjector, load_encoder
@@ -69,11 +69,6 @@ _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
 # ------------------------------------------------------------------------------------------------------------- data
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def squad_split(rows: list[dict[str, Any]], heldout_articles: int) -> tuple[list[dict], list[dict], list[str]]:
     """Split SQuAD by article: the first ``heldout_articles`` titles in file order are held out (evaluation)."""
     titles: list[str] = []
@@ -158,12 +153,6 @@ class QARecord:
     source: str
 
 
-def _open_jsonl(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def read_qa_records(path: Path) -> list[QARecord]:
     """QA pairs from a HotpotQA, QED (NQ train) or SQuAD train file, by record shape (as ragzip.data reads them).
 
@@ -175,7 +164,7 @@ def read_qa_records(path: Path) -> list[QARecord]:
     if not path.is_file():
         raise InputError(f"--data {str(path)!r}: no such file. Pass HotpotQA, QED or SQuAD *train* JSONL (.gz ok), "
                          "e.g. ../shared/data/hotpotqa_train.jsonl.")
-    rows = _open_jsonl(path)
+    rows = read_jsonl(path)
     if not rows:
         raise InputError(f"no records in {path}; expected HotpotQA, QED or SQuAD-style JSONL.")
     out: list[QARecord] = []
