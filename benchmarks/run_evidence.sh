@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/run_evidence.sh                       # all three datasets, writes benchmarks/results/evidence_*
 #   SETS=hotpotqa LIMIT=50 OUT_DIR=/tmp/ev bash benchmarks/run_evidence.sh   # a smoke run
+#   PROFILE=core bash benchmarks/run_evidence.sh          # 11 settings (none, truncate, ragzip extractive, EmbeddingsFilter)
 #
 # Datasets (one command each, below):
 #   hotpotqa  HotpotQA dev, all 209 questions, distractor setting (each question's 10 paragraphs, `--setting given`)
@@ -12,7 +13,9 @@
 #   nq        NQ-open dev, 1,000 questions that have a gold passage, FAISS top-5 over the file's passages
 #
 # Environment: DATA_DIR (../shared/data), SETS ("hotpotqa squad nq"), LIMIT (per set: 209 / 1000 / 1000), THREADS (2),
-# METHODS, REFERENCE, OUT_DIR (benchmarks/results), EXTRA (more `ragzip bench` options, e.g. --config FILE).
+# PROFILE (all: every text method, 20 settings; core: the 11 settings without the LlamaIndex optimizer and
+# ragcompress, about 9 min for the three sets on 2 idle cores), METHODS (overrides PROFILE), REFERENCE,
+# OUT_DIR (benchmarks/results), EXTRA (more `ragzip bench` options, e.g. --config FILE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +24,13 @@ SETS=${SETS:-hotpotqa squad nq}
 THREADS=${THREADS:-2}
 OUT_DIR=${OUT_DIR:-benchmarks/results}
 REFERENCE=${REFERENCE:-lc_embeddings_filter:k=*}
-METHODS=${METHODS:-none,truncate:64/128/256,extractive,extractive:max_tokens=64/128/256,lc_embeddings_filter:k=1/2/3,li_sentence_optimizer:p0.2/0.5/0.8,ragcompress:budget=64/128/256}
+CORE=none,truncate:64/128/256,extractive,extractive:max_tokens=64/128/256,lc_embeddings_filter:k=1/2/3
+case ${PROFILE:-all} in
+  all) DEFAULT_METHODS=$CORE,li_sentence_optimizer:p0.2/0.5/0.8,ragcompress:budget=64/128/256 ;;
+  core) DEFAULT_METHODS=$CORE ;;
+  *) echo "unknown PROFILE ${PROFILE} (all, core)" >&2; exit 2 ;;
+esac
+METHODS=${METHODS:-$DEFAULT_METHODS}
 RAGZIP=${RAGZIP:-$( [ -x .venv/bin/ragzip ] && echo .venv/bin/ragzip || echo ragzip )}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
