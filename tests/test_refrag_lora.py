@@ -287,46 +287,66 @@ def test_load_corpus_reads_train_files_and_holds_out(tiny_setup):
 
 
 def test_trainer_smoke_with_qa_share_lora_and_resume(tiny_setup, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
     from ragzip.plugins.refrag import train
+    from ragzip.training import STATE_NAME
 
     root, data = tiny_setup
+
+    def argv(out):
+        return train_argv(root, data, out, "--stage2-steps", "4", "--val-every", "2")
+
+    assert train.main(argv(tmp_path / "full")) == 0
     out = tmp_path / "run"
-    calls = {"n": 0}
-    original = train.Trainer.maybe_checkpoint
+    real, calls = train.Recipe.cpt_loss, []
 
-    def killed_after_two_stage2_steps(self, stage, opt, b):
-        original(self, stage, opt, b)
-        if stage == "stage2" and b.steps == 2:
-            self.save_state(stage, opt, b)
-            calls["n"] += 1
-            raise KeyboardInterrupt  # the run is killed here
+    def killed_at_stage2_step3(self, examples):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the run is killed after its step-2 checkpoint
+        return real(self, examples)
 
-    monkeypatch.setattr(train.Trainer, "maybe_checkpoint", killed_after_two_stage2_steps)
-    argv = train_argv(root, data, out, "--stage2-steps", "4", "--val-every", "2")
+    monkeypatch.setattr(train.Recipe, "cpt_loss", killed_at_stage2_step3)
     with pytest.raises(KeyboardInterrupt):
-        train.main(argv)
-    assert calls["n"] == 1 and (out / "checkpoints" / "last" / train.STATE_FILE).is_file()
-    monkeypatch.setattr(train.Trainer, "maybe_checkpoint", original)
-    assert train.main([*argv, "--resume"]) == 0
+        train.main(argv(out))
+    assert (out / "stage2" / "checkpoint-2" / STATE_NAME).is_file()
+    monkeypatch.setattr(train.Recipe, "cpt_loss", real)
+    assert train.main([*argv(out), "--resume"]) == 0
 
+    full, resumed = (load_file(str(folder / "model.safetensors")) for folder in (tmp_path / "full", out))
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)  # resume is exact
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["resumed"] is True and summary["device"] in ("cpu", "cuda")
+    assert summary["steps"] == {"stage1": 2, "stage2": 4, "stage3": 2}
     assert summary["decoder_lora"] == {"rank": 2, "alpha": 16.0, "targets": ["q_proj", "v_proj"], "layers": 2,
                                        "parameters": 2 * (2 * 32 + 32 * 2 + 2 * 32 + 16 * 2)}
-    log = json.loads((out / "training_log.json").read_text())
-    assert [r["step"] for r in log["stage1"]] == [1, 2]  # stage 1 was not run again
-    assert [r["step"] for r in log["stage2"]] == [1, 2, 3, 4]  # stage 2 continued from its checkpoint
-    assert summary["samples_seen"]["stage2_qa"] > 0 and any("qa_loss" in r for r in log["stage2"])
-    val = [r for r in log["val"] if r["stage"] == "stage2"]
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    steps = {stage: [r["step"] for r in rows if r["stage"] == stage and "loss" in r] for stage in train.STAGES}
+    assert steps == {"stage1": [1, 2], "stage2": [1, 2, 3, 4], "stage3": [1, 2]}  # nothing run twice or lost
+    assert summary["samples_seen"]["stage2_qa"] > 0 and any("qa_loss" in r for r in rows)
+    val = [r for r in rows if r["stage"] == "stage2" and "p0" in r]
     assert [r["step"] for r in val] == [0, 2, 4]  # before, every --val-every steps, after
     assert all("p0" in r and "p0.25_random" in r and "none" in r for r in val) and "full" in val[-1]
-    assert "p0.25_learned" in log["val"][-1]
+    assert "p0.25_learned" in rows[-1] and rows[-1]["stage"] == "stage3"
+    assert summary["val"] == [r for r in rows if "p0" in r]
 
     model = RefragModel.from_pretrained(out)
     assert model.config.decoder_lora_rank == 2 and model.decoder_lora is not None
     assert any(float(p.B.detach().abs().sum()) > 0 for _, _, p in model.decoder_lora.pairs())  # stage 2 trained it
-    for stage in ("stage1", "stage2", "stage3"):
-        assert (out / "checkpoints" / stage / "model.safetensors").is_file()
+    last = {stage: sorted((out / stage).glob("checkpoint-*")) for stage in train.STAGES}
+    assert {stage: [f.name for f in folders] for stage, folders in last.items()} == {
+        "stage1": ["checkpoint-2"], "stage2": ["checkpoint-4"], "stage3": ["checkpoint-2"]}
+    assert all((folders[0] / "model.safetensors").is_file() for folders in last.values())
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "- Steps: stage1 2, stage2 4, stage3 2," in card and summary["command"] in card
+    assert (out / "loss.png").is_file() or not _has_matplotlib()
+
+
+def _has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def test_trainer_frozen_decoder_mode(tiny_setup, tmp_path):
@@ -342,13 +362,16 @@ def test_trainer_frozen_decoder_mode(tiny_setup, tmp_path):
     assert RefragModel.from_pretrained(out).decoder_lora is None
 
 
-def test_bad_trainer_options_say_how_to_fix_them(tmp_path):
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--qa-share", "1.5"], "--qa-share 1.5 must lie in [0, 1]"),
+    (["--decoder-lora", "-1"], "--decoder-lora -1 must be >= 0"),
+])
+def test_bad_trainer_options_say_how_to_fix_them(tmp_path, capsys, argv, message):
     from ragzip.plugins.refrag import train
 
-    with pytest.raises(ConfigError, match=re.escape("--qa-share 1.5 must lie in [0, 1]")):
-        train.main(["--out", str(tmp_path), "--qa-share", "1.5"])
-    with pytest.raises(ConfigError, match=re.escape("--decoder-lora -1 must be >= 0")):
-        train.main(["--out", str(tmp_path), "--decoder-lora", "-1"])
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path), *argv])
+    assert f"ragzip train refrag: error: {message}" in capsys.readouterr().err
 
 
 def test_lora_rank_edited_in_config_names_the_tensors(decoder, minilm_tok, tmp_path):

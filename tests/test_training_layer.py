@@ -6,6 +6,8 @@ import json
 import math
 import random
 import re
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -26,7 +28,12 @@ from ragzip.training import (
     WarmupCosine,
     WarmupLinear,
     make_schedule,
+    open_log,
+    plot_losses,
     prepare,
+    restore_random,
+    resume_point,
+    saved_state,
 )
 
 
@@ -36,7 +43,7 @@ def test_public_names_are_pinned() -> None:
         "Budget", "CARD_NAME", "CardSection", "ModelCard", "SCHEDULES", "STATE_NAME", "Schedule", "TrainLog",
         "TrainState", "Trainer", "TrainingArguments", "WarmupCosine", "WarmupLinear", "checkpoints",
         "configure_logging", "make_schedule", "open_log", "plot_losses", "prepare", "resolve_device",
-        "resume_point"}
+        "restore_random", "resume_point", "saved_state"}
 
 
 # -------------------------------------------------------------------------------------------------------- schedules
@@ -304,6 +311,151 @@ def test_train_log_drops_the_rows_after_the_resumed_checkpoint(tmp_path: Path) -
     assert TrainLog(tmp_path / "train_log.jsonl").rows == []  # a fresh run starts the file over
 
 
+# -------------------------------------------------------------------------------------------------- several stages
+def test_a_paused_budget_stands_still() -> None:
+    budget = FakeClock(100.0)
+    budget.start()
+    budget.t = 10.0
+    with budget.paused():
+        budget.t = 50.0
+        with budget.paused():  # nested: paused once
+            budget.t = 70.0
+        assert budget.elapsed() == 10.0
+    assert budget.elapsed() == 10.0
+    budget.t = 80.0
+    assert budget.elapsed() == 20.0 and budget.progress(step=0, total=10) == pytest.approx(0.2)
+
+
+def test_train_log_keeps_the_earlier_stages_when_a_stage_resumes(tmp_path: Path) -> None:
+    log = TrainLog(tmp_path / "train_log.jsonl")
+    for stage, step in [("a", 1), ("a", 2), ("a", 3), ("b", 0), ("b", 1), ("b", 2), ("b", 3), ("c", 1)]:
+        log.record(stage=stage, step=step, loss=1.0)
+    log.record(step=3, done=True)
+    again = TrainLog(tmp_path / "train_log.jsonl", resume_step=2, resume_stage="b")
+    assert [(r["stage"], r["step"]) for r in again.rows] == [("a", 1), ("a", 2), ("a", 3), ("b", 0), ("b", 1),
+                                                             ("b", 2)]
+
+
+def _staged_run(args: TrainingArguments, crash_at: int | None = None) -> dict[str, torch.Tensor]:
+    """Two stages, each training its own tensor on data from the shared rng and torch noise (what resume must
+    reproduce), checkpointing every 2 of their 4 steps; the plugin saves every tensor beside each checkpoint."""
+    rng = prepare(args)
+    weights = {"a": torch.nn.Parameter(torch.zeros(2)), "b": torch.nn.Parameter(torch.zeros(2))}
+    stages = ["a", "b"]
+    point = resume_point(args, stages)
+    log = open_log(args, stages=stages)
+    done: list[str] = []
+    if point is not None:
+        with torch.no_grad():
+            for name, tensor in torch.load(point[1] / "weights.pt").items():
+                weights[name].copy_(tensor)
+        current = point[1].parent.name
+        done = stages[:stages.index(current)] + ([current] if saved_state(point[1]).finished else [])
+        if current in done:
+            restore_random(point[1], rng)
+    calls: list[int] = []
+
+    def save(folder: Path, metrics: dict) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().clone() for k, v in weights.items()}, folder / "weights.pt")
+
+    for stage in stages:
+        if stage in done:
+            continue
+        w = weights[stage]
+
+        def loss(batch: list[float], w: torch.nn.Parameter = w) -> torch.Tensor:
+            calls.append(1)
+            if crash_at is not None and len(calls) == crash_at:
+                raise Crash
+            return ((w - torch.tensor(batch) - torch.rand(2)) ** 2).mean()
+
+        def batches(epoch: int) -> Iterator[list[float]]:
+            for _ in range(3):  # drawn when asked: the replay after a skipped stage ends in the saved state
+                yield [rng.random(), rng.random()]
+
+        Trainer(args, None, [w], total_steps=4, log=log, stage=stage, checkpoint_every=2, checkpoint_at_end=True,
+                resume=point is not None and point[1].parent.name == stage, rng=rng, save=save).fit(batches, loss)
+    return {k: v.detach().clone() for k, v in weights.items()}
+
+
+@pytest.mark.parametrize(("crash_at", "resumed_in"), [
+    (8, ("b", 2)),  # stage b killed after its step-2 checkpoint: b continues there
+    (5, ("a", 4)),  # killed as stage b starts: a finished, b starts over with a's random state
+])
+def test_stages_share_one_log_and_resume_where_the_run_stopped(tmp_path: Path, crash_at: int,
+                                                                resumed_in: tuple[str, int]) -> None:
+    common = {"steps": 0, "lr": 0.1, "seed": 5, "keep_checkpoints": 1}
+    full = _staged_run(_args(tmp_path / "full", **common))
+    with pytest.raises(Crash):
+        _staged_run(_args(tmp_path / "cut", **common), crash_at=crash_at)
+    args = _args(tmp_path / "cut", resume=True, **common)
+    step, folder = resume_point(args, ["a", "b"])
+    assert (folder.parent.name, step) == resumed_in and saved_state(folder).finished == (resumed_in[0] == "a")
+    resumed = _staged_run(args)
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    out = Path(args.out)
+    rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["step"]) for r in rows] == [(s, k) for s in "ab" for k in range(1, 5)]
+    assert [p.relative_to(out).as_posix() for p in sorted(out.glob("*/checkpoint-*"))] == \
+        ["a/checkpoint-4", "b/checkpoint-4"]
+    assert saved_state(out / "b" / "checkpoint-4").stage == "b"
+    assert resume_point(_args(tmp_path / "cut", **common), ["a", "b"]) is None  # without --resume
+
+
+def test_a_stage_without_a_checkpoint_ends_the_search_for_the_resume_point(tmp_path: Path) -> None:
+    args = _args(tmp_path, steps=0, resume=True)
+    _staged_run(_args(tmp_path, steps=0))
+    shutil.rmtree(Path(args.out) / "a")  # b's checkpoints are an earlier run's: a fresh a removed its own
+    assert resume_point(args, ["a", "b"]) is None
+
+
+def test_time_checkpoints_and_a_budget_that_excludes_them(tmp_path: Path) -> None:
+    args = _args(tmp_path, steps=4, keep_checkpoints=0, max_minutes=1.0)
+    w = torch.nn.Parameter(torch.zeros(1))
+    budget = FakeClock(25.0)
+
+    def evaluate(step: int) -> dict:
+        budget.t += 100.0  # a slow held-out check
+        return {} if step % 2 else {"score": float(step)}
+
+    def loss(batch: list[float]) -> torch.Tensor:
+        budget.t += 5.0
+        return _quadratic(batch, w)
+
+    trainer = Trainer(args, None, [w], budget=budget, checkpoint_minutes=1e-9, budget_excludes_checkpoints=True,
+                      checkpoint_at_end=True, evaluate=evaluate, stage="s")
+    state = trainer.fit(lambda epoch: [[1.0]], loss)
+    assert state.step == 4 and state.stopped_early == "" and state.finished
+    assert state.train_seconds == 20.0  # four steps of 5 s; the checks' 400 s not counted
+    assert [p.name for p in sorted((Path(args.out) / "s").glob("checkpoint-*"))] == [f"checkpoint-{k}" for k in
+                                                                                      range(1, 5)]
+    rows = [json.loads(x) for x in (Path(args.out) / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["score"]) for r in rows if "score" in r] == [(2, 2.0), (4, 4.0)]  # empty checks: no row
+    assert all(r["stage"] == "s" for r in rows)
+
+
+def test_a_stage_stopped_by_its_budget_says_so(tmp_path: Path) -> None:
+    w = torch.nn.Parameter(torch.zeros(1))
+    budget = FakeClock(12.0)
+
+    def loss(batch: list[float]) -> torch.Tensor:
+        budget.t += 5.0
+        return _quadratic(batch, w)
+
+    state = Trainer(_args(tmp_path, steps=10, checkpoint_every=3), None, [w], budget=budget, stage="s1",
+                    checkpoint_at_end=True).fit(lambda epoch: [[1.0]], loss)
+    assert state.stopped_early == "stopped at step 3 of 10 by s1's time budget (0.2 minutes)"
+    assert saved_state(Path(tmp_path / "run" / "s1" / "checkpoint-3")).finished  # the end, not a periodic one
+
+
+def test_plot_draws_one_panel_per_stage(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    rows = [{"stage": s, "step": k, "loss": 1.0 / k, "reward": -float(k)} for s in ("a", "b") for k in (1, 2)]
+    path = plot_losses(rows, tmp_path / "loss.png", series=("reward",), stage_titles={"a": "A", "b": "B"})
+    assert path is not None and path.stat().st_size > 0
+
+
 # --------------------------------------------------------------------------------------------------------- arguments
 @dataclass
 class DemoArguments(TrainingArguments):
@@ -428,3 +580,23 @@ def test_prepare_seeds_everything(tmp_path: Path) -> None:
     rng = prepare(args)
     assert (rng.random(), torch.rand(1).item()) == a and Path(args.out).is_dir()
     assert isinstance(rng, random.Random)
+
+
+def test_evaluate_every_runs_on_its_own_cadence(tmp_path: Path) -> None:
+    from ragzip.training import checkpoints
+
+    args = TrainingArguments(out=str(tmp_path), steps=7, lr=0.1, checkpoint_every=2, keep_checkpoints=0)
+    w = torch.nn.Parameter(torch.zeros(1))
+    seen: list[int] = []
+
+    def evaluate(step: int) -> dict:
+        seen.append(step)
+        return {"val": float(step)}
+
+    trainer = Trainer(args, None, [w], evaluate=evaluate, evaluate_every=3, checkpoint_at_end=True)
+    trainer.fit(lambda epoch: [1.0] * 10, lambda t: (w - t).pow(2).sum())
+    assert seen == [3, 6]  # not at the checkpoints (2, 4, 6, 7)
+    assert [r["step"] for r in trainer.log.rows if "val" in r] == [3, 6]
+    assert [step for step, _ in checkpoints(tmp_path)] == [2, 4, 6, 7]
+    with pytest.raises(ValueError, match=re.escape("drop evaluate_every= to use it")):
+        Trainer(args, None, [w], evaluate=evaluate, evaluate_every=3, metric="val")

@@ -1,10 +1,11 @@
-"""The extractive and abstractive trainers on ragzip.training: their options and defaults are pinned (recorded commands
+"""The extractive, abstractive and REFRAG trainers on ragzip.training: their options and defaults are pinned (recorded commands
 keep their meaning), the extractive card keeps its hand-written set-gate section, and a crashed plugin run resumes to
 the same weights."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from conftest import write_tiny_bert  # noqa: E402
 
 from ragzip.plugins.abstractive.train import AbstractiveArguments  # noqa: E402
 from ragzip.plugins.extractive.train import ExtractiveArguments  # noqa: E402
+from ragzip.plugins.refrag.train import RefragArguments  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_EXTRACTIVE = ROOT / "plugins" / "extractive" / "artifacts" / "default"
@@ -45,6 +47,16 @@ PINNED = {
         "holdout": 30, "max_gold_empty": 0.05, "teacher": "", "seed": 0, "threads": 2, "time_budget_min": 40.0,
         "budget_clock": "cpu", "checkpoint_every": 50, "val_every_checkpoint": False, "log_every": 5,
         "dtype": "float16", "device": ""}),
+    RefragArguments: (["--out", "o"], {}, {
+        "data": os.environ.get("RAGZIP_DATA", "../shared/data"), "k": 16, "p": 0.25, "encoder": "embedded:minilm",
+        "decoder": "embedded:smollm2-135m", "encoder_trained_layers": 1, "decoder_lora": 8, "lora_alpha": 16.0,
+        "lora_targets": "q_proj,k_proj,v_proj,o_proj", "lr_lora": 0.0003, "qa_share": 0.5, "init": "",
+        "resume": False, "stages": "1,2,3", "seed": 0, "device": "", "threads": 1, "positions_per_step": 384,
+        "stage1_minutes": 12.0, "stage1_steps": 100_000, "stage2_minutes": 16.0, "stage2_steps": 100_000,
+        "stage3_minutes": 12.0, "stage3_steps": 100_000, "lr1": 0.001, "lr1_encoder": 0.0001, "lr2": 0.0005,
+        "lr2_encoder": 5e-05, "lr3": 0.003, "max_recon_chunks": 8, "max_cpt_chunks": 16, "cpt_target_tokens": 32,
+        "cpt_expand_prob": 0.5, "policy_batch": 4, "group": 4, "val_per_source": 8, "val_questions": 12,
+        "val_every": 25, "checkpoint_minutes": 5.0, "log_every": 10, "eval_examples": 24}),
 }
 
 
@@ -59,7 +71,7 @@ def test_the_pinned_options_and_defaults_are_all_there(cls: type) -> None:
     assert cls.parse(args.to_argv()) == args
 
 
-@pytest.mark.parametrize("kind", ["extractive", "abstractive"])
+@pytest.mark.parametrize("kind", ["extractive", "abstractive", "refrag"])
 def test_ragzip_train_help_lists_the_options(kind: str, capsys) -> None:
     from ragzip.cli import main
 
@@ -67,7 +79,7 @@ def test_ragzip_train_help_lists_the_options(kind: str, capsys) -> None:
         main(["train", kind, "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    cls = ExtractiveArguments if kind == "extractive" else AbstractiveArguments
+    cls = {"extractive": ExtractiveArguments, "abstractive": AbstractiveArguments, "refrag": RefragArguments}[kind]
     assert text.startswith(f"usage: ragzip train {kind}")
     for option in ["--" + d.replace("_", "-") for d in PINNED[cls][2]] + ["--resume", "--keep-checkpoints"]:
         assert option in text

@@ -415,56 +415,51 @@ def test_published_path_end_to_end_with_last_token_encoder(tmp_path, tokenizer):
 
 # ---------------------------------------------------------------------------------------------- training mechanics
 def test_training_prompt_embeds_exactly_as_the_generator_reads_it(generator, projector):
-    from ragzip.plugins.xrag.train import _MARK, FrozenLM, QAExample
+    from ragzip.plugins.xrag.train import _SOFT, Prompts, QAExample
+    from ragzip.training.lm import Target
 
-    lm = FrozenLM(generator, "{soft}")
+    prompts = Prompts(generator, "{soft}")
     ex = QAExample("Where is Basel?", "Switzerland", [0, 1], "Basel is in Switzerland.")
-    seq = lm.qa_sequence(ex, ["", ""])
-    assert seq.soft == [0, 1] and seq.n_target == len(lm.answer_ids("Switzerland"))
-    vectors = projector(torch.randn(2, D_EMB))
+    vectors = projector(torch.randn(2, D_EMB))  # (2, d)
+    pieces, adds = prompts.qa(ex, ["", ""], vectors)
+    assert pieces[-1] == Target(prompts.answer_ids("Switzerland"))
+    assert [p is not None for p in pieces if isinstance(p, torch.Tensor)] == [True, True]
     # The generator's own path: placeholders in the store, resolved by embed_prompt.
-    store_text = lm.context_text([0, 1], ["", ""])
+    store_text = prompts.context_text(["", ""])
     for j in range(2):
-        store_text = store_text.replace(_MARK.format(j), generator.store.put(vectors[j], space=generator.space))
+        store_text = store_text.replace(_SOFT, generator.store.put(vectors[j], space=generator.space), 1)
     expected = generator.embed_prompt(generator.format_prompt(ex.question, store_text))  # (T, d)
-    ids = seq.ids[: len(seq.ids) - seq.n_target]
-    table = generator.input_embeddings().weight
-    ours = torch.stack([vectors[-1 - t] if t < 0 else table[t] for t in ids])
+    ours = generator.embed_pieces(pieces[:-1], add_special_tokens=adds)  # (T, d)
     assert torch.allclose(ours, expected, atol=1e-6)
 
 
-def test_prefix_cache_gives_the_same_logits_as_a_full_forward(generator, projector):
-    from ragzip.plugins.xrag.train import FrozenLM, QAExample
+def test_training_loss_is_the_frozen_llm_reading_the_prompt(generator, projector):
+    from ragzip.plugins.xrag.train import Prompts, QAExample
 
-    lm = FrozenLM(generator, "{soft}")
+    prompts = Prompts(generator, "{soft}")
     examples = [QAExample("Where is Basel?", "Switzerland", [0], ""),
                 QAExample("Who was born in Smiljan, a village?", "Nikola Tesla", [1, 2], "")]
-    seqs = [lm.qa_sequence(ex, [""] * len(ex.passages)) for ex in examples]
     soft = projector(torch.randn(3, D_EMB))  # (3, d)
-    logits, target = lm.target_logits(seqs, soft)
+    seqs = [prompts.qa(examples[0], [""], soft[:1]), prompts.qa(examples[1], ["", ""], soft[1:])]
+    scored = prompts.nll(seqs)
+    assert len(prompts.prefixes) == 1, "the shared prefix was not cached"
     reference = []
-    model = generator.model
-    slot = 0
-    for s in seqs:
-        rows = []
-        for t in s.ids:
-            rows.append(soft[slot] if t < 0 else model.get_input_embeddings().weight[t])
-            slot += t < 0
-        full = model(inputs_embeds=torch.stack(rows)[None]).logits[0]  # (T, V)
-        start = len(s.ids) - s.n_target
-        reference.append(full[start - 1:len(s.ids) - 1])
-        assert lm._prefixes, "the shared prefix was not cached"
-    assert torch.allclose(logits, torch.cat(reference), atol=1e-4)
-    assert target.tolist() == [t for s in seqs for t in s.ids[len(s.ids) - s.n_target:]]
-    logits.sum().backward()  # gradients reach the projector through the soft slots
+    for pieces, adds in seqs:
+        rows = generator.embed_pieces(pieces[:-1], add_special_tokens=adds)  # (T, d)
+        target = pieces[-1].tokens
+        full = generator.model(inputs_embeds=torch.cat([rows, generator.input_embeddings().weight[target]])[None])
+        reference.append(full.logits[0, rows.shape[0] - 1:-1])  # (n_target, V)
+    assert torch.allclose(scored.logits, torch.cat(reference), atol=1e-4)
+    assert scored.targets.tolist() == [t for pieces, _ in seqs for t in pieces[-1].tokens]
+    scored.logits.sum().backward()  # gradients reach the projector through the soft tokens
     assert projector.projector.fc1.weight.grad is not None
 
 
 def test_a_few_training_steps_lower_the_loss(generator):
-    from ragzip.plugins.xrag.train import Corpus, FrozenLM, QAExample, qa_loss
+    from ragzip.plugins.xrag.train import Corpus, Prompts, QAExample, qa_loss
 
     torch.manual_seed(0)
-    lm = FrozenLM(generator, "{soft}")
+    prompts = Prompts(generator, "{soft}")
     corpus = Corpus()
     for t in TEXTS:
         corpus.add(t)
@@ -475,13 +470,39 @@ def test_a_few_training_steps_lower_the_loss(generator):
     opt = torch.optim.AdamW(projector.parameters(), lr=1e-2)
     losses = []
     for _ in range(8):
-        loss, nll, kl = qa_loss(projector, lm, corpus, batch, kl_weight=2.0, teacher_context="evidence")
+        loss, nll, kl = qa_loss(projector, prompts, corpus, batch, kl_weight=2.0, teacher_context="evidence")
         assert kl >= 0
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
+
+
+XRAG_TRAIN_DEFAULTS = {
+    "data": None, "val_examples": 24, "eval_every": 50, "resume": False, "embedder": "embedded:minilm",
+    "generator": "embedded:smollm2-135m", "context_template": "{soft}", "seed": 0, "batch_size": 8,
+    "stage0_steps": 1500, "stage0_lr": 2e-3, "stage1_steps": 60, "stage1_minutes": 15.0, "stage1_lr": 1e-3,
+    "recon_tokens": 32, "stage2_steps": 120, "stage2_minutes": 25.0, "stage2_lr": 5e-4, "kl_weight": 2.0,
+    "teacher_context": "evidence", "max_passages": 3, "threads": 1, "log_every": 5, "checkpoint_every": 25}
+
+
+def test_train_options_and_defaults_are_pinned(capsys):
+    from ragzip.plugins.xrag.train import XRAGArguments
+
+    args = XRAGArguments.parse(["--out", "o"])
+    assert {k: getattr(args, k) for k in XRAG_TRAIN_DEFAULTS} == XRAG_TRAIN_DEFAULTS
+    options = {s for a in XRAGArguments.parser()._actions for s in a.option_strings}
+    assert {"--" + k.replace("_", "-") for k in XRAG_TRAIN_DEFAULTS} | {"--out", "--data-dir"} <= options
+    assert not {"--steps", "--lr", "--max-minutes", "--schedule"} & options  # set per stage instead
+    assert XRAGArguments.parse(args.to_argv()) == args
+    assert args.train_files()[0].endswith("hotpotqa_train.jsonl")
+    with pytest.raises(SystemExit):
+        XRAGArguments.parse(["--out", "o", "--context-template", "no slot"])
+    assert "must contain the {soft} slot exactly once" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        XRAGArguments.parse([])
+    assert "--out" in capsys.readouterr().err
 
 
 def _write_train_files(folder: Path) -> list[Path]:

@@ -6,7 +6,9 @@ A plugin's ``train.py`` keeps its arguments, its loss and its example assembly; 
   the fields' help text); a plugin subclasses it with its own fields.
 - :class:`Trainer`: the fit loop (warm-up + cosine or linear learning rate, a step and time :class:`Budget`,
   gradient clipping, gradient accumulation, a JSONL :class:`TrainLog`, checkpoints rotated with the best by a
-  validation metric kept, exact ``--resume``), and :func:`plot_losses` for ``loss.png``.
+  validation metric kept, exact ``--resume``), and :func:`plot_losses` for ``loss.png``. A run of several stages
+  gives each stage its :class:`Trainer` (``stage=``) over one shared log and output folder; :func:`resume_point`
+  with ``stages`` finds where its ``--resume`` continues.
 - :class:`ModelCard`: one ``MODEL_CARD.md`` renderer fed by the run's facts and the plugin's text, which keeps the
   sections written into an existing card by hand.
 
@@ -41,7 +43,9 @@ from ragzip.training.trainer import (
     open_log,
     prepare,
     resolve_device,
+    restore_random,
     resume_point,
+    saved_state,
 )
 
 __all__ = [
@@ -65,5 +69,7 @@ __all__ = [
     "plot_losses",
     "prepare",
     "resolve_device",
+    "restore_random",
     "resume_point",
+    "saved_state",
 ]

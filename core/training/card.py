@@ -51,9 +51,11 @@ class CardSection:
     fallback: bool = False
 
     def matches(self, heading: str) -> bool:
+        """Whether ``heading`` (a line of an existing card) is this section's."""
         return heading.startswith(self.key) if self.key else heading == self.heading
 
     def render(self) -> str:
+        """The section's Markdown text."""
         return "\n".join([self.heading, "", *self.lines]).rstrip() + "\n"
 
 
@@ -63,7 +65,7 @@ def _fmt_count(value: Any) -> str:
 
 @dataclass
 class ModelCard:
-    """The content of one ``MODEL_CARD.md``; :meth:`write` renders it beside the artifact.
+    r"""The content of one ``MODEL_CARD.md``; :meth:`write` renders it beside the artifact.
 
     Example:
         >>> card = ModelCard.from_training(
@@ -72,8 +74,8 @@ class ModelCard:
         ...     results=["- Loss 0.1."])
         >>> print(card.render().splitlines()[11])
         - Steps: 40, 640 examples seen; seed 0; trained on cpu.
-        >>> hand = "## Notes\\n\\nWritten by hand.\\n"
-        >>> card.render(card.render() + "\\n" + hand).endswith(hand)
+        >>> hand = "## Notes\n\nWritten by hand.\n"
+        >>> card.render(card.render() + "\n" + hand).endswith(hand)
         True
     """
 
@@ -97,8 +99,11 @@ class ModelCard:
 
     @classmethod
     def from_training(cls, training: Mapping[str, Any], **fields: Any) -> ModelCard:
-        """A card whose run facts come from a trainer's ``training`` dict (:meth:`Trainer.summary` and the
-        plugin's own keys); ``fields`` give the text and may override any fact."""
+        """A card whose run facts come from a trainer's ``training`` dict.
+
+        That dict is :meth:`Trainer.summary` and the plugin's own keys; ``fields`` give the text and may override
+        any fact.
+        """
         facts: dict[str, Any] = {
             "command": training.get("command", "?"), "seed": training.get("seed", "?"),
             "steps": training.get("steps", "?"), "samples_seen": training.get("samples_seen", "?"),

@@ -8,8 +8,10 @@ busy shared CPU, still finishes its decay).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -17,7 +19,9 @@ from typing import Any, Literal, Protocol
 class Schedule(Protocol):
     """A learning-rate factor for the next optimizer step."""
 
-    def __call__(self, step: int, total: int, progress: float) -> float: ...
+    def __call__(self, step: int, total: int, progress: float) -> float:
+        """The factor of the peak learning rate for step ``step`` of ``total``, ``progress`` of the budget used."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class WarmupCosine:
     floor: float = 0.02
 
     def __call__(self, step: int, total: int, progress: float) -> float:
+        """The factor at ``progress``."""
         if progress < self.warmup:
             return max(progress / self.warmup, self.floor)
         rest = min((progress - self.warmup) / max(1 - self.warmup, 1e-9), 1.0)
@@ -60,6 +65,7 @@ class WarmupLinear:
     warmup: float = 0.06
 
     def __call__(self, step: int, total: int, progress: float) -> float:
+        """The factor of step ``step`` of ``total``."""
         warm = max(1, int(self.warmup * total))
         return min((step + 1) / warm, max(0.0, (total - step) / max(1, total - warm)))
 
@@ -75,7 +81,8 @@ class Budget:
     """A wall-clock (or CPU-time) budget of ``seconds``; ``spent`` seconds count as already used.
 
     ``clock="cpu"`` counts this process's CPU seconds divided by ``threads``: the time it actually ran, which a
-    shared machine that pauses or starves it does not eat into.
+    shared machine that pauses or starves it does not eat into. Time spent inside :meth:`paused` (held-out checks,
+    checkpoints) does not count.
 
     Example:
         >>> b = Budget(60.0, spent=30.0)
@@ -90,6 +97,7 @@ class Budget:
         self.threads = max(threads, 1)
         self.spent = spent
         self._start = self.now()
+        self._paused_at: float | None = None
 
     def now(self) -> float:
         """The budget's clock, in seconds."""
@@ -102,14 +110,38 @@ class Budget:
         self._start = self.now()
 
     def elapsed(self) -> float:
-        """Seconds used: ``spent`` plus the time since :meth:`start`."""
-        return self.spent + (self.now() - self._start)
+        """Seconds used: ``spent`` plus the time since :meth:`start`, less the time paused."""
+        now = self._paused_at if self._paused_at is not None else self.now()
+        return self.spent + (now - self._start)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The budget stands still inside this block (nested blocks pause once).
+
+        Example:
+            >>> b = Budget(60.0)
+            >>> with b.paused():
+            ...     before = b.elapsed()
+            ...     time.sleep(0.01)
+            ...     b.elapsed() == before
+            True
+        """
+        if self._paused_at is not None:
+            yield
+            return
+        self._paused_at = self.now()
+        try:
+            yield
+        finally:
+            self._start += self.now() - self._paused_at
+            self._paused_at = None
 
     def progress(self, step: int, total: int) -> float:
         """The larger of the step share and the time share used."""
         return max(step / max(total, 1), self.elapsed() / max(self.seconds, 1e-9))
 
     def exhausted(self) -> bool:
+        """Whether more than ``seconds`` were used."""
         return self.elapsed() > self.seconds
 
 

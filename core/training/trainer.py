@@ -8,10 +8,16 @@ Resuming is exact: a checkpoint holds the trained tensors in full precision, the
 Python random states and the loop's counters; the resumed run rebuilds its data from the seed as the first run did,
 replays the batch order up to the checkpoint without computing anything, and continues with the same random draws,
 so it ends with the weights the uninterrupted run would have had.
+
+A run of several stages (each its own model parts, optimizer, schedule and budget) gives each stage its
+:class:`Trainer` with ``stage=`` and one shared log: the stage's checkpoints go to ``out/<stage>/``, its rows carry
+``stage``, and :func:`resume_point` with ``stages`` finds where a ``--resume`` continues (the stages before it are
+done; :func:`saved_state` says whether that stage finished, :func:`restore_random` continues after it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -33,6 +39,7 @@ STATE_NAME = "trainer_state.pt"
 """The file in a ``checkpoint-N/`` folder that :class:`Trainer` resumes from (beside what ``save`` wrote there)."""
 
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+_END = object()
 _NOT_COMPARED = {"resume", "max_minutes", "threads", "device", "out", "log_every"}
 
 
@@ -71,18 +78,63 @@ def checkpoints(out: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def resume_point(args: TrainingArguments) -> tuple[int, Path] | None:
-    """The newest checkpoint to resume from when ``args.resume`` is set, else None."""
+def resume_point(args: TrainingArguments, stages: Sequence[str] = ()) -> tuple[int, Path] | None:
+    """The newest checkpoint to resume from when ``args.resume`` is set, else None.
+
+    With ``stages`` (a run of several stages, in the order they run, each checkpointing into ``out/<stage>/``): the
+    newest checkpoint of the first stage that did not finish, or of the last one; the folder's parent names the
+    stage. A stage without a checkpoint ends the search: the stages after it hold an earlier run's checkpoints.
+    """
     if not args.resume or not args.out:
         return None
-    found = checkpoints(args.out)
-    return found[-1] if found else None
+    if not stages:
+        found = checkpoints(args.out)
+        return found[-1] if found else None
+    point = None
+    for stage in stages:
+        found = checkpoints(Path(args.out) / stage)
+        if not found:
+            break
+        point = found[-1]
+        if not saved_state(point[1]).finished:
+            break
+    return point
 
 
-def open_log(args: TrainingArguments, name: str = "train_log.jsonl") -> TrainLog:
-    """The run's JSONL log in ``args.out``: started over, or kept up to the checkpoint a ``--resume`` continues."""
-    point = resume_point(args)
-    return TrainLog(Path(args.out) / name, resume_step=point[0] if point else None)
+def open_log(args: TrainingArguments, name: str = "train_log.jsonl", stages: Sequence[str] = ()) -> TrainLog:
+    """The run's JSONL log in ``args.out``: started over, or kept up to the checkpoint a ``--resume`` continues.
+
+    With ``stages``, that checkpoint is the one :func:`resume_point` finds for them.
+    """
+    point = resume_point(args, stages)
+    return TrainLog(Path(args.out) / name, resume_step=point[0] if point else None,
+                    resume_stage=point[1].parent.name if point and stages else None)
+
+
+def _payload(folder: Path) -> dict[str, Any]:
+    import torch
+
+    return torch.load(folder / STATE_NAME, map_location="cpu", weights_only=True)
+
+
+def saved_state(folder: str | Path) -> TrainState:
+    """The loop's counters a checkpoint folder holds (``finished``: its stage ended there)."""
+    return TrainState(**_payload(Path(folder))["state"])
+
+
+def restore_random(folder: str | Path, rng: random.Random | None = None) -> None:
+    """Set torch's random state (and CUDA's, and ``rng``'s) to the one a checkpoint saved.
+
+    A run resumed after a finished stage then draws what the uninterrupted run drew next.
+    """
+    import torch
+
+    payload = _payload(Path(folder))
+    torch.set_rng_state(payload["torch_rng"])
+    if payload["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    if rng is not None and payload["rng"] is not None:
+        rng.setstate(_as_tuple(payload["rng"]))
 
 
 @dataclass
@@ -103,6 +155,8 @@ class TrainState:
     recent_extras: dict[str, list[float]] = field(default_factory=dict)
     stopped_early: str = ""
     resumed_from: int | None = None
+    stage: str = ""
+    finished: bool = False  # the loop ended (steps, budget or data); set before the last checkpoint
 
 
 def _size(batch: Any) -> int:
@@ -143,6 +197,19 @@ class Trainer:
         plot_title: Title of ``loss.png``.
         plot_ylabel: The loss axis label of ``loss.png``.
         log_to: The logger for progress messages.
+        stage: This trainer runs one stage of a multi-stage run: its checkpoints go to ``out/<stage>/``, its log
+            rows (steps and evaluations) carry ``stage``, and a fresh stage clears only its own stale checkpoints.
+            A stage resumed after skipped ones replays its batch order from another random state than the first
+            run's, so its resume is exact when ``batches`` draws each batch when asked (a generator).
+        resume: Continue from the newest checkpoint (default ``args.resume``); a multi-stage run sets it for the
+            stage :func:`resume_point` names only.
+        checkpoint_minutes: Also checkpoint when this many minutes of wall clock passed since the last checkpoint
+            (or the start); 0: never.
+        budget_excludes_checkpoints: Checkpoints (with their evaluation and ``save``) and the evaluations of
+            ``evaluate_every`` do not count against the budget.
+        evaluate_every: Run ``evaluate`` every this many steps (the last step too when it falls on one) instead of
+            at the checkpoints, which then do not evaluate; no best checkpoint is tracked (no ``metric``). 0: at the
+            checkpoints.
 
     Example:
         >>> import tempfile, torch
@@ -163,12 +230,21 @@ class Trainer:
                  save: Callable[[Path, dict[str, Any]], Any] | None = None, smoothing: float | None = None,
                  rng: random.Random | None = None, out: str | Path | None = None,
                  plot_title: str = "training loss", plot_ylabel: str = "loss",
-                 log_to: logging.Logger | None = None) -> None:
+                 log_to: logging.Logger | None = None, stage: str = "", resume: bool | None = None,
+                 checkpoint_minutes: float = 0.0, budget_excludes_checkpoints: bool = False,
+                 evaluate_every: int = 0) -> None:
         import torch
 
         self.args = args
         self.model = model
         self.out = Path(out if out is not None else args.out)
+        self.stage = stage
+        self.folder = self.out / stage if stage else self.out  # where the checkpoint-N folders go
+        self._tag = {"stage": stage} if stage else {}
+        resume = args.resume if resume is None else resume
+        self.checkpoint_seconds = checkpoint_minutes * 60
+        self.budget_excludes_checkpoints = budget_excludes_checkpoints
+        self._last_checkpoint_time = time.perf_counter()
         self.total_steps = args.steps if total_steps is None else total_steps
         if optimizer is None:
             groups = list(param_groups)
@@ -187,6 +263,7 @@ class Trainer:
         self.checkpoint_every = args.checkpoint_every if checkpoint_every is None else checkpoint_every
         self.checkpoint_at_end = checkpoint_at_end
         self.evaluate = evaluate
+        self.evaluate_every = evaluate_every
         self.metric = metric
         self.greater_is_better = greater_is_better
         self.save = save
@@ -194,17 +271,20 @@ class Trainer:
         self.rng = rng
         self.plot_title, self.plot_ylabel = plot_title, plot_ylabel
         self.logger = log_to or logger
-        self.state = TrainState()
-        found = checkpoints(self.out) if args.resume else []
+        self.state = TrainState(stage=stage)
+        found = checkpoints(self.folder) if resume else []
         self._resume: tuple[int, Path] | None = found[-1] if found else None
-        if args.resume and self._resume is None:
-            self.logger.warning("--resume: no checkpoint with a trainer state in %s; starting from step 0", self.out)
+        if resume and self._resume is None:
+            self.logger.warning("--resume: no checkpoint with a trainer state in %s; starting from step 0", self.folder)
         self.log = log if log is not None else TrainLog(self.out / "train_log.jsonl",
                                                         resume_step=self._resume[0] if self._resume else None)
         self._pending: dict[str, Any] | None = None
         self._to_skip = self._skipped = 0
         if metric is not None and evaluate is None:
             raise ValueError("Trainer(metric=...) needs evaluate= to compute it")
+        if metric is not None and evaluate_every:
+            raise ValueError("Trainer(metric=...) picks the best checkpoint, evaluated at each checkpoint; drop "
+                             "evaluate_every= to use it")
 
     # ----------------------------------------------------------------------------------------------------- loop
     def fit(self, batches: Callable[[int], Iterable[Any]], loss: Callable[[Any], Any]) -> TrainState:
@@ -226,6 +306,7 @@ class Trainer:
             self.budget.start()
         state = self.state
         wall_start, wall_before, steps_before = time.perf_counter(), state.wall_seconds, state.step
+        self._last_checkpoint_time = wall_start
         total = self.total_steps
         if self.model is not None:
             self.model.train()
@@ -267,16 +348,24 @@ class Trainer:
             state.wall_seconds = wall_before + time.perf_counter() - wall_start
             self._log_step(value, {k: v / taken for k, v in extras.items()}, grad_norm, total,
                            (time.perf_counter() - wall_start) / (state.step - steps_before))
-            if self.checkpoint_every and state.step % self.checkpoint_every == 0 and state.step < total:
-                self.checkpoint()
+            if self.evaluate_every and state.step % self.evaluate_every == 0:
+                self._evaluate()
+            due = (self.checkpoint_every and state.step % self.checkpoint_every == 0) or (
+                self.checkpoint_seconds and time.perf_counter() - self._last_checkpoint_time >= self.checkpoint_seconds)
+            if due and state.step < total and not (self.checkpoint_at_end and self.budget.exhausted()):
+                self.checkpoint()  # an exhausted budget ends the loop here: the last checkpoint covers this step
             if self.budget.exhausted():
-                state.stopped_early = (f"stopped at step {state.step} of {total} by --max-minutes "
-                                       f"{self.args.max_minutes}")
+                by = f"{self.stage}'s time budget ({self.budget.seconds / 60:g} minutes)" if self.stage else \
+                    f"--max-minutes {self.args.max_minutes}"
+                state.stopped_early = f"stopped at step {state.step} of {total} by {by}"
                 self.logger.warning(state.stopped_early)
                 break
         self._restore_random()  # a run resumed at its last step draws nothing above
+        state.finished = True
         if self.checkpoint_at_end and state.step and state.last_checkpoint != state.step:
             self.checkpoint()
+        elif self.checkpoint_at_end and state.step:
+            self._save_state(self.folder / f"checkpoint-{state.step}")  # the last checkpoint now says finished
         state.train_seconds = self.budget.elapsed()
         state.wall_seconds = wall_before + time.perf_counter() - wall_start
         return state
@@ -288,12 +377,16 @@ class Trainer:
             self._restore_random()
             epoch += 1
             empty = True
-            for batch in batches(epoch):
+            drawn = iter(batches(epoch))
+            while True:
+                self._restore_random()  # before the first batch after the replay is drawn (by a generator)
+                batch = next(drawn, _END)
+                if batch is _END:
+                    break
                 empty = False
                 if self._skipped < self._to_skip:
                     self._skipped += 1
                     continue
-                self._restore_random()
                 yield epoch, batch
             if empty:
                 return
@@ -310,24 +403,37 @@ class Trainer:
         if state.step == 1 or state.step % self.args.log_every == 0 or state.step == total:
             shown = state.loss_ema if self.smoothing is not None else sum(state.recent) / len(state.recent)
             lr = self.optimizer.param_groups[0]["lr"]
-            self.log.record(step=state.step, epoch=state.epoch, loss=shown,
+            self.log.record(**self._tag, step=state.step, epoch=state.epoch, loss=shown,
                             **{k: sum(v) / len(v) for k, v in state.recent_extras.items()}, lr=lr,
                             grad_norm=grad_norm, samples=state.samples, elapsed_s=round(state.wall_seconds, 1),
                             s_per_step=round(s_per_step, 3))
-            self.logger.info("step %d/%d epoch %d loss %.4f lr %.3g (%.2f s/step, %.0f s)", state.step, total,
-                             state.epoch, shown, lr, s_per_step, state.wall_seconds)
+            self.logger.info("%sstep %d/%d epoch %d loss %.4f lr %.3g (%.2f s/step, %.0f s)",
+                             f"{self.stage} " if self.stage else "", state.step, total, state.epoch, shown, lr,
+                             s_per_step, state.wall_seconds)
         if state.step % self.args.log_every == 0:
             state.recent, state.recent_extras = [], {}
 
     # ---------------------------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> Path:
-        """Evaluate (when the trainer has ``evaluate``), save ``checkpoint-<step>/`` and rotate the old ones."""
+        """Evaluate (when the trainer has ``evaluate``), save ``checkpoint-<step>/`` and rotate the old ones.
+
+        An evaluation that returns nothing logs no row.
+        """
+        paused = self.budget.paused() if self.budget_excludes_checkpoints else contextlib.nullcontext()
+        with paused:
+            folder = self._checkpoint()
+        self._last_checkpoint_time = time.perf_counter()
+        return folder
+
+    def _checkpoint(self) -> Path:
         state = self.state
-        folder = self.out / f"checkpoint-{state.step}"
+        folder = self.folder / f"checkpoint-{state.step}"
         metrics: dict[str, Any] = {}
-        if self.evaluate is not None:
+        if self.evaluate is not None and not self.evaluate_every:
             metrics = dict(self.evaluate(state.step) or {})
-            self.log.record(step=state.step, epoch=state.epoch, **metrics, elapsed_s=round(state.wall_seconds, 1))
+            if metrics:
+                self.log.record(**self._tag, step=state.step, epoch=state.epoch, **metrics,
+                                elapsed_s=round(state.wall_seconds, 1))
             if self.metric is not None:
                 value = float(metrics[self.metric])
                 best = state.best_metric
@@ -344,11 +450,22 @@ class Trainer:
         state.checkpoints = [s for s in state.checkpoints if s not in drop]
         self._save_state(folder)
         for step in drop:
-            shutil.rmtree(self.out / f"checkpoint-{step}", ignore_errors=True)
+            shutil.rmtree(self.folder / f"checkpoint-{step}", ignore_errors=True)
         self.plot()
         if self.model is not None:
             self.model.train()
         return folder
+
+    def _evaluate(self) -> None:
+        """An evaluation on the ``evaluate_every`` cadence, logged (no row when it returns nothing)."""
+        state = self.state
+        with self.budget.paused() if self.budget_excludes_checkpoints else contextlib.nullcontext():
+            metrics = dict(self.evaluate(state.step) or {}) if self.evaluate is not None else {}
+        if metrics:
+            self.log.record(**self._tag, step=state.step, epoch=state.epoch, **metrics,
+                            elapsed_s=round(state.wall_seconds, 1))
+        if self.model is not None:
+            self.model.train()
 
     def _rotation(self) -> set[int]:
         """The checkpoints to delete: all but the newest ``keep_checkpoints`` and the best."""
@@ -363,7 +480,7 @@ class Trainer:
     def best_checkpoint(self) -> Path | None:
         """The best checkpoint by ``metric`` (the newest checkpoint when there is no metric); None before any."""
         step = self.state.best_step if self.state.best_step is not None else self.state.last_checkpoint
-        return None if step is None else self.out / f"checkpoint-{step}"
+        return None if step is None else self.folder / f"checkpoint-{step}"
 
     def plot(self) -> Path | None:
         """Draw ``loss.png`` in the output folder from the log."""
@@ -426,10 +543,10 @@ class Trainer:
 
     def _clear_stale_checkpoints(self) -> None:
         """A fresh run removes an earlier run's checkpoints from its folder, so a later --resume cannot pick them."""
-        stale = checkpoints(self.out)
+        stale = checkpoints(self.folder)
         if stale:
             self.logger.warning("removing %d checkpoint(s) of an earlier run from %s (pass --resume to continue it "
-                                "instead)", len(stale), self.out)
+                                "instead)", len(stale), self.folder)
             for _, folder in stale:
                 shutil.rmtree(folder, ignore_errors=True)
 
@@ -452,4 +569,4 @@ def _as_tuple(value: Any) -> Any:
 
 
 __all__ = ["STATE_NAME", "TrainState", "Trainer", "checkpoints", "configure_logging", "open_log", "prepare",
-           "resolve_device", "resume_point"]
+           "resolve_device", "restore_random", "resume_point", "saved_state"]

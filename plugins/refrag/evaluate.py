@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
+from ragzip.models import load_causal_lm
 from ragzip.plugins.refrag.compressor import chunk_nll_scores
 from ragzip.plugins.refrag.modeling import RefragModel, budget, policy_scalars
-from ragzip.plugins.refrag.train import Trainer, assemble_batch, build_parser, load_corpus
+from ragzip.plugins.refrag.train import Recipe, RefragArguments, assemble_batch, lm_nll, load_corpus
 
 logger = logging.getLogger("ragzip.refrag.evaluate")
 
@@ -44,10 +45,8 @@ def _select(policy: str, m: int, logits: torch.Tensor | None, ppl: list[float], 
     return set(rng.sample(range(n), m))
 
 
-def _nll_sums(trainer: Trainer, seqs: list[list[Any]]) -> list[tuple[float, int]]:
+def _nll_sums(trainer: Recipe, seqs: list[list[Any]]) -> list[tuple[float, int]]:
     """(sum of target-token NLL, number of target tokens) for each sequence, one batched pass."""
-    from ragzip.plugins.refrag.train import lm_nll
-
     with torch.no_grad():
         embeds, mask, labels = assemble_batch(trainer.weight, seqs, trainer.pad_id)
         _, per_seq = lm_nll(trainer.decoder, embeds, mask, labels)
@@ -55,7 +54,7 @@ def _nll_sums(trainer: Trainer, seqs: list[list[Any]]) -> list[tuple[float, int]
     return [(float(m) * c, int(c)) for m, c in zip(per_seq.tolist(), counts)]
 
 
-def evaluate_continuation(trainer: Trainer, n: int, p: float, max_chunks: int, target_tokens: int, seed: int
+def evaluate_continuation(trainer: Recipe, n: int, p: float, max_chunks: int, target_tokens: int, seed: int
                           ) -> dict[str, Any]:
     corpus = trainer.corpus
     step = max(1, len(corpus.eval_pairs) // n)
@@ -96,7 +95,7 @@ def evaluate_continuation(trainer: Trainer, n: int, p: float, max_chunks: int, t
                                                   "max_context_chunks": max_chunks})
 
 
-def evaluate_qa(trainer: Trainer, n: int, p: float, seed: int, *, offset: int = 0,
+def evaluate_qa(trainer: Recipe, n: int, p: float, seed: int, *, offset: int = 0,
                 records: Path | None = None) -> dict[str, Any]:
     """Answer NLL per variant over held-out questions ``offset .. offset + n``; each question's sums are appended to
     ``records`` (JSONL) when given, so a long evaluation can run in pieces and be summarised with ``--summarize``."""
@@ -194,15 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(summarize_records(Path(args.summarize), args.p), indent=2))
         return 0
     torch.set_num_threads(args.threads)
-    from ragzip.models import load_causal_lm
-
     start = time.perf_counter()
     model = RefragModel.from_pretrained(args.artifact)
     decoder, tokenizer = load_causal_lm(model.config.decoder)
     decoder = model.reader(decoder, where=f"artifact {args.artifact!r}")  # through its LoRA when it has one
-    train_args = build_parser().parse_args(["--out", "/nonexistent", "--k", str(model.config.k),
-                                            "--decoder", model.config.decoder, "--seed", str(args.seed)])
-    trainer = Trainer(train_args, load_corpus(args.data, dev_eval=True), model, decoder, tokenizer)
+    train_args = RefragArguments(k=model.config.k, decoder=model.config.decoder, seed=args.seed)
+    trainer = Recipe(train_args, load_corpus(args.data, dev_eval=True), model, decoder, tokenizer)
     result: dict[str, Any] = {"artifact": args.artifact, "k": model.config.k, "decoder": model.config.decoder,
                               "decoder_lora_rank": model.config.decoder_lora_rank}
     parts = {part.strip() for part in args.parts.split(",")}

@@ -21,12 +21,13 @@ Stages:
    answer) through the decoder that will read them at inference (with its LoRA when there is one), in the generator's
    own prompt.
 
-Each stage runs for a wall-clock budget (``--stageN-minutes``) or a step cap, whichever comes first, and the
-curriculum and learning-rate schedule follow the fraction of the budget spent, so a run adapts to a loaded machine.
-Held-out checks (answer NLL at p = 0 and p = 0.25 on questions held out of the train files) run every
-``--val-every`` stage-2 steps and do not count against the budgets, nor does checkpointing. The run checkpoints every
-``--checkpoint-minutes`` and at the end of each stage into ``OUT/checkpoints/last``; ``--resume`` continues a killed run
-from there (same command plus ``--resume``). The device is cuda when a GPU is present, else cpu (``--device``).
+Each stage is one :class:`ragzip.training.Trainer` run: a wall-clock budget (``--stageN-minutes``) or a step cap,
+whichever comes first, and the curriculum and learning-rate schedule follow the fraction of the budget spent, so a run
+adapts to a loaded machine. Held-out checks (answer NLL at p = 0 and p = 0.25 on questions held out of the train
+files) run every ``--val-every`` stage-2 steps and do not count against the budgets, nor does checkpointing. A stage
+checkpoints into ``OUT/stageN/checkpoint-<step>`` every ``--checkpoint-minutes``, at each held-out check and at its
+end; the stages log into one ``OUT/train_log.jsonl``; ``--resume`` continues a killed run from its newest checkpoint
+(same command plus ``--resume``). The device is cuda when a GPU is present, else cpu (``--device``).
 
 Data (``--data``, the folder): *train* files only. HotpotQA train (the last 100 records held out: they are what
 ``python -m ragzip.plugins.refrag.evaluate`` measures), QED-NQ train and SQuAD train (the article ``Genocide`` held out
@@ -39,8 +40,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import logging
 import math
@@ -51,11 +50,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from ragzip.data import read_jsonl
+from ragzip.errors import ConfigError
 from ragzip.plugins.refrag.config import RefragModelConfig, check_k
 from ragzip.plugins.refrag.kernels import assemble_embeddings
 from ragzip.plugins.refrag.lora import DEFAULT_TARGETS
@@ -67,6 +67,23 @@ from ragzip.plugins.refrag.modeling import (
     plackett_luce_sample,
     policy_scalars,
 )
+from ragzip.training import (
+    Budget,
+    ModelCard,
+    Trainer,
+    TrainingArguments,
+    TrainLog,
+    TrainState,
+    WarmupCosine,
+    configure_logging,
+    open_log,
+    plot_losses,
+    prepare,
+    resolve_device,
+    restore_random,
+    resume_point,
+    saved_state,
+)
 
 logger = logging.getLogger("ragzip.refrag.train")
 
@@ -76,8 +93,12 @@ SQUAD_EVAL_EVERY = 6  # evaluate.py: every 6th SQuAD dev article (sorted by titl
 HELD_OUT_ARTICLE = "Genocide"  # SQuAD train article held out whole: the trainer's next-paragraph check
 HOTPOT_TRAIN, QED_TRAIN, SQUAD_TRAIN = "hotpotqa_train.jsonl", "qed_nq_train.jsonl.gz", "squad_train_partial.jsonl.gz"
 SQUAD_DEV = "squad_dev.jsonl"
-STATE_FILE = "trainer_state.pt"
+RECIPE_STATE = "recipe_state.json"  # in each checkpoint: the counters and the stage-3 sampler state
 VAL_P = 0.25
+STAGES = ("stage1", "stage2", "stage3")
+STAGE_TITLES = {"stage1": "stage 1: reconstruction NLL", "stage2": "stage 2: next paragraph + QA",
+                "stage3": "stage 3: policy (reward = -answer NLL)"}
+DESCRIPTION = __doc__.split("\n\n")[0]
 
 
 # ------------------------------------------------------------------------------------------------------------ data
@@ -320,13 +341,8 @@ def context_segments(chunks: Sequence[Chunk], vectors: torch.Tensor, expanded: s
     return segs
 
 
-# ------------------------------------------------------------------------------------------------------ schedules
-def lr_factor(fraction: float, warmup: float = 0.05) -> float:
-    """Linear warm-up then cosine decay to 10%, over the fraction of the stage's budget spent."""
-    if fraction < warmup:
-        return max(fraction / warmup, 0.05)
-    progress = min((fraction - warmup) / (1 - warmup), 1.0)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+# ------------------------------------------------------------------------------------------------------ curriculum
+SCHEDULE = WarmupCosine(warmup=0.05, final=0.1, floor=0.05)  # over the share of the stage's budget spent
 
 
 def curriculum(fraction: float, top: int) -> list[int]:
@@ -343,70 +359,134 @@ def curriculum(fraction: float, top: int) -> list[int]:
     return sizes  # last phase: the whole mix, so short inputs are not forgotten
 
 
-class Budget:
-    """A stage's wall-clock and step budget; ``fraction`` drives the schedules. ``steps``/``elapsed`` resume a stage;
-    time spent inside :meth:`paused` (held-out checks, checkpoints) does not count."""
-
-    def __init__(self, minutes: float, max_steps: int, *, steps: int = 0, elapsed: float = 0.0) -> None:
-        self.seconds = minutes * 60.0
-        self.max_steps = max_steps
-        self.start = time.perf_counter() - elapsed
-        self.steps = steps
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    @property
-    def fraction(self) -> float:
-        return min(max(self.elapsed / self.seconds, self.steps / max(self.max_steps, 1)), 1.0)
-
-    def done(self) -> bool:
-        return self.elapsed >= self.seconds or self.steps >= self.max_steps
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        begin = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.start += time.perf_counter() - begin
+# ------------------------------------------------------------------------------------------------------- arguments
+def _help(text: str) -> dict[str, Any]:
+    return {"help": text}
 
 
-# --------------------------------------------------------------------------------------------------------- trainer
-class Trainer:
-    """Holds the decoder (read through the LoRA when the model has one), the REFRAG model and the tokenized data;
-    runs the three stages, the held-out checks and the checkpoints."""
+@dataclass
+class RefragArguments(TrainingArguments):
+    """``ragzip train refrag``'s options: the common training ones and REFRAG's. Each stage has its own budget, step
+    cap and learning rates, so the common ``--max-minutes``, ``--steps``, ``--lr``, ``--warmup``, ``--schedule`` and
+    ``--checkpoint-every`` are not options."""
 
-    def __init__(self, args: argparse.Namespace, corpus: Corpus, model: RefragModel, decoder: Any, tokenizer: Any
-                 ) -> None:
+    prog: ClassVar[str] = "ragzip train refrag"
+    description: ClassVar[str] = DESCRIPTION
+
+    out: str = field(default="", metadata={
+        "required": True, "help": "folder for the artifact, the stages' checkpoints, the log and the loss curves"})
+    threads: int = field(default=1, metadata=_help(
+        "torch CPU threads (1 on a shared machine: 2 OpenMP threads on oversubscribed cores spin-wait and ran 10-20x "
+        "slower here)"))
+    resume: bool = field(default=False, metadata=_help(
+        "continue a killed run from its newest checkpoint in --out (the same command plus --resume); the stages it "
+        "finished are not run again"))
+    log_every: int = field(default=10, metadata=_help(
+        "log the mean loss of the last N steps (console and train_log.jsonl) every N steps"))
+    max_minutes: float = field(default=50.0, metadata={"cli": False})
+    steps: int = field(default=0, metadata={"cli": False})
+    lr: float = field(default=1e-3, metadata={"cli": False})
+    warmup: float = field(default=SCHEDULE.warmup, metadata={"cli": False})
+    schedule: Literal["cosine", "linear"] = field(default="cosine", metadata={"cli": False})
+    checkpoint_every: int = field(default=0, metadata={"cli": False})
+
+    data: str = field(default_factory=lambda: os.environ.get("RAGZIP_DATA", str(Path("..") / "shared" / "data")),
+                      metadata=_help(f"folder with {HOTPOT_TRAIN}, {QED_TRAIN} and {SQUAD_TRAIN}"))
+    k: int = field(default=16, metadata=_help("decoder tokens per chunk (8, 16 or 32)"))
+    p: float = field(default=0.25, metadata=_help("expansion budget the policy is trained for"))
+    encoder: str = field(default="embedded:minilm", metadata=_help("the chunk encoder"))
+    decoder: str = field(default="embedded:smollm2-135m", metadata=_help("the decoder that reads the chunk vectors"))
+    encoder_trained_layers: int = field(default=1, metadata=_help("top encoder layers to train (0-6)"))
+    decoder_lora: int = field(default=8, metadata=_help(
+        "rank of the LoRA trained on the decoder in stage 2; 0 keeps the decoder frozen"))
+    lora_alpha: float = field(default=16.0, metadata=_help("the LoRA delta is scaled by alpha / rank"))
+    lora_targets: str = field(default=",".join(DEFAULT_TARGETS), metadata=_help(
+        "decoder linear maps (per layer) that get a LoRA"))
+    lr_lora: float = field(default=3e-4, metadata=_help("stage 2 LoRA learning rate"))
+    qa_share: float = field(default=0.5, metadata=_help(
+        "share of stage-2 examples that are QA (answer NLL over compressed evidence) rather than next-paragraph "
+        "prediction"))
+    init: str = field(default="", metadata=_help("start from this artifact folder (e.g. a checkpoint)"))
+    stages: str = field(default="1,2,3", metadata=_help("which stages to run, e.g. 3 to train only the policy"))
+    positions_per_step: int = field(default=384, metadata=_help(
+        "decoder positions per optimizer step (stage 2: batch x longest sequence, padding included)"))
+    stage1_minutes: float = field(default=12.0, metadata=_help("stage 1 (reconstruction) time budget"))
+    stage1_steps: int = field(default=100_000, metadata=_help("stage 1 step cap"))
+    stage2_minutes: float = field(default=16.0, metadata=_help("stage 2 (next paragraph + QA) time budget"))
+    stage2_steps: int = field(default=100_000, metadata=_help("stage 2 step cap"))
+    stage3_minutes: float = field(default=12.0, metadata=_help("stage 3 (expansion policy) time budget"))
+    stage3_steps: int = field(default=100_000, metadata=_help("stage 3 step cap"))
+    lr1: float = field(default=1e-3, metadata=_help("stage 1 projector learning rate"))
+    lr1_encoder: float = field(default=1e-4, metadata=_help("stage 1 encoder-layer learning rate"))
+    lr2: float = field(default=5e-4, metadata=_help("stage 2 projector learning rate"))
+    lr2_encoder: float = field(default=5e-5, metadata=_help("stage 2 encoder-layer learning rate"))
+    lr3: float = field(default=3e-3, metadata=_help("stage 3 policy learning rate"))
+    max_recon_chunks: int = field(default=8, metadata=_help("most chunks a stage-1 window holds"))
+    max_cpt_chunks: int = field(default=16, metadata=_help("most context chunks of a next-paragraph example"))
+    cpt_target_tokens: int = field(default=32, metadata=_help("tokens scored of a next-paragraph continuation"))
+    cpt_expand_prob: float = field(default=0.5, metadata=_help(
+        "share of stage-2 examples with a random 0-50% of their chunks expanded"))
+    policy_batch: int = field(default=4, metadata=_help("questions per policy step"))
+    group: int = field(default=4, metadata=_help("expansion sets sampled per question"))
+    val_per_source: int = field(default=8, metadata=_help("train questions of each source held out for the QA check"))
+    val_questions: int = field(default=12, metadata=_help("held-out questions each QA check reads"))
+    val_every: int = field(default=25, metadata=_help(
+        "QA check (and checkpoint) every N stage-2 steps (0: start/end only)"))
+    checkpoint_minutes: float = field(default=5.0, metadata=_help(
+        "also checkpoint this often (0: at stage ends and QA checks only)"))
+    eval_examples: int = field(default=24, metadata=_help("held-out examples of the checks before and after training"))
+
+    def __post_init__(self) -> None:
+        from ragzip.plugins.refrag.config import check_p
+
+        super().__post_init__()
+        check_k("--k", self.k)
+        check_p("--p", self.p)
+        if not 0.0 <= self.qa_share <= 1.0:
+            raise ConfigError(f"--qa-share {self.qa_share!r} must lie in [0, 1]: the share of stage-2 examples that "
+                              "are QA (0: next-paragraph prediction only; 0.5: half and half).")
+        if self.decoder_lora < 0:
+            raise ConfigError(f"--decoder-lora {self.decoder_lora!r} must be >= 0: the LoRA rank (e.g. 8), or 0 for a "
+                              "frozen decoder.")
+
+    def stage_names(self) -> list[str]:
+        """The stages ``--stages`` selects, in the order they run (``stage1``, ``stage2``, ``stage3``)."""
+        chosen = {s.strip() for s in self.stages.split(",") if s.strip()}
+        return [name for name in STAGES if name[-1] in chosen]
+
+
+# -------------------------------------------------------------------------------------------------------- recipe
+class Recipe:
+    """REFRAG's training recipe over the decoder (read through the LoRA when the model has one), the REFRAG model and
+    the tokenized data: the stages' example assembly and losses, the held-out checks and the counters a checkpoint
+    keeps."""
+
+    def __init__(self, args: RefragArguments, corpus: Corpus, model: RefragModel, decoder: Any, tokenizer: Any,
+                 rng: random.Random | None = None) -> None:
         self.args = args
         self.corpus = corpus
         self.model = model
         self.decoder = decoder
         self.tok = tokenizer
         self.k = args.k
-        self.rng = random.Random(args.seed)
+        self.rng = rng if rng is not None else random.Random(args.seed)
         self.sampler = torch.Generator().manual_seed(args.seed)  # stage 3's Plackett-Luce draws
         self.weight = decoder.get_input_embeddings().weight  # (V, d), frozen
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.sep_ids = list(tokenizer("\n\n", add_special_tokens=False)["input_ids"])
-        self.log: dict[str, list[dict[str, Any]]] = {"stage1": [], "stage2": [], "stage3": [], "val": []}
         self.samples = {"stage1": 0, "stage2": 0, "stage2_qa": 0, "stage3": 0}
-        self.out = Path(args.out)
-        self.resume_state: dict[str, Any] | None = None  # a checkpoint's trainer state, consumed by its stage
-        self.done_stages: list[str] = []
+        self.steps: dict[str, int] = {}
         self.timings: dict[str, float] = {}
         self.evals: dict[str, Any] = {}
         self._chunk_cache: dict[str, list[Chunk]] = {}
         self._prompt_parts: Callable[[str], tuple[list[int], list[int]]] | None = None
         self._answer_ids: dict[str, list[int]] = {}
-        self._last_save = time.perf_counter()
         by_source: dict[str, list[QAItem]] = {}
         for item in corpus.train_qa:
             if item.passages and item.answer.strip():
                 by_source.setdefault(item.source, []).append(item)
         self.qa_by_source = dict(sorted(by_source.items()))
+        self.policy_items = [it for it in corpus.train_qa if it.passages and it.answer.strip()]
 
     def chunks(self, text: str) -> list[Chunk]:
         cached = self._chunk_cache.get(text)
@@ -419,102 +499,15 @@ class Trainer:
     def lora_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.model.decoder_lora.parameters()) if self.model.decoder_lora is not None else []
 
-    def trainable(self, *, policy: bool, lora: bool = False) -> list[torch.nn.Parameter]:
-        if policy:
-            return list(self.model.policy.parameters())
-        params = list(self.model.projector.parameters())
-        for layer in self.model.trained_layers():
-            params += list(layer.parameters())
-        return params + (self.lora_parameters() if lora else [])
-
-    def _optimizer(self, lr_proj: float, lr_enc: float, lr_lora: float | None = None) -> torch.optim.Optimizer:
-        groups = [{"params": list(self.model.projector.parameters()), "lr": lr_proj, "base_lr": lr_proj}]
+    def param_groups(self, lr_proj: float, lr_enc: float, lr_lora: float | None = None) -> list[dict[str, Any]]:
+        """AdamW groups: the projector, the trained encoder layers and (with ``lr_lora``) the LoRA, undecayed."""
+        groups: list[dict[str, Any]] = [{"params": list(self.model.projector.parameters()), "lr": lr_proj}]
         enc = [p for layer in self.model.trained_layers() for p in layer.parameters()]
         if enc:
-            groups.append({"params": enc, "lr": lr_enc, "base_lr": lr_enc})
+            groups.append({"params": enc, "lr": lr_enc})
         if lr_lora is not None and self.lora_parameters():
-            groups.append({"params": self.lora_parameters(), "lr": lr_lora, "base_lr": lr_lora, "weight_decay": 0.0})
-        return torch.optim.AdamW(groups, weight_decay=0.01)
-
-    def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, b: Budget, params: Any) -> float:
-        """One optimizer step on the stage's schedule (gradients clipped to norm 1); returns the gradient norm."""
-        self._set_lr(opt, lr_factor(b.fraction))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        b.steps += 1
-        return float(norm)
-
-    @staticmethod
-    def _set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
-        for group in opt.param_groups:
-            group["lr"] = group["base_lr"] * factor
-
-    def _record(self, stage: str, budget_: Budget, **values: float) -> None:
-        row = {"step": budget_.steps, "elapsed_s": round(budget_.elapsed, 1), **{k: round(v, 5) for k, v in
-                                                                                  values.items()}}
-        self.log[stage].append(row)
-        if budget_.steps % self.args.log_every == 0 or budget_.steps <= 3:
-            logger.info("%s %s", stage, json.dumps(row))
-
-    # ------------------------------------------------------------------------------------------ checkpoints
-    def _begin(self, stage: str, opt: torch.optim.Optimizer, minutes: float, max_steps: int) -> Budget:
-        """The stage's budget, resumed from the checkpoint when it stopped inside this stage."""
-        state = self.resume_state
-        if state is None or state.get("stage") != stage:
-            return Budget(minutes, max_steps)
-        self.resume_state = None
-        opt.load_state_dict(state["optimizer"])
-        self.rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        self.sampler.set_state(state["sampler"])
-        logger.info("resuming %s at step %d (%.1f s of its budget spent)", stage, state["steps"], state["elapsed"])
-        return Budget(minutes, max_steps, steps=int(state["steps"]), elapsed=float(state["elapsed"]))
-
-    def maybe_checkpoint(self, stage: str, opt: torch.optim.Optimizer, b: Budget) -> None:
-        minutes = self.args.checkpoint_minutes
-        if minutes > 0 and time.perf_counter() - self._last_save >= minutes * 60.0:
-            with b.paused():
-                self.save_state(stage, opt, b)
-
-    def save_state(self, stage: str | None, opt: torch.optim.Optimizer | None, b: Budget | None) -> Path:
-        """Write ``OUT/checkpoints/last``: the model as an artifact plus ``trainer_state.pt`` (stage, step, budget
-        spent, optimizer, random states, logs), replacing the previous one atomically."""
-        from ragzip.fsutil import atomic_folder
-
-        folder = self.out / "checkpoints" / "last"
-        with atomic_folder(folder) as tmp:
-            self.model.save_pretrained(tmp)
-            torch.save({
-                "stage": stage, "steps": b.steps if b else 0, "elapsed": b.elapsed if b else 0.0,
-                "optimizer": opt.state_dict() if opt is not None else None, "rng": self.rng.getstate(),
-                "torch_rng": torch.get_rng_state(), "sampler": self.sampler.get_state(), "log": self.log,
-                "samples": self.samples, "done_stages": self.done_stages, "timings": self.timings,
-                "evals": self.evals,
-            }, tmp / STATE_FILE)
-        (self.out / "training_log.json").write_text(json.dumps(self.log, indent=1) + "\n", encoding="utf-8")
-        self._last_save = time.perf_counter()
-        logger.info("checkpoint %s (%s, step %d)", folder, stage or "between stages", b.steps if b else 0)
-        return folder
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Take a checkpoint's logs and progress; its stage resumes when that stage starts (:meth:`_begin`)."""
-        self.log = {**self.log, **state["log"]}
-        self.samples = {**self.samples, **state["samples"]}
-        self.done_stages = list(state["done_stages"])
-        self.timings = dict(state["timings"])
-        self.evals = dict(state["evals"])
-        self.rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        self.sampler.set_state(state["sampler"])
-        self.resume_state = state if state.get("stage") else None
-
-    def finish_stage(self, stage: str) -> None:
-        """The stage's artifact in ``OUT/checkpoints/<stage>``, and ``last`` marking it done (a resume skips it)."""
-        self.done_stages.append(stage)
-        self.save_checkpoint(stage)
-        self.save_state(None, None, None)
+            groups.append({"params": self.lora_parameters(), "lr": lr_lora, "weight_decay": 0.0})
+        return groups
 
     def lora_trainable(self, flag: bool) -> None:
         """The LoRA trains in stage 2 only: stage 1 writes into the decoder as it is, stage 3 rewards a fixed reader."""
@@ -533,33 +526,28 @@ class Trainer:
         window = chunks[start:start + n]
         return window, sum(len(c) for c in window)
 
-    def stage1(self) -> None:
-        args = self.args
-        opt = self._optimizer(args.lr1, args.lr1_encoder)
-        b = self._begin("stage1", opt, args.stage1_minutes, args.stage1_steps)
-        self.lora_trainable(False)
-        self.model.train()
-        while not b.done():
-            sizes = curriculum(b.fraction, args.max_recon_chunks)
-            windows, positions = [], 0
-            while positions < args.positions_per_step or not windows:
-                window, n_tokens = self.recon_example(sizes)
-                windows.append(window)
-                positions += n_tokens + len(window)
-            texts = [c.text for w in windows for c in w]
-            vectors = self.model.project(self.model.encode(texts))  # (sum L, d)
-            seqs, offset = [], 0
-            for w in windows:
-                seqs.append([("soft", vectors[offset:offset + len(w)]), ("target", [i for c in w for i in c.ids])])
-                offset += len(w)
-            embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
-            loss, _ = lm_nll(self.decoder, embeds, mask, labels)
-            norm = self._step(opt, loss, b, self.trainable(policy=False))
-            self.samples["stage1"] += len(windows)
-            self._record("stage1", b, loss=loss.item(), max_chunks=float(max(len(w) for w in windows)),
-                         batch=float(len(windows)), grad_norm=norm)
-            self.maybe_checkpoint("stage1", opt, b)
-        self.finish_stage("stage1")
+    def recon_batch(self, progress: Callable[[], float]) -> list[list[Chunk]]:
+        """Windows of L chunks (L from the curriculum) until the step holds ``--positions-per-step`` positions."""
+        sizes = curriculum(progress(), self.args.max_recon_chunks)
+        windows: list[list[Chunk]] = []
+        positions = 0
+        while positions < self.args.positions_per_step or not windows:
+            window, n_tokens = self.recon_example(sizes)
+            windows.append(window)
+            positions += n_tokens + len(window)
+        return windows
+
+    def recon_loss(self, windows: list[list[Chunk]]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The decoder reads each window's projected chunk vectors and reproduces its tokens: their mean NLL."""
+        vectors = self.model.project(self.model.encode([c.text for w in windows for c in w]))  # (sum L, d)
+        seqs, offset = [], 0
+        for w in windows:
+            seqs.append([("soft", vectors[offset:offset + len(w)]), ("target", [i for c in w for i in c.ids])])
+            offset += len(w)
+        embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
+        loss, _ = lm_nll(self.decoder, embeds, mask, labels)
+        self.samples["stage1"] += len(windows)
+        return loss, {"max_chunks": float(max(len(w) for w in windows)), "batch": float(len(windows))}
 
     # ------------------------------------------------------------------------------------------ stage 2
     def cpt_sequence(self, context: str, continuation: str, sep: str, n_chunks: int | None, vectors: torch.Tensor,
@@ -617,69 +605,59 @@ class Trainer:
             ids = self._answer_ids[answer] = list(self.tok(answer, add_special_tokens=False)["input_ids"])
         return ids
 
-    def stage2(self) -> None:
+    def cpt_batch(self, progress: Callable[[], float]) -> list[tuple[str, Any, list[Chunk], set[int]]]:
+        """QA examples (share ``--qa-share``) and next-paragraph examples until batch x longest sequence reaches
+        ``--positions-per-step``: ``(kind, data, chunks read, expanded chunk indices)``."""
         args = self.args
-        opt = self._optimizer(args.lr2, args.lr2_encoder, args.lr_lora)
-        b = self._begin("stage2", opt, args.stage2_minutes, args.stage2_steps)
-        params = self.trainable(policy=False, lora=True)
-        self.lora_trainable(True)
-        self.model.train()
-        if b.steps == 0:
-            with b.paused():
-                self.validate("stage2", b)
-        while not b.done():
-            sizes = curriculum(b.fraction, args.max_cpt_chunks)
-            examples: list[tuple[str, Any, list[Chunk], set[int]]] = []
-            longest = 0  # the batch is padded to its longest sequence: batch x longest is what the decoder runs
-            while len(examples) * longest < args.positions_per_step or not examples:
-                if self.qa_by_source and self.rng.random() < args.qa_share:
-                    item, chunked, expanded = self.qa_example(b.fraction)
-                    flat = [c for chunks in chunked for c in chunks]
-                    before, after = self.prompt_parts(item.question)
-                    examples.append(("qa", (item, chunked), flat, expanded))
-                    length = (len(before) + len(after) + len(self.answer_ids(item.answer))
-                              + len(self.sep_ids) * (len(chunked) - 1))
-                else:
-                    context, continuation, sep, n = self.cpt_example(sizes)
-                    flat = self.chunks(context)[-n:]
-                    expanded = self._random_expansion(len(flat))
-                    examples.append(("cpt", (context, continuation, sep, n), flat, expanded))
-                    length = args.cpt_target_tokens + 2
-                longest = max(longest, length + len(flat) + sum(len(flat[j]) - 1 for j in expanded))
-            texts = [c.text for *_, flat, _ in examples for c in flat]
-            vectors = self.model.project(self.model.encode(texts))  # (sum L, d)
-            seqs, offset = [], 0
-            for kind, data, flat, expanded in examples:
-                e = vectors[offset:offset + len(flat)]
-                if kind == "qa":
-                    item, chunked = data
-                    seqs.append(self.qa_sequence(item, {"chunked": chunked, "e": e}, expanded))
-                else:
-                    context, continuation, sep, n = data
-                    seqs.append(self.cpt_sequence(context, continuation, sep, n, e, expanded, args.cpt_target_tokens))
-                offset += len(flat)
-            embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
-            _, per_seq = lm_nll(self.decoder, embeds, mask, labels)  # (B,)
-            loss = per_seq.mean()  # every example weighs the same, however long its target
-            is_qa = torch.tensor([kind == "qa" for kind, *_ in examples], device=per_seq.device)
-            norm = self._step(opt, loss, b, params)
-            n_qa = int(is_qa.sum())
-            self.samples["stage2"] += len(examples)
-            self.samples["stage2_qa"] += n_qa
-            values = {"loss": loss.item(), "max_chunks": float(max(len(e[2]) for e in examples)),
-                      "batch": float(len(examples)), "qa": float(n_qa), "grad_norm": norm}
-            if n_qa:
-                values["qa_loss"] = float(per_seq[is_qa].mean().detach())
-            if n_qa < len(examples):
-                values["cpt_loss"] = float(per_seq[~is_qa].mean().detach())
-            self._record("stage2", b, **values)
-            if args.val_every and b.steps % args.val_every == 0 and not b.done():
-                with b.paused():
-                    self.validate("stage2", b)
-            self.maybe_checkpoint("stage2", opt, b)
-        with b.paused():
-            self.validate("stage2", b, reference=True)
-        self.finish_stage("stage2")
+        sizes = curriculum(progress(), args.max_cpt_chunks)
+        examples: list[tuple[str, Any, list[Chunk], set[int]]] = []
+        longest = 0  # the batch is padded to its longest sequence: batch x longest is what the decoder runs
+        while len(examples) * longest < args.positions_per_step or not examples:
+            if self.qa_by_source and self.rng.random() < args.qa_share:
+                item, chunked, expanded = self.qa_example(progress())
+                flat = [c for chunks in chunked for c in chunks]
+                before, after = self.prompt_parts(item.question)
+                examples.append(("qa", (item, chunked), flat, expanded))
+                length = (len(before) + len(after) + len(self.answer_ids(item.answer))
+                          + len(self.sep_ids) * (len(chunked) - 1))
+            else:
+                context, continuation, sep, n = self.cpt_example(sizes)
+                flat = self.chunks(context)[-n:]
+                expanded = self._random_expansion(len(flat))
+                examples.append(("cpt", (context, continuation, sep, n), flat, expanded))
+                length = args.cpt_target_tokens + 2
+            longest = max(longest, length + len(flat) + sum(len(flat[j]) - 1 for j in expanded))
+        return examples
+
+    def cpt_loss(self, examples: list[tuple[str, Any, list[Chunk], set[int]]]
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean over the examples of each one's target NLL (the answer, or the continuation)."""
+        vectors = self.model.project(self.model.encode([c.text for *_, flat, _ in examples for c in flat]))
+        seqs, offset = [], 0
+        for kind, data, flat, expanded in examples:
+            e = vectors[offset:offset + len(flat)]  # (len(flat), d)
+            if kind == "qa":
+                item, chunked = data
+                seqs.append(self.qa_sequence(item, {"chunked": chunked, "e": e}, expanded))
+            else:
+                context, continuation, sep, n = data
+                seqs.append(self.cpt_sequence(context, continuation, sep, n, e, expanded,
+                                              self.args.cpt_target_tokens))
+            offset += len(flat)
+        embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
+        _, per_seq = lm_nll(self.decoder, embeds, mask, labels)  # (B,)
+        loss = per_seq.mean()  # every example weighs the same, however long its target
+        is_qa = torch.tensor([kind == "qa" for kind, *_ in examples], device=per_seq.device)
+        n_qa = int(is_qa.sum())
+        self.samples["stage2"] += len(examples)
+        self.samples["stage2_qa"] += n_qa
+        values = {"max_chunks": float(max(len(e[2]) for e in examples)), "batch": float(len(examples)),
+                  "qa": float(n_qa)}
+        if n_qa:
+            values["qa_loss"] = float(per_seq[is_qa].mean().detach())
+        if n_qa < len(examples):
+            values["cpt_loss"] = float(per_seq[~is_qa].mean().detach())
+        return loss, values
 
     # ------------------------------------------------------------------------------------------ stage 3
     def prompt_parts(self, question: str) -> tuple[list[int], list[int]]:
@@ -738,45 +716,35 @@ class Trainer:
             _, per_seq = lm_nll(self.decoder, embeds, mask, labels)
         return per_seq.cpu()  # (G,)
 
-    def stage3(self) -> None:
-        args = self.args
-        opt = torch.optim.AdamW(self.model.policy.parameters(), lr=args.lr3, weight_decay=0.0)
-        for group in opt.param_groups:
-            group["base_lr"] = args.lr3
-        b = self._begin("stage3", opt, args.stage3_minutes, args.stage3_steps)
-        self.lora_trainable(False)
-        self.model.eval()
-        self.model.policy.train()
-        items = [it for it in self.corpus.train_qa if it.passages and it.answer.strip()]
-        while not b.done():
-            losses, rewards, gaps = [], [], []
-            for _ in range(args.policy_batch):
-                item = self.rng.choice(items)
-                inputs = self.qa_inputs(item)
-                n = len(inputs["c"])
-                m = budget(args.p, n)
-                if m == 0 or m == n:
-                    continue
-                logits = self.model.policy_logits(inputs["c"], inputs["q"], inputs["scalars"])  # (L,)
-                samples = [plackett_luce_sample(logits, m, self.sampler) for _ in range(args.group)]
-                nll = self.answer_nll(item, inputs, [set(idx.tolist()) for idx, _ in samples])  # (G,)
-                reward = -nll
-                adv = ((reward - reward.mean()) / (reward.std() + 1e-4)).to(logits.device)  # group baseline (GRPO)
-                log_probs = torch.stack([lp for _, lp in samples])  # (G,)
-                losses.append(-(adv * log_probs).mean())
-                rewards.append(float(reward.mean()))
-                gaps.append(float(reward.max() - reward.min()))
-                self.samples["stage3"] += 1
-            if not losses:
-                continue
-            loss = torch.stack(losses).mean()
-            self._step(opt, loss, b, self.model.policy.parameters())
-            self._record("stage3", b, loss=loss.item(), reward=sum(rewards) / len(rewards),
-                         reward_spread=sum(gaps) / len(gaps))
-            self.maybe_checkpoint("stage3", opt, b)
-        with b.paused():
-            self.validate("stage3", b, learned=True)
-        self.finish_stage("stage3")
+    def policy_batch(self, progress: Callable[[], float]) -> list[QAItem]:
+        """``--policy-batch`` train questions drawn; those whose budget round(p * L) expands none or all of their L
+        chunks are left out (nothing to choose)."""
+        items = []
+        for _ in range(self.args.policy_batch):
+            item = self.rng.choice(self.policy_items)
+            n = sum(len(self.chunks(p)) for p in item.passages)
+            if 0 < budget(self.args.p, n) < n:
+                items.append(item)
+        return items
+
+    def policy_loss(self, items: list[QAItem]) -> tuple[torch.Tensor, dict[str, float]]:
+        """REINFORCE with a group baseline: ``--group`` expansion sets sampled per question, reward = -(mean answer
+        NLL) through the reader, advantages normalised within the group."""
+        losses, rewards, gaps = [], [], []
+        for item in items:
+            inputs = self.qa_inputs(item)
+            m = budget(self.args.p, len(inputs["c"]))
+            logits = self.model.policy_logits(inputs["c"], inputs["q"], inputs["scalars"])  # (L,)
+            samples = [plackett_luce_sample(logits, m, self.sampler) for _ in range(self.args.group)]
+            reward = -self.answer_nll(item, inputs, [set(idx.tolist()) for idx, _ in samples])  # (G,)
+            adv = ((reward - reward.mean()) / (reward.std() + 1e-4)).to(logits.device)  # group baseline (GRPO)
+            log_probs = torch.stack([lp for _, lp in samples])  # (G,)
+            losses.append(-(adv * log_probs).mean())
+            rewards.append(float(reward.mean()))
+            gaps.append(float(reward.max() - reward.min()))
+            self.samples["stage3"] += 1
+        return torch.stack(losses).mean(), {"reward": sum(rewards) / len(rewards),
+                                            "reward_spread": sum(gaps) / len(gaps)}
 
     # ------------------------------------------------------------------------------------------ evaluation
     def val_items(self) -> list[QAItem]:
@@ -792,11 +760,11 @@ class Trainer:
                     out.append(queue.pop(0))
         return out
 
-    def validate(self, stage: str, b: Budget, *, reference: bool = False, learned: bool = False) -> dict[str, Any]:
+    def validate(self, *, reference: bool = False, learned: bool = False) -> dict[str, Any]:
         """Held-out answer NLL (nats per answer token): every chunk compressed (``p0``), a fixed random 25% of the
         chunks expanded (``p0.25_random``) and no context (``none``, cheap); ``reference`` adds the full text (the
-        costliest pass: it runs at the end of stage 2 only), ``learned`` the policy's 25%. Logged with the samples seen
-        so far, for the curves of the model card."""
+        costliest pass: it runs at the end of stage 2 only), ``learned`` the policy's 25%. With the samples seen so
+        far, for the curves of the model card."""
         items = self.val_items()
         if not items:
             return {}
@@ -822,12 +790,10 @@ class Trainer:
             for name, value in values.items():
                 sums.setdefault(name, []).append(value)
             by_source.setdefault(item.source, []).append(values["p0"])
-        row: dict[str, Any] = {"stage": stage, "step": b.steps, "stage2_samples": self.samples["stage2"],
-                               "stage2_qa_samples": self.samples["stage2_qa"], "questions": len(items),
-                               **{n: round(sum(v) / len(v), 4) for n, v in sums.items()},
+        row: dict[str, Any] = {"stage2_samples": self.samples["stage2"], "stage2_qa_samples": self.samples["stage2_qa"],
+                               "questions": len(items), **{n: round(sum(v) / len(v), 4) for n, v in sums.items()},
                                "p0_by_source": {s: round(sum(v) / len(v), 4) for s, v in sorted(by_source.items())},
                                "seconds": round(time.perf_counter() - start, 1)}
-        self.log["val"].append(row)
         logger.info("held-out answer NLL %s", json.dumps(row))
         if was_training:
             self.model.train()
@@ -885,144 +851,82 @@ class Trainer:
                 out[name] = float(loss)
         return out
 
-    # ------------------------------------------------------------------------------------------ saving
-    def save_checkpoint(self, stage: str) -> None:
-        """The model as an artifact in ``OUT/checkpoints/<stage>`` and the logs so far."""
-        folder = self.out / "checkpoints" / stage
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def save(self, folder: Path) -> None:
+        """A checkpoint: the model as an artifact (loadable as it is) and the counters and stage-3 sampler state a
+        ``--resume`` restores (:meth:`restore`)."""
         self.model.save_pretrained(folder)
-        (self.out / "training_log.json").write_text(json.dumps(self.log, indent=1) + "\n", encoding="utf-8")
-        logger.info("saved checkpoint %s", folder)
+        state = {"samples": self.samples, "steps": self.steps, "timings": self.timings, "evals": self.evals,
+                 "sampler": self.sampler.get_state().tolist()}
+        (folder / RECIPE_STATE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+
+    def restore(self, folder: Path) -> None:
+        state = json.loads((folder / RECIPE_STATE).read_text(encoding="utf-8"))
+        self.samples.update(state["samples"])
+        self.steps.update(state["steps"])
+        self.timings.update(state["timings"])
+        self.evals.update(state["evals"])
+        self.sampler.set_state(torch.tensor(state["sampler"], dtype=torch.uint8))
 
 
-def plot_losses(log: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    """Loss curves of the three stages and the held-out answer NLL as one PNG (needs matplotlib; skipped with a
-    warning without it)."""
-    try:
-        import matplotlib
+# --------------------------------------------------------------------------------------------------------- stages
+def run_stage(recipe: Recipe, name: str, log: TrainLog, *, resume: bool) -> TrainState:
+    """One stage on :class:`ragzip.training.Trainer`, with its own optimizer, step cap and time budget (held-out
+    checks and checkpoints do not count against it); ``resume`` continues it from its newest checkpoint."""
+    args, model = recipe.args, recipe.model
+    trained: Any = model
+    if name == "stage1":
+        groups, decay = recipe.param_groups(args.lr1, args.lr1_encoder), 0.01
+        build, loss = recipe.recon_batch, recipe.recon_loss
+    elif name == "stage2":
+        groups, decay = recipe.param_groups(args.lr2, args.lr2_encoder, args.lr_lora), 0.01
+        build, loss = recipe.cpt_batch, recipe.cpt_loss
+    else:
+        groups, decay = [{"params": list(model.policy.parameters()), "lr": args.lr3}], 0.0
+        build, loss, trained = recipe.policy_batch, recipe.policy_loss, model.policy
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed; no loss-curve PNG (pip install 'ragzip[train]')")
-        return
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
-    titles = {"stage1": "stage 1: reconstruction NLL", "stage2": "stage 2: loss (next paragraph + QA)",
-              "stage3": "stage 3: policy reward (-answer NLL)"}
-    for ax, (stage, title) in zip(axes, titles.items()):
-        rows = log.get(stage, [])
-        keys = {"stage3": ["reward"], "stage2": ["loss", "cpt_loss", "qa_loss"]}.get(stage, ["loss"])
-        for key in keys:
-            points = [(r["step"], r[key]) for r in rows if key in r]
-            if not points:
-                continue
-            xs, ys = zip(*points)
-            window = max(1, len(ys) // 20)
-            smooth = [sum(ys[max(0, i - window + 1):i + 1]) / len(ys[max(0, i - window + 1):i + 1])
-                      for i in range(len(ys))]
-            ax.plot(xs, smooth, label=f"{key} (moving mean of {window})")
-        if rows:
-            ax.legend()
-        ax.set_title(title)
-        ax.set_xlabel("step")
-    ax = axes[3]
-    val = [r for r in log.get("val", []) if r.get("stage") == "stage2"]
-    for key in ("p0", f"p{VAL_P}_random"):
-        points = [(r["stage2_samples"], r[key]) for r in val if key in r]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=key)
-    refs = [r for r in log.get("val", []) if "full" in r]
-    if refs:
-        ax.axhline(refs[-1]["full"], linestyle="--", color="grey", label="full text (end of stage 2)")
-    for key in ("none",):
-        points = [(r["stage2_samples"], r[key]) for r in val if key in r]
-        if points:
-            ax.plot(*zip(*points), linestyle=":", color="grey", label="no context")
-    if val:
-        ax.legend()
-    ax.set_title("held-out answer NLL (train-file questions)")
-    ax.set_xlabel("stage-2 examples seen")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    def evaluate(step: int) -> dict[str, Any]:
+        finished = trainer.state.finished
+        if name == "stage2" and (finished or (args.val_every and step % args.val_every == 0)):
+            return recipe.validate(reference=finished)
+        return recipe.validate(learned=True) if name == "stage3" and finished else {}
+
+    def save(folder: Path, metrics: dict[str, Any]) -> None:
+        recipe.steps[name] = trainer.state.step
+        recipe.save(folder)
+
+    n = name[-1]
+    trainer = Trainer(args, trained, groups, total_steps=getattr(args, f"stage{n}_steps"), log=log,
+                      weight_decay=decay, schedule=SCHEDULE, budget=Budget(getattr(args, f"stage{n}_minutes") * 60),
+                      checkpoint_every=args.val_every if name == "stage2" else 0,
+                      checkpoint_minutes=args.checkpoint_minutes, checkpoint_at_end=True, evaluate=evaluate, save=save,
+                      rng=recipe.rng, stage=name, resume=resume, budget_excludes_checkpoints=True,
+                      plot_title="REFRAG", log_to=logger)
+    recipe.lora_trainable(name == "stage2")
+    if name == "stage3":
+        model.eval()  # the policy alone trains
+    else:
+        model.train()
+    if name == "stage2" and not resume:
+        row = recipe.validate()
+        if row:
+            log.record(stage=name, step=0, **row)
+
+    def progress() -> float:
+        return min(trainer.budget.progress(trainer.state.step, trainer.total_steps), 1.0)
+
+    def batches(epoch: int) -> Iterator[Any]:
+        while True:
+            batch = build(progress)
+            if batch:
+                yield batch
+
+    state = trainer.fit(batches, loss)
+    recipe.steps[name] = state.step
+    return state
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ragzip train refrag", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", required=True, help="folder for the artifact, checkpoints, logs and loss curves")
-    parser.add_argument("--data", default=os.environ.get("RAGZIP_DATA", str(Path("..") / "shared" / "data")),
-                        help=f"folder with {HOTPOT_TRAIN}, {QED_TRAIN} and {SQUAD_TRAIN}")
-    parser.add_argument("--k", type=int, default=16, help="decoder tokens per chunk (8, 16 or 32)")
-    parser.add_argument("--p", type=float, default=0.25, help="expansion budget the policy is trained for")
-    parser.add_argument("--encoder", default="embedded:minilm")
-    parser.add_argument("--decoder", default="embedded:smollm2-135m")
-    parser.add_argument("--encoder-trained-layers", type=int, default=1, help="top encoder layers to train (0-6)")
-    parser.add_argument("--decoder-lora", type=int, default=8,
-                        help="rank of the LoRA trained on the decoder in stage 2; 0 keeps the decoder frozen (the "
-                             "recipe of the artifacts before the LoRA)")
-    parser.add_argument("--lora-alpha", type=float, default=16.0, help="the LoRA delta is scaled by alpha / rank")
-    parser.add_argument("--lora-targets", default=",".join(DEFAULT_TARGETS),
-                        help="decoder linear maps (per layer) that get a LoRA")
-    parser.add_argument("--lr-lora", type=float, default=3e-4, help="stage 2 LoRA learning rate")
-    parser.add_argument("--qa-share", type=float, default=0.5,
-                        help="share of stage-2 examples that are QA (answer NLL over compressed evidence) rather "
-                             "than next-paragraph prediction")
-    parser.add_argument("--init", default="", help="start from this artifact folder (e.g. a checkpoint)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/checkpoints/last (a killed run: the same command plus --resume)")
-    parser.add_argument("--stages", default="1,2,3", help="which stages to run, e.g. 3 to train only the policy")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="", help="torch device; empty: cuda when a GPU is present, else cpu")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1 on a shared machine: 2 OpenMP threads on oversubscribed cores "
-                             "spin-wait and ran 10-20x slower here)")
-    parser.add_argument("--positions-per-step", type=int, default=384,
-                        help="decoder positions per optimizer step (stage 2: batch x longest sequence, padding "
-                             "included)")
-    parser.add_argument("--stage1-minutes", type=float, default=12.0)
-    parser.add_argument("--stage1-steps", type=int, default=100_000)
-    parser.add_argument("--stage2-minutes", type=float, default=16.0)
-    parser.add_argument("--stage2-steps", type=int, default=100_000)
-    parser.add_argument("--stage3-minutes", type=float, default=12.0)
-    parser.add_argument("--stage3-steps", type=int, default=100_000)
-    parser.add_argument("--lr1", type=float, default=1e-3, help="stage 1 projector learning rate")
-    parser.add_argument("--lr1-encoder", type=float, default=1e-4, help="stage 1 encoder-layer learning rate")
-    parser.add_argument("--lr2", type=float, default=5e-4)
-    parser.add_argument("--lr2-encoder", type=float, default=5e-5)
-    parser.add_argument("--lr3", type=float, default=3e-3)
-    parser.add_argument("--max-recon-chunks", type=int, default=8)
-    parser.add_argument("--max-cpt-chunks", type=int, default=16)
-    parser.add_argument("--cpt-target-tokens", type=int, default=32)
-    parser.add_argument("--cpt-expand-prob", type=float, default=0.5,
-                        help="share of stage-2 examples with a random 0-50%% of their chunks expanded")
-    parser.add_argument("--policy-batch", type=int, default=4, help="questions per policy step")
-    parser.add_argument("--group", type=int, default=4, help="expansion sets sampled per question")
-    parser.add_argument("--val-per-source", type=int, default=8,
-                        help="train questions of each source held out for the QA check")
-    parser.add_argument("--val-questions", type=int, default=12, help="held-out questions each QA check reads")
-    parser.add_argument("--val-every", type=int, default=25, help="QA check every N stage-2 steps (0: start/end only)")
-    parser.add_argument("--checkpoint-minutes", type=float, default=5.0,
-                        help="write OUT/checkpoints/last this often (0: at stage ends only)")
-    parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--eval-examples", type=int, default=24)
-    return parser
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    from ragzip.errors import ConfigError
-    from ragzip.plugins.refrag.config import check_p
-
-    check_k("--k", args.k)
-    check_p("--p", args.p)
-    if not 0.0 <= args.qa_share <= 1.0:
-        raise ConfigError(f"--qa-share {args.qa_share!r} must lie in [0, 1]: the share of stage-2 examples that are "
-                          "QA (0: next-paragraph prediction only, as before; 0.5: half and half).")
-    if args.decoder_lora < 0:
-        raise ConfigError(f"--decoder-lora {args.decoder_lora!r} must be >= 0: the LoRA rank (e.g. 8), or 0 for a "
-                          "frozen decoder.")
-
-
 def _describe_lora(model: RefragModel) -> dict[str, Any]:
     lora = model.decoder_lora
     if lora is None:
@@ -1031,95 +935,146 @@ def _describe_lora(model: RefragModel) -> dict[str, Any]:
             "parameters": lora.n_parameters()}
 
 
+def _build_model(args: RefragArguments, base_decoder: Any) -> RefragModel:
+    """A fresh REFRAG model (or ``--init``'s) with the decoder LoRA ``--decoder-lora`` asks for."""
+    if args.init:
+        model = RefragModel.from_pretrained(args.init)
+        model.config.k = args.k
+    else:
+        from ragzip.plugins.refrag.modeling import _load_base_encoder
+
+        encoder, encoder_tokenizer = _load_base_encoder(args.encoder)
+        config = RefragModelConfig(encoder=args.encoder, decoder=args.decoder, k=args.k,
+                                   encoder_hidden=int(encoder.config.hidden_size),
+                                   decoder_hidden=int(base_decoder.get_input_embeddings().embedding_dim),
+                                   encoder_trained_layers=args.encoder_trained_layers)
+        model = RefragModel(config, encoder=encoder, encoder_tokenizer=encoder_tokenizer)
+    targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
+    if model.decoder_lora is None and args.decoder_lora:
+        model.add_decoder_lora(base_decoder, rank=args.decoder_lora, alpha=args.lora_alpha, targets=targets)
+    elif model.decoder_lora is not None and model.decoder_lora.rank != args.decoder_lora:
+        raise ConfigError(f"--init {args.init!r} has a rank-{model.decoder_lora.rank} decoder LoRA but "
+                          f"--decoder-lora is {args.decoder_lora}; pass --decoder-lora {model.decoder_lora.rank} "
+                          "to keep training it.")
+    return model
+
+
+ANSWER_NLL = ("p0", f"p{VAL_P}_random", f"p{VAL_P}_learned", "none", "full")  # the held-out check's variants
+DATA_LINE = ("train files only: SQuAD train paragraphs (13 of its 14 articles; Genocide held out) for next-paragraph "
+             "pairs; HotpotQA train (all but the last 100 records), QED-NQ train and SQuAD train questions for QA and "
+             "the policy, {per_source} per source held out (ragzip.data.split_holdout); paragraphs of all three for "
+             "continuation and reconstruction")
+
+
+def write_model_card(out: Path, model: RefragModel) -> Path:
+    """``MODEL_CARD.md`` beside the artifact, from the training record in ``model.config.training``."""
+    cfg, training = model.config, model.config.training
+    steps, samples, ev = training["steps"], training["samples_seen"], training["eval"]
+    lora = training["decoder_lora"]
+    last_val = training["val"][-1] if training["val"] else {}
+    return ModelCard.from_training(
+        training,
+        title=f"REFRAG artifact ({cfg.encoder} -> {cfg.decoder}, k = {cfg.k})",
+        summary="Trained by `ragzip train refrag`, ragzip's re-implementation of REFRAG (Lin et al., "
+                "arXiv 2509.01092); compare its numbers only with other runs of this trainer.",
+        what=[f"- `model.safetensors`: only what was trained: the encoder's top {cfg.encoder_trained_layers} "
+              "layer(s), the projector, the expansion policy"
+              + (f" and a rank-{lora['rank']} decoder LoRA on {', '.join(lora['targets'])}" if lora["rank"] else "")
+              + "; `config.json` names the base encoder and decoder and holds the training record.",
+              "- Beside it: `train_log.jsonl` and `loss.png` (the three stages' losses, the held-out answer NLL), "
+              "`training_summary.json` (the training record), the stages' last checkpoints (`stage1/` ...)."],
+        data=[f"- Data: {training['data']}.", f"- Counts: {json.dumps(training['data_counts'])}."],
+        recipe=[f"- {name}: {steps.get(name, 0)} steps, {samples.get(name, 0)} examples"
+                + (f" ({samples['stage2_qa']} QA)" if name == "stage2" else "")
+                + (f", {training['timings'][name + '_s']} s" if name + "_s" in training["timings"] else "") + "."
+                for name in STAGES if name in steps],
+        results=[f"- Held-out reconstruction NLL: {ev['before']['recon']:.4f} before training, "
+                 f"{ev['after']['recon']:.4f} after.",
+                 "- Held-out next-paragraph NLL after training: "
+                 + ", ".join(f"{name} {ev['after'][name]:.4f}" for name in ("refrag_p0", "full", "none")
+                             if name in ev["after"]) + ".",
+                 *([f"- Held-out answer NLL ({last_val['questions']} questions, {last_val['stage']} step "
+                    f"{last_val['step']}): " + ", ".join(f"{k} {last_val[k]}" for k in last_val if k in ANSWER_NLL)
+                    + "."] if last_val else [])],
+        steps=", ".join(f"{name} {n}" for name, n in steps.items()),
+        samples_seen=sum(v for k, v in samples.items() if k in STAGES),
+    ).write(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ragzip train refrag``; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = RefragArguments.parse(argv)
+    configure_logging()
     logger.setLevel(logging.INFO)
-    _check_args(args)
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
+    rng = prepare(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
+    try:
+        return _train(args, rng, out)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
 
-    from ragzip.errors import ConfigError
-    from ragzip.models import infer_device, load_causal_lm
+
+def _train(args: RefragArguments, rng: random.Random, out: Path) -> int:
+    from ragzip.models import load_causal_lm
 
     t0 = time.perf_counter()
-    device = infer_device(args.device or None)
+    device = resolve_device(args.device)
     base_decoder, tokenizer = load_causal_lm(args.decoder, device)
     corpus = load_corpus(args.data, val_per_source=args.val_per_source, seed=args.seed)
     logger.info("data (train files only): %s", json.dumps(corpus.counts))
-    last = out / "checkpoints" / "last"
-    state: dict[str, Any] | None = None
-    if args.resume and (last / STATE_FILE).is_file():
-        model = RefragModel.from_pretrained(last)
-        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)  # our own file
-        logger.info("resuming from %s (done: %s; in progress: %s)", last, state["done_stages"], state["stage"])
-    elif args.resume:
-        logger.warning("--resume: no checkpoint in %s yet; starting from the beginning", last)
-    if state is None:
-        if args.init:
-            model = RefragModel.from_pretrained(args.init)
-            model.config.k = args.k
-        else:
-            from ragzip.plugins.refrag.modeling import _load_base_encoder
-
-            encoder, encoder_tokenizer = _load_base_encoder(args.encoder)
-            config = RefragModelConfig(encoder=args.encoder, decoder=args.decoder, k=args.k,
-                                       encoder_hidden=int(encoder.config.hidden_size),
-                                       decoder_hidden=int(base_decoder.get_input_embeddings().embedding_dim),
-                                       encoder_trained_layers=args.encoder_trained_layers)
-            model = RefragModel(config, encoder=encoder, encoder_tokenizer=encoder_tokenizer)
-        targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
-        if model.decoder_lora is None and args.decoder_lora:
-            model.add_decoder_lora(base_decoder, rank=args.decoder_lora, alpha=args.lora_alpha, targets=targets)
-        elif model.decoder_lora is not None and model.decoder_lora.rank != args.decoder_lora:
-            raise ConfigError(f"--init {args.init!r} has a rank-{model.decoder_lora.rank} decoder LoRA but "
-                              f"--decoder-lora is {args.decoder_lora}; pass --decoder-lora {model.decoder_lora.rank} "
-                              "to keep training it.")
+    stages = args.stage_names()
+    point = resume_point(args, stages)
+    log = open_log(args, stages=stages)
+    if point is not None:
+        model = RefragModel.from_pretrained(point[1])
+    else:
+        if args.resume:
+            logger.warning("--resume: no checkpoint in %s yet; starting from the beginning", out)
+        model = _build_model(args, base_decoder)
     model.to(device)
     model.freeze_base()
     model.record_decoder(base_decoder, tokenizer)  # its fingerprints go into config.json, checked when bound
     decoder = model.reader(base_decoder, merge=False, where="--init")  # the base itself when there is no LoRA
-    trainer = Trainer(args, corpus, model, decoder, tokenizer)
-    if state is not None:
-        trainer.restore(state)
-    stages = {s.strip() for s in args.stages.split(",") if s.strip()}
-    if "before" not in trainer.evals:
-        trainer.evals["before"] = {"recon": trainer.eval_recon(args.eval_examples)}
-        logger.info("eval before training: %s", trainer.evals["before"])
-    for stage in ("1", "2", "3"):
-        name = f"stage{stage}"
-        if stage in stages and name not in trainer.done_stages:
-            start = time.perf_counter()
-            getattr(trainer, name)()
-            trainer.timings[f"{name}_s"] = round(trainer.timings.get(f"{name}_s", 0.0) + time.perf_counter() - start,
-                                                 1)
-            logger.info("stage %s done in %.1f s", stage, trainer.timings[f"{name}_s"])
-    trainer.evals["after"] = {"recon": trainer.eval_recon(args.eval_examples), **trainer.eval_cpt(args.eval_examples)}
-    logger.info("eval after training: %s", trainer.evals["after"])
+    recipe = Recipe(args, corpus, model, decoder, tokenizer, rng)
+    done: list[str] = []
+    if point is not None:
+        recipe.restore(point[1])
+        current = point[1].parent.name
+        done = stages[:stages.index(current)] + ([current] if saved_state(point[1]).finished else [])
+        if current in done:
+            restore_random(point[1], rng)  # the next stage draws what it drew in the uninterrupted run
+        logger.info("resuming from %s (done: %s)", point[1], done)
+    if "before" not in recipe.evals:
+        recipe.evals["before"] = {"recon": recipe.eval_recon(args.eval_examples)}
+        logger.info("eval before training: %s", recipe.evals["before"])
+    for name in stages:
+        if name in done:
+            continue
+        start = time.perf_counter()
+        run_stage(recipe, name, log, resume=point is not None and point[1].parent.name == name)
+        recipe.timings[f"{name}_s"] = round(recipe.timings.get(f"{name}_s", 0.0) + time.perf_counter() - start, 1)
+        logger.info("%s done in %.1f s", name, recipe.timings[f"{name}_s"])
+    recipe.evals["after"] = {"recon": recipe.eval_recon(args.eval_examples), **recipe.eval_cpt(args.eval_examples)}
+    logger.info("eval after training: %s", recipe.evals["after"])
+    stage_rows = [row for row in log.rows if "loss" in row]
     model.config.training = {
-        "command": "ragzip train refrag " + " ".join(sys.argv[1:] if argv is None else argv),
-        "seed": args.seed, "device": str(device), "threads": args.threads,
-        "steps": {s: len(v) for s, v in trainer.log.items() if s != "val"}, "timings": trainer.timings,
-        "samples_seen": trainer.samples, "wall_s": round(time.perf_counter() - t0, 1),
-        "resumed": state is not None, "decoder_lora": _describe_lora(model), "qa_share": args.qa_share,
-        "data": "train files only: SQuAD train paragraphs (13 of its 14 articles; Genocide held out) for next-paragraph "
-                "pairs; HotpotQA train (all but the last 100 records), QED-NQ train and SQuAD train questions for QA "
-                f"and the policy, {args.val_per_source} per source held out (ragzip.data.split_holdout); paragraphs "
-                "of all three for continuation and reconstruction",
-        "data_counts": corpus.counts, "eval": trainer.evals, "val": trainer.log["val"],
-        "final_losses": {s: v[-1] for s, v in trainer.log.items() if v and s != "val"},
+        "command": args.command, "seed": args.seed, "device": str(device), "threads": args.threads,
+        "steps": dict(recipe.steps), "timings": recipe.timings, "samples_seen": recipe.samples,
+        "wall_s": round(time.perf_counter() - t0, 1), "resumed": point is not None,
+        "decoder_lora": _describe_lora(model), "qa_share": args.qa_share,
+        "data": DATA_LINE.format(per_source=args.val_per_source), "data_counts": corpus.counts,
+        "eval": recipe.evals, "val": [row for row in log.rows if "p0" in row],
+        "final_losses": {row["stage"]: row for row in stage_rows},
     }
     model.save_pretrained(out)
-    (out / "training_log.json").write_text(json.dumps(trainer.log, indent=1) + "\n", encoding="utf-8")
     (out / "training_summary.json").write_text(json.dumps(model.config.training, indent=2) + "\n", encoding="utf-8")
-    plot_losses(trainer.log, out / "loss_curves.png")
+    plot_losses(log, out / "loss.png", ylabel="loss (stage 3: policy gradient)", metric="p0",
+                series=("cpt_loss", "qa_loss", "reward"), stage_titles=STAGE_TITLES)
+    write_model_card(out, model)
     logger.info("wrote %s in %.1f s", out, time.perf_counter() - t0)
     return 0
 

@@ -21,13 +21,21 @@ evidence; unanswerable questions skipped), an equal share each; ``--val-examples
 for the validation curve (held-out answer NLL and KL against training samples seen, beside the frozen LLM reading
 nothing, the evidence or the passages as text). Dev files are never trained on.
 
-The prompt prefix shared by a batch (system prompt, chat markers, "Context:") is run through the frozen LLM once and
-its KV cache reused: gradients only flow from the first soft token on, so this changes no number and saves ~40%.
+The loop, schedule (warm-up then cosine to 10%), time budgets, checkpoints (``--out/stage1/``, ``--out/stage2/``),
+the log (``train_log.jsonl``, one row per logged step or evaluation, each with its ``stage``), ``loss.png`` and
+``MODEL_CARD.md`` are :mod:`ragzip.training`'s; a stopped run continues from its newest checkpoint with ``--resume``.
+The frozen LLM's loss is :func:`ragzip.training.lm.sequence_nll`, which reads each prompt through the generator's own
+splice and runs the prompt prefix a batch shares (system prompt, chat markers) once: gradients only flow from the
+first soft token on, so this changes no number and saves 10-25% of a step (batch 8, one thread).
+
+Example:
+    ragzip train xrag --out runs/xrag --stage1-steps 400 --stage2-steps 700 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,19 +46,35 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ragzip.data import read_jsonl
-from ragzip.generation import kv_cache_kwargs
 from ragzip.plugins.xrag.config import ProjectorConfig, check_context_template
 from ragzip.plugins.xrag.modeling import XRAGProjector, load_encoder
+from ragzip.training import (
+    Budget,
+    ModelCard,
+    Trainer,
+    TrainingArguments,
+    TrainState,
+    WarmupCosine,
+    checkpoints,
+    configure_logging,
+    open_log,
+    plot_losses,
+    prepare,
+    restore_random,
+    resume_point,
+    saved_state,
+)
+from ragzip.training.lm import PrefixCache, SequenceNLL, Target, sequence_nll
 
 logger = logging.getLogger("ragzip.xrag.train")
 
@@ -63,9 +87,85 @@ PARAPHRASE_TEMPLATES = (
     "Write out the text that this token stands for: {soft}",
 )
 DEFAULT_TRAIN_FILES = ("hotpotqa_train.jsonl", "qed_nq_train.jsonl.gz", "squad_train_partial.jsonl.gz")
-_MARK = "<<xrag-train-soft-{}>>"
-_MARK_RE = re.compile(r"<<xrag-train-soft-(\d+)>>")
+STAGES = ("stage1", "stage2")  # the stages that checkpoint, in order (stage 0 takes seconds and reruns)
+_SOFT = "<<xrag-train-soft>>"  # where a soft token goes in a training prompt
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+# -------------------------------------------------------------------------------------------------------- arguments
+def _default_data_dir() -> str:
+    return os.environ.get("RAGZIP_DATA", str(Path.cwd().parent / "shared" / "data"))
+
+
+def _cli_off(default: Any) -> Any:
+    """A common option xRAG sets per stage instead (``--stage1-lr``, ...): not on its command line."""
+    return field(default=default, metadata={"cli": False})
+
+
+@dataclass
+class XRAGArguments(TrainingArguments):
+    """``ragzip train xrag``: the common options, then the data, the models and each stage's steps, time and rate."""
+
+    prog: ClassVar[str] = "ragzip train xrag"
+    description: ClassVar[str] = ("Train the xRAG projector (stage 0 warm start, stage 1 paraphrase, stage 2 QA + "
+                                  "self-distillation) on CPU; `ragzip evaluate xrag --artifact DIR` measures it.")
+
+    out: str = field(default="", metadata={
+        "required": True, "help": "Folder for the projector, the log, the loss curve, the card and the checkpoints."})
+    threads: int = field(default=1, metadata={
+        "help": "torch CPU threads; 1 on a shared, oversubscribed machine (2 threads measured 20x slower there: "
+                "OpenMP barriers wait on descheduled threads)."})
+    warmup: float = field(default=0.05, metadata={
+        "help": "Share of each stage with linear learning-rate warm-up (from 1% of the stage on), then cosine decay "
+                "to 10% of the stage's rate."})
+    log_every: int = field(default=5, metadata={"help": "Log the loss (console and train_log.jsonl) every N steps."})
+    checkpoint_every: int = field(default=25, metadata={
+        "help": "Save a checkpoint every N steps of stages 1 and 2 (and at each stage's end); 0: only at the end."})
+    steps: int = _cli_off(0)
+    lr: float = _cli_off(1e-3)
+    max_minutes: float = _cli_off(60.0)
+    schedule: Literal["cosine", "linear"] = _cli_off("cosine")
+
+    data: list[str] | None = field(default=None, metadata={
+        "help": "Train files (HotpotQA, QED-NQ, SQuAD JSONL, .gz ok); default: hotpotqa_train.jsonl, "
+                "qed_nq_train.jsonl.gz and squad_train_partial.jsonl.gz in --data-dir."})
+    data_dir: str = field(default_factory=_default_data_dir, metadata={
+        "help": "Where the default train files are ($RAGZIP_DATA or ../shared/data)."})
+    val_examples: int = field(default=24, metadata={
+        "help": "Questions per source held out of training for the validation curve."})
+    eval_every: int = field(default=50, metadata={"help": "Stage-2 steps between validation points."})
+    embedder: str = field(default="embedded:minilm", metadata={"help": "The frozen passage embedder."})
+    generator: str = field(default="embedded:smollm2-135m", metadata={"help": "The frozen generator that reads."})
+    context_template: str = field(default="{soft}", metadata={"help": "Per-passage text around the soft token."})
+    batch_size: int = field(default=8, metadata={"help": "Examples per step (stages 1 and 2)."})
+    stage0_steps: int = field(default=1500, metadata={"help": "Stage-0 steps (64 passages each)."})
+    stage0_lr: float = field(default=2e-3, metadata={"help": "Stage-0 peak learning rate."})
+    stage1_steps: int = field(default=60, metadata={"help": "Stage-1 steps."})
+    stage1_minutes: float = field(default=15.0, metadata={"help": "Wall-clock cap of stage 1."})
+    stage1_lr: float = field(default=1e-3, metadata={"help": "Stage-1 peak learning rate."})
+    recon_tokens: int = field(default=32, metadata={"help": "Passage tokens reconstructed in stage 1."})
+    stage2_steps: int = field(default=120, metadata={"help": "Stage-2 steps."})
+    stage2_minutes: float = field(default=25.0, metadata={"help": "Wall-clock cap of stage 2."})
+    stage2_lr: float = field(default=5e-4, metadata={"help": "Stage-2 peak learning rate."})
+    kl_weight: float = field(default=2.0, metadata={"help": "Self-distillation weight (xRAG: 2.0)."})
+    teacher_context: Literal["evidence", "passage"] = field(default="evidence", metadata={
+        "help": "What the self-distillation teacher reads as text: the evidence sentences or the passages."})
+    max_passages: int = field(default=3, metadata={"help": "Passages per stage-2 example: 1 to this."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("batch_size", "recon_tokens", "max_passages"):
+            self._check(name, getattr(self, name) >= 1, "must be >= 1")
+        for name in ("stage0_steps", "stage1_steps", "stage2_steps", "val_examples", "eval_every"):
+            self._check(name, getattr(self, name) >= 0, "must be >= 0")
+        for name in ("stage0_lr", "stage1_lr", "stage2_lr", "stage1_minutes", "stage2_minutes"):
+            self._check(name, getattr(self, name) > 0, "must be > 0")
+        self._check("kl_weight", self.kl_weight >= 0, "must be >= 0 (0: no self-distillation)")
+        check_context_template("ragzip train xrag", self.context_template)
+
+    def train_files(self) -> list[str]:
+        """``--data``, or the default train files in ``--data-dir``."""
+        return list(self.data) if self.data else [str(Path(self.data_dir) / name) for name in DEFAULT_TRAIN_FILES]
 
 
 # ------------------------------------------------------------------------------------------------------------- data
@@ -270,145 +370,65 @@ def encode_pool(corpus: Corpus, embedder: str, cache: Path | None) -> None:
         np.save(path, corpus.embeddings)
 
 
-# ------------------------------------------------------------------------------------------- sequences and the LLM
-@dataclass
-class TrainSequence:
-    """One training sequence: token ids with soft slots (``-1 - j`` = the j-th soft vector), then target ids."""
+# ----------------------------------------------------------------------------------------------- prompts and losses
+class Prompts:
+    """Training sequences in exactly the prompts the generator reads at inference, scored by the frozen LLM.
 
-    ids: list[int]
-    soft: list[int]  # passage-pool index of each soft slot, in order
-    n_target: int
-
-
-class FrozenLM:
-    """The frozen generator as a loss function: builds prompts exactly as :class:`HFGenerator` does, caches the
-    KV of prompt prefixes shared by a batch, and computes logits only where there are targets."""
+    A prompt is built as text with a mark where each soft token goes; the marks become the projected vectors and the
+    answer (or the passage to reconstruct) the scored target of :func:`ragzip.training.lm.sequence_nll`.
+    """
 
     def __init__(self, generator: Any, context_template: str) -> None:
         self.generator = generator
-        self.model = generator.model
         self.tokenizer = generator.tokenizer
         self.context_template = context_template
-        self.embeddings = self.model.get_input_embeddings()
-        self.base = getattr(self.model, self.model.base_model_prefix)
-        self.lm_head = self.model.get_output_embeddings()
-        self.eos = self.tokenizer.eos_token_id
-        self._prefixes: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.prefixes = PrefixCache()
 
-    # prompts ------------------------------------------------------------------------------------------------
-    def tokenize_prompt(self, prompt: str) -> tuple[list[int], list[int]]:
-        """Token ids of a prompt with training marks; marks become ``-1 - j`` slots. Returns (ids, slot order)."""
-        # The generator's own rule for special tokens around a soft-token prompt (HFGenerator.embed_prompt).
-        adds = self.generator._adds_special_tokens(prompt)
-        prefix, suffix = self.generator._special_affixes() if adds else ([], [])
-        ids: list[int] = list(prefix)
-        slots: list[int] = []
-        pos = 0
-        for match in _MARK_RE.finditer(prompt):
-            if match.start() > pos:
-                ids.extend(self.tokenizer(prompt[pos:match.start()], add_special_tokens=False)["input_ids"])
-            slots.append(int(match.group(1)))
-            ids.append(-len(slots))  # the j-th slot is -1 - j
-            pos = match.end()
-        if pos < len(prompt):
-            ids.extend(self.tokenizer(prompt[pos:], add_special_tokens=False)["input_ids"])
-        ids.extend(suffix)
-        return ids, slots
+    def pieces(self, prompt: str, vectors: torch.Tensor | None = None) -> tuple[list[Any], bool]:
+        """The prompt's pieces (the j-th mark replaced by ``vectors[j]``) and whether special tokens go around it."""
+        parts = prompt.split(_SOFT)
+        assert vectors is not None or len(parts) == 1, "a prompt with soft marks needs their vectors"
+        pieces: list[Any] = [parts[0]]
+        for j, text in enumerate(parts[1:]):
+            pieces += [vectors[j:j + 1], text]  # type: ignore[index]
+        return [p for p in pieces if not isinstance(p, str) or p], self.generator.adds_special_tokens(prompt)
 
-    def context_text(self, passages: Sequence[int], titles: Sequence[str]) -> str:
-        return "\n\n".join(self.context_template.format(soft=_MARK.format(p), title=t)
-                           for p, t in zip(passages, titles, strict=True))
-
-    def qa_sequence(self, ex: QAExample, titles: Sequence[str]) -> TrainSequence:
-        prompt = self.generator.format_prompt(ex.question, self.context_text(ex.passages, titles))
-        ids, slots = self.tokenize_prompt(prompt)
-        target = self.answer_ids(ex.answer)
-        return TrainSequence(ids + target, slots, len(target))
-
-    def teacher_sequence(self, ex: QAExample, text: str) -> TrainSequence:
-        ids, _ = self.tokenize_prompt(self.generator.format_prompt(ex.question, text))
-        target = self.answer_ids(ex.answer)
-        return TrainSequence(ids + target, [], len(target))
+    def context_text(self, titles: Sequence[str]) -> str:
+        return "\n\n".join(self.context_template.format(soft=_SOFT, title=t) for t in titles)
 
     def answer_ids(self, answer: str) -> list[int]:
-        return list(self.tokenizer(answer.strip(), add_special_tokens=False)["input_ids"])[:24] + [self.eos]
+        return list(self.tokenizer(answer.strip(), add_special_tokens=False)["input_ids"])[:24] + \
+            [self.tokenizer.eos_token_id]
 
-    def paraphrase_sequence(self, passage: int, text: str, template: str, recon_tokens: int) -> TrainSequence:
-        messages = [{"role": "user", "content": template.format(soft=_MARK.format(passage))}]
+    def qa(self, ex: QAExample, titles: Sequence[str], vectors: torch.Tensor) -> tuple[list[Any], bool]:
+        """The question over its passages, one soft token each ``(len(passages), d)``, scoring the answer."""
+        pieces, adds = self.pieces(self.generator.format_prompt(ex.question, self.context_text(titles)), vectors)
+        return [*pieces, Target(self.answer_ids(ex.answer))], adds
+
+    def teacher(self, ex: QAExample, text: str) -> tuple[list[Any], bool]:
+        """The question over ``text`` read as text (the self-distillation teacher), scoring the answer."""
+        pieces, adds = self.pieces(self.generator.format_prompt(ex.question, text))
+        return [*pieces, Target(self.answer_ids(ex.answer))], adds
+
+    def paraphrase(self, text: str, template: str, recon_tokens: int, vector: torch.Tensor) -> tuple[list[Any], bool]:
+        """An instruction around the passage's soft token ``(1, d)``, scoring the passage's first tokens."""
+        messages = [{"role": "user", "content": template.format(soft=_SOFT)}]
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) \
             if getattr(self.tokenizer, "chat_template", None) else messages[0]["content"] + "\n"
-        ids, slots = self.tokenize_prompt(prompt)
+        pieces, adds = self.pieces(prompt, vector)
         target = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])[:recon_tokens]
-        return TrainSequence(ids + target, slots, len(target))
+        return [*pieces, Target(target)], adds
 
-    # forward ------------------------------------------------------------------------------------------------
-    def _prefix_kv(self, ids: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if ids not in self._prefixes:
-            from transformers import DynamicCache
-
-            if len(self._prefixes) > 64:
-                self._prefixes.clear()
-            cache = DynamicCache(config=self.model.config)
-            with torch.no_grad():
-                self.base(input_ids=torch.tensor([ids], device=self.embeddings.weight.device),
-                          **kv_cache_kwargs(self.base, cache), use_cache=True)
-            self._prefixes[ids] = [(layer.keys, layer.values) for layer in cache.layers]
-        return self._prefixes[ids]
-
-    def target_logits(self, seqs: list[TrainSequence], soft: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(N, V)`` at every target token of the batch and the target ids ``(N,)``.
-
-        ``soft`` holds one vector per soft slot of the batch, in order of appearance ``(S, d)``.
-        """
-        from transformers import DynamicCache
-
-        device = self.embeddings.weight.device
-        common = 0  # longest prefix of plain tokens shared by every sequence, kept 1+ token before any target
-        first = seqs[0].ids
-        limit = min(min(len(s.ids) - s.n_target for s in seqs) - 1, len(first))
-        while common < limit and first[common] >= 0 and all(s.ids[common] == first[common] for s in seqs):
-            common += 1
-        prefix = tuple(first[:common])
-        rest = [s.ids[common:] for s in seqs]
-        batch, width = len(seqs), max(len(r) for r in rest)
-        ids = torch.zeros(batch, width, dtype=torch.long, device=device)  # (B, T) right-padded
-        mask = torch.zeros(batch, width, dtype=torch.long, device=device)  # (B, T)
-        soft_rows, soft_cols = [], []
-        tgt_rows, tgt_cols, tgt_ids = [], [], []
-        for b, (r, s) in enumerate(zip(rest, seqs, strict=True)):
-            ids[b, :len(r)] = torch.tensor([max(t, 0) for t in r])
-            mask[b, :len(r)] = 1
-            soft_rows += [b] * sum(1 for t in r if t < 0)
-            soft_cols += [i for i, t in enumerate(r) if t < 0]
-            start = len(r) - s.n_target
-            tgt_rows += [b] * s.n_target
-            tgt_cols += list(range(start - 1, len(r) - 1))  # the hidden state before each target predicts it
-            tgt_ids += r[start:]
-        inputs = self.embeddings(ids)  # (B, T, d)
-        if soft_rows:
-            assert soft is not None and soft.shape[0] == len(soft_rows), (None if soft is None else soft.shape)
-            inputs = inputs.index_put((torch.tensor(soft_rows, device=device), torch.tensor(soft_cols, device=device)),
-                                      soft.to(inputs.dtype))
-        cache = None
-        offset = 0
-        if prefix:
-            cache = DynamicCache(config=self.model.config)
-            for layer, (k, v) in enumerate(self._prefix_kv(prefix)):
-                cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), layer)
-            offset = len(prefix)
-            mask = torch.cat([mask.new_ones(batch, offset), mask], dim=1)  # (B, P + T)
-        positions = (offset + torch.arange(width, device=device)).expand(batch, width)  # (B, T)
-        hidden = self.base(inputs_embeds=inputs, attention_mask=mask, position_ids=positions,
-                           **kv_cache_kwargs(self.base, cache), use_cache=cache is not None).last_hidden_state  # (B, T, d)
-        picked = hidden[torch.tensor(tgt_rows, device=device), torch.tensor(tgt_cols, device=device)]  # (N, d)
-        return self.lm_head(picked), torch.tensor(tgt_ids, device=device)  # (N, V), (N,)
+    def nll(self, sequences: Sequence[tuple[list[Any], bool]]) -> SequenceNLL:
+        """The frozen LLM's NLL of the sequences' targets."""
+        return sequence_nll(self.generator, [s for s, _ in sequences], add_special_tokens=[a for _, a in sequences],
+                            prefixes=self.prefixes)
 
 
-# -------------------------------------------------------------------------------------------------------- training
-def idf_targets(corpus: Corpus, lm: FrozenLM, ids: Sequence[int]) -> torch.Tensor:
+def idf_targets(corpus: Corpus, generator: Any, ids: Sequence[int]) -> torch.Tensor:
     """Stage-0 targets: IDF-weighted mean input embedding of each passage's tokens, at the mean token norm."""
-    table = lm.embeddings.weight.detach()
-    token_lists = [lm.tokenizer(corpus.texts[i], add_special_tokens=False)["input_ids"] for i in ids]
+    table = generator.input_embeddings().weight.detach()
+    token_lists = [generator.tokenizer(corpus.texts[i], add_special_tokens=False)["input_ids"] for i in ids]
     df = Counter(t for tokens in token_lists for t in set(tokens))
     n = len(token_lists)
     norm = table.norm(dim=-1).mean()
@@ -422,147 +442,44 @@ def idf_targets(corpus: Corpus, lm: FrozenLM, ids: Sequence[int]) -> torch.Tenso
     return out
 
 
-def lr_at(progress: float, peak: float, warmup: float = 0.05) -> float:
-    """Linear warm-up over the first ``warmup`` of training, then cosine decay to 10% of the peak."""
-    if progress < warmup:
-        return peak * max(progress, 0.01) / warmup
-    progress = min(1.0, (progress - warmup) / (1 - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-@dataclass
-class Budget:
-    steps: int
-    seconds: float
-    done_steps: int = 0  # steps taken before a resume: they count against the step budget, not the new clock
-    start: float = field(default_factory=time.perf_counter)
-
-    def progress(self, step: int) -> float:
-        """How far the stage is, by steps or by wall clock, whichever runs out first (drives the LR schedule).
-
-        After a resume the clock part covers only the remaining steps' share of the wall-clock budget.
-        """
-        by_steps = step / max(1, self.steps)
-        left = 1.0 - self.done_steps / max(1, self.steps)
-        by_clock = self.done_steps / max(1, self.steps) + left * (time.perf_counter() - self.start) / max(
-            1e-9, self.seconds)
-        return max(by_steps, by_clock)
-
-    def done(self, step: int) -> bool:
-        return self.progress(step) >= 1.0
-
-
-def run_stage0(projector: XRAGProjector, corpus: Corpus, lm: FrozenLM, ids: list[int], steps: int,
-               lr: float, seed: int) -> list[float]:
-    device = next(projector.parameters()).device
-    targets = idf_targets(corpus, lm, ids).to(device)  # (n, d_gen)
-    x = torch.from_numpy(corpus.embeddings[ids]).to(device)  # (n, d_emb)
-    opt = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for step in range(steps):
-        batch = torch.randint(0, len(ids), (64,), generator=gen).to(device)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step / steps, lr)
-        loss = F.mse_loss(projector(x[batch]), targets[batch]) / targets.pow(2).mean()  # relative MSE
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss))
-    return losses
-
-
-def _soft_for(projector: XRAGProjector, corpus: Corpus, seqs: list[TrainSequence]) -> torch.Tensor | None:
-    indices = [p for s in seqs for p in s.soft]
-    if not indices:
-        return None
+def _soft(projector: XRAGProjector, corpus: Corpus, indices: Sequence[int]) -> torch.Tensor:
+    """The projected soft token of each passage, in order ``(S, d_gen)`` (one projector pass for the batch)."""
     weight = next(projector.parameters())
-    return projector(torch.from_numpy(corpus.embeddings[indices]).to(weight.device))  # (S, d_gen)
+    return projector(torch.from_numpy(corpus.embeddings[list(indices)]).to(weight.device))
 
 
-def paraphrase_loss(projector: XRAGProjector, lm: FrozenLM, corpus: Corpus, batch: list[tuple[int, int]],
+def paraphrase_loss(projector: XRAGProjector, prompts: Prompts, corpus: Corpus, batch: list[tuple[int, int]],
                     recon_tokens: int) -> torch.Tensor:
-    seqs = [lm.paraphrase_sequence(p, corpus.texts[p], PARAPHRASE_TEMPLATES[t], recon_tokens) for p, t in batch]
-    logits, target = lm.target_logits(seqs, _soft_for(projector, corpus, seqs))
-    return F.cross_entropy(logits, target)
+    """Stage 1: NLL of each passage's first ``recon_tokens`` tokens from its soft token, under its template."""
+    vectors = _soft(projector, corpus, [p for p, _ in batch])  # (B, d)
+    return prompts.nll([prompts.paraphrase(corpus.texts[p], PARAPHRASE_TEMPLATES[t], recon_tokens, vectors[i:i + 1])
+                        for i, (p, t) in enumerate(batch)]).mean
 
 
-def qa_loss(projector: XRAGProjector, lm: FrozenLM, corpus: Corpus, batch: list[QAExample], kl_weight: float,
+def qa_loss(projector: XRAGProjector, prompts: Prompts, corpus: Corpus, batch: list[QAExample], kl_weight: float,
             teacher_context: str) -> tuple[torch.Tensor, float, float]:
-    titles = [[corpus.titles[p] for p in ex.passages] for ex in batch]
-    seqs = [lm.qa_sequence(ex, t) for ex, t in zip(batch, titles, strict=True)]
-    logits, target = lm.target_logits(seqs, _soft_for(projector, corpus, seqs))
-    nll = F.cross_entropy(logits, target)
+    """Stage 2: answer NLL with soft tokens + ``kl_weight`` x KL(teacher || student) per answer token; returns
+    ``(loss, nll, kl)``."""
+    vectors = _soft(projector, corpus, [p for ex in batch for p in ex.passages])  # (S, d)
+    seqs, at = [], 0
+    for ex in batch:
+        seqs.append(prompts.qa(ex, [corpus.titles[p] for p in ex.passages], vectors[at:at + len(ex.passages)]))
+        at += len(ex.passages)
+    student = prompts.nll(seqs)
+    nll = student.mean
     if kl_weight <= 0:
         return nll, float(nll.detach()), 0.0
     with torch.no_grad():
         texts = [ex.evidence if teacher_context == "evidence" else "\n\n".join(corpus.texts[p] for p in ex.passages)
                  for ex in batch]
-        teacher = [lm.teacher_sequence(ex, t) for ex, t in zip(batch, texts, strict=True)]
-        teacher_logits, teacher_target = lm.target_logits(teacher, None)
-        assert torch.equal(teacher_target, target)
-    kl = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(teacher_logits, -1), log_target=True,
+        teacher = prompts.nll([prompts.teacher(ex, t) for ex, t in zip(batch, texts, strict=True)])
+        assert torch.equal(teacher.targets, student.targets)
+    kl = F.kl_div(F.log_softmax(student.logits, -1), F.log_softmax(teacher.logits, -1), log_target=True,
                   reduction="batchmean")  # KL(teacher || student) per target token
     return nll + kl_weight * kl, float(nll.detach()), float(kl.detach())
 
 
-def train_loop(name: str, projector: XRAGProjector, batches: Any, loss_fn: Any, budget: Budget, lr: float,
-               out: Path, log_every: int, checkpoint_every: int, *, batch_size: int = 8, val_fn: Any = None,
-               eval_every: int = 0, start_step: int = 0, history: dict[str, Any] | None = None,
-               snapshot: Any = None) -> dict[str, Any]:
-    """AdamW with warm-up + cosine, clipping at 1.0; ``val_fn()`` (a dict of held-out metrics) runs every
-    ``eval_every`` steps and at the end, recorded with the training samples seen so far (the card's curve).
-
-    Checkpoints (every ``checkpoint_every`` steps) hold the projector and ``snapshot(name, step, history)``, from
-    which ``--resume`` continues at ``start_step`` with the history so far (the optimizer's moments restart).
-    """
-    opt = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=0.01)
-    history = history or {"loss": [], "nll": [], "kl": [], "seconds": [], "val": []}
-
-    def validate(step: int) -> None:
-        if val_fn is None:
-            return
-        metrics = {"step": step, "samples": step * batch_size, **val_fn()}
-        history["val"].append(metrics)
-        logger.info("%s held-out at %d samples: %s", name, step * batch_size,
-                    {k: v for k, v in metrics.items() if k not in ("step", "samples")})
-
-    if not history["val"]:
-        validate(start_step)
-    step = start_step
-    for batch in batches:
-        if budget.done(step):
-            break
-        for group in opt.param_groups:
-            group["lr"] = lr_at(budget.progress(step), lr)
-        t0 = time.perf_counter()
-        result = loss_fn(batch)
-        loss, nll, kl = result if isinstance(result, tuple) else (result, float(result.detach()), 0.0)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(projector.parameters(), 1.0)
-        opt.step()
-        history["loss"].append(float(loss))
-        history["nll"].append(nll)
-        history["kl"].append(kl)
-        history["seconds"].append(time.perf_counter() - t0)
-        step += 1
-        if step % log_every == 0 or step == 1:
-            recent = history["loss"][-log_every:]
-            logger.info("%s step %d/%d loss %.3f (nll %.3f kl %.3f) %.1f s/step, %.0f s elapsed", name, step,
-                        budget.steps, sum(recent) / len(recent), nll, kl, history["seconds"][-1],
-                        time.perf_counter() - budget.start)
-        if eval_every and step % eval_every == 0:
-            validate(step)
-        if checkpoint_every and step % checkpoint_every == 0:
-            _save_checkpoint(projector, out / "checkpoints" / f"{name}-step{step}",
-                             snapshot(name, step, history) if snapshot else {"stage": name, "step": step})
-    if not history["val"] or history["val"][-1]["step"] != step:
-        validate(step)
-    return history
-
-
-def qa_validation(projector: XRAGProjector, lm: FrozenLM, corpus: Corpus, val: list[QAExample],
+def qa_validation(projector: XRAGProjector, prompts: Prompts, corpus: Corpus, val: list[QAExample],
                   teacher_context: str, batch_size: int) -> dict[str, float]:
     """Held-out answer NLL with soft tokens and the KL to the text-reading teacher (per answer token)."""
     nll = kl = 0.0
@@ -570,12 +487,12 @@ def qa_validation(projector: XRAGProjector, lm: FrozenLM, corpus: Corpus, val: l
     with torch.no_grad():
         for i in range(0, len(val), batch_size):
             batch = val[i:i + batch_size]
-            _, n, k = qa_loss(projector, lm, corpus, batch, 1.0, teacher_context)
+            _, n, k = qa_loss(projector, prompts, corpus, batch, 1.0, teacher_context)
             nll, kl, count = nll + n * len(batch), kl + k * len(batch), count + len(batch)
     return {"nll": round(nll / max(1, count), 4), "kl": round(kl / max(1, count), 4)}
 
 
-def reference_nll(lm: FrozenLM, corpus: Corpus, val: list[QAExample], context: str, batch_size: int) -> float:
+def reference_nll(prompts: Prompts, corpus: Corpus, val: list[QAExample], context: str, batch_size: int) -> float:
     """Held-out answer NLL of the frozen LLM reading ``context``: nothing, the evidence or the passages as text."""
     total = 0.0
     with torch.no_grad():
@@ -583,114 +500,41 @@ def reference_nll(lm: FrozenLM, corpus: Corpus, val: list[QAExample], context: s
             batch = val[i:i + batch_size]
             texts = ["" if context == "none" else ex.evidence if context == "evidence"
                      else "\n\n".join(corpus.texts[p] for p in ex.passages) for ex in batch]
-            logits, target = lm.target_logits([lm.teacher_sequence(ex, t) for ex, t in zip(batch, texts, strict=True)],
-                                              None)
-            total += float(F.cross_entropy(logits, target)) * len(batch)
+            scored = prompts.nll([prompts.teacher(ex, t) for ex, t in zip(batch, texts, strict=True)])
+            total += float(scored.mean) * len(batch)
     return round(total / max(1, len(val)), 4)
 
 
-def _cycle(items: list[Any], batch_size: int, seed: int, skip: int = 0) -> Any:
-    """Shuffled batches, epoch after epoch; ``skip`` drops the first batches (a resumed run sees the same order)."""
-    rng = random.Random(seed)
-    seen = 0
-    while True:
+def _val(loss_fn: Any, items: list[Any], batch_size: int) -> float:
+    with torch.no_grad():
+        values = [float(loss_fn(items[i:i + batch_size])) for i in range(0, len(items), batch_size)]
+    return sum(values) / max(1, len(values))
+
+
+def shuffled_batches(items: Sequence[Any], batch_size: int, seed: int) -> Callable[[int], list[Any]]:
+    """``batches(epoch)`` for :meth:`Trainer.fit`: each epoch the items reshuffled by one ``random.Random(seed)``,
+    in full batches (a resumed run draws the same order)."""
+    state: dict[str, random.Random] = {}
+
+    def batches(epoch: int) -> list[Any]:
+        if epoch == 1:
+            state["rng"] = random.Random(seed)
         order = list(items)
-        rng.shuffle(order)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            seen += 1
-            if seen > skip:
-                yield order[start:start + batch_size]
+        state["rng"].shuffle(order)
+        return [order[s:s + batch_size] for s in range(0, len(order) - batch_size + 1, batch_size)]
+
+    return batches
 
 
-def _save_checkpoint(projector: XRAGProjector, folder: Path, state: dict[str, Any]) -> None:
-    projector.save_pretrained(folder)
-    (folder / "history.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
-
-
-def _resume_point(out: Path) -> tuple[str, int, Path] | None:
-    """The latest checkpoint under ``out/checkpoints`` as (stage, step, folder), or None when there is none."""
-    found = []
-    for folder in (out / "checkpoints").glob("stage*-step*"):
-        match = re.fullmatch(r"(stage[12])-step(\d+)", folder.name)
-        if match and (folder / "history.json").is_file():
-            found.append((match.group(1), int(match.group(2)), folder))
-    return max(found, key=lambda item: (item[0], item[1])) if found else None
-
-
-def plot_curve(points: list[dict[str, Any]], references: dict[str, float], path: Path) -> None:
-    """Held-out answer NLL and KL against training samples seen, with the text reader's NLLs as lines."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    if not points:
-        return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    samples = [p["samples"] for p in points]
-    left.plot(samples, [p["nll"] for p in points], marker="o", label="soft tokens")
-    for name, style in (("none", ":"), ("passages", "--"), ("evidence", "-.")):
-        if name in references:
-            left.axhline(references[name], linestyle=style, color="grey", label=f"text reader: {name}")
-    left.set_xlabel("stage-2 training samples seen")
-    left.set_ylabel("held-out answer NLL")
-    left.legend(fontsize=7)
-    right.plot(samples, [p["kl"] for p in points], marker="o", color="tab:red")
-    right.set_xlabel("stage-2 training samples seen")
-    right.set_ylabel("held-out KL(teacher || student)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def plot_losses(losses: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed: no loss plot (pip install 'ragzip[train]')")
-        return
-    stages = [(k, v) for k, v in losses.items() if v]
-    fig, axes = plt.subplots(1, len(stages), figsize=(4.5 * len(stages), 3.4))
-    for ax, (name, series) in zip(np.atleast_1d(axes), stages, strict=True):
-        if isinstance(series, dict):
-            for key in ("loss", "nll", "kl"):
-                if any(series.get(key, [])):
-                    ax.plot(_smooth(series[key]), label=key)
-            ax.legend()
-        else:
-            ax.plot(_smooth(series))
-        ax.set_title(name)
-        ax.set_xlabel("step")
-        ax.set_yscale("log" if name == "stage0" else "linear")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def _smooth(values: list[float], window: int = 10) -> list[float]:
-    out, acc = [], []
-    for v in values:
-        acc.append(v)
-        acc = acc[-window:]
-        out.append(sum(acc) / len(acc))
-    return out
-
-
-def train(args: argparse.Namespace) -> int:
+# --------------------------------------------------------------------------------------------------------- training
+def train(args: XRAGArguments) -> int:
     from ragzip.generation import GeneratorConfig, HFGenerator
 
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
+    prepare(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    check_context_template("ragzip train xrag", args.context_template)
     started = time.perf_counter()
-    data = build_data([Path(p) for p in args.data], seed=args.seed,
+    files = args.train_files()
+    data = build_data([Path(p) for p in files], seed=args.seed,
                       n_paraphrase=args.stage1_steps * args.batch_size + 64,
                       n_qa=args.stage2_steps * args.batch_size + 64, n_val=args.val_examples,
                       max_passages=args.max_passages)
@@ -699,121 +543,204 @@ def train(args: argparse.Namespace) -> int:
                 "source file: %s)", len(corpus.texts), len(data["paraphrase"]), len(data["qa"]), len(data["val"]),
                 data["sources"])
     encode_pool(corpus, args.embedder, out / "cache")
-    generator = HFGenerator(GeneratorConfig(model=args.generator))
-    lm = FrozenLM(generator, args.context_template)
+    generator = HFGenerator(GeneratorConfig(model=args.generator, device=args.device or None))
+    prompts = Prompts(generator, args.context_template)
     config = ProjectorConfig(embedder=args.embedder, embedder_dim=int(corpus.embeddings.shape[1]),
                              generator=args.generator, generator_hidden=generator.hidden_size,
                              context_template=args.context_template)
     projector = XRAGProjector(config)
     projector.record_bases(encoder=load_encoder(config), generator=generator)  # checked when the artifact loads
     projector.to(generator.device)
-    losses: dict[str, Any] = {"stage0": [], "stage1": {}, "stage2": {}}
-    times: dict[str, float] = {}
-    resume = _resume_point(out) if args.resume else None
-    if resume is not None:
-        stage, step, folder = resume
-        projector.load_state_dict(XRAGProjector.from_pretrained(folder).state_dict())
-        previous = json.loads((folder / "history.json").read_text(encoding="utf-8"))
-        losses.update(previous.get("losses", {}))
-        times.update(previous.get("times", {}))
-        logger.info("resuming from %s: %s at step %d", folder, stage, step)
-    else:
-        stage, step = "stage0", 0
+
+    log = open_log(args, stages=STAGES)
+    point = resume_point(args, STAGES)
+    at = STAGES.index(point[1].parent.name) if point else -1  # the stage a --resume continues in
+    if point:
+        logger.info("resuming from %s", point[1])
+
+    def schedule() -> WarmupCosine:  # warm-up from 1% of the stage on, then cosine to 10%
+        return WarmupCosine(args.warmup, final=0.1, floor=0.01 / args.warmup if args.warmup else 0.0)
+
+    def stage_trainer(stage: str, lr: float, steps: int, minutes: float, **kw: Any) -> Trainer:
+        return Trainer(args, projector, [{"params": list(projector.parameters()), "lr": lr}], total_steps=steps,
+                       log=log, weight_decay=0.01, schedule=schedule(), budget=Budget(minutes * 60),
+                       checkpoint_at_end=True, save=lambda folder, metrics: projector.save_pretrained(folder),
+                       stage=stage, resume=at == STAGES.index(stage), plot_title="xrag projector", log_to=logger,
+                       **kw)
+
+    def finished(stage: str) -> TrainState | None:
+        """The final state of a stage a resumed run does not train again (its weights: the resumed checkpoint)."""
+        index = STAGES.index(stage)
+        if at > index:
+            return saved_state(checkpoints(out / stage)[-1][1])
+        if at == index and saved_state(point[1]).finished:  # type: ignore[index]
+            projector.load_state_dict(XRAGProjector.from_pretrained(point[1]).state_dict())  # type: ignore[index]
+            restore_random(point[1])  # type: ignore[index]
+            return saved_state(point[1])  # type: ignore[index]
+        return None
+
+    def recorded(stage: str, key: str) -> Any:
+        return next((row[key] for row in reversed(log.rows) if row.get("stage") == stage and key in row), None)
 
     val_para = [(p, 0) for p in data["heldout"][:16]]
-    if stage == "stage0":
-        t0 = time.perf_counter()
+
+    def recon_nll() -> float:
+        return _val(lambda b: paraphrase_loss(projector, prompts, corpus, b, args.recon_tokens), val_para, 8)
+
+    # Stage 0: regression onto IDF-weighted token embeddings (no LLM pass, no checkpoint: a resumed run skips it).
+    if point is None:
         pool = sorted({p for ex in data["qa"] for p in ex.passages})
-        losses["stage0"] = run_stage0(projector, corpus, lm, pool, args.stage0_steps, args.stage0_lr, args.seed)
-        times["stage0_s"] = time.perf_counter() - t0
-        logger.info("stage 0: relative MSE %.3f -> %.3f in %.0f s", losses["stage0"][0], losses["stage0"][-1],
-                    times["stage0_s"])
-        times["val_recon_before"] = _val(lambda b: paraphrase_loss(projector, lm, corpus, b, args.recon_tokens),
-                                         val_para, 8)
-        stage, step = "stage1", 0
+        targets = idf_targets(corpus, generator, pool).to(generator.device)  # (n, d_gen)
+        x = torch.from_numpy(corpus.embeddings[pool]).to(generator.device)  # (n, d_emb)
 
-    def snapshot(name: str, at: int, history: dict[str, Any]) -> dict[str, Any]:
-        return {"losses": {**losses, name: history}, "times": times, "stage": name, "step": at}
+        def draws(epoch: int) -> Any:  # one epoch of stage0_steps random batches of 64 passages
+            gen = torch.Generator().manual_seed(args.seed)
+            return (torch.randint(0, len(pool), (64,), generator=gen).to(generator.device)
+                    for _ in range(args.stage0_steps if epoch == 1 else 0))
 
-    if stage == "stage1":
+        stage0 = Trainer(dataclasses.replace(args, log_every=max(args.log_every, args.stage0_steps // 20)),
+                         projector, [{"params": list(projector.parameters()), "lr": args.stage0_lr}],
+                         total_steps=args.stage0_steps, log=log, max_grad_norm=math.inf, schedule=schedule(),
+                         budget=Budget(math.inf), checkpoint_every=0, stage="stage0", resume=False, log_to=logger)
+        state0 = stage0.fit(draws, lambda batch: F.mse_loss(projector(x[batch]), targets[batch])
+                            / targets.pow(2).mean())  # relative MSE
+        log.record(stage="stage0", step=state0.step, val_recon_nll=recon_nll(), train_s=round(state0.train_seconds, 1))
+    rows0 = [row for row in log.rows if row.get("stage") == "stage0" and "loss" in row]
+    logger.info("stage 0: relative MSE %s -> %s", *(f"{rows0[i]['loss']:.3f}" if rows0 else "?" for i in (0, -1)))
+
+    # Stage 1: paraphrase pretraining.
+    state1 = finished("stage1")
+    if state1 is None:
         rng = random.Random(args.seed)
-        stage1_items = [(p, rng.randrange(len(PARAPHRASE_TEMPLATES))) for p in data["paraphrase"]]
-        t0 = time.perf_counter()
-        losses["stage1"] = train_loop(
-            "stage1", projector, _cycle(stage1_items, args.batch_size, args.seed, skip=step),
-            lambda b: paraphrase_loss(projector, lm, corpus, b, args.recon_tokens),
-            Budget(args.stage1_steps, args.stage1_minutes * 60, done_steps=step), args.stage1_lr, out, args.log_every,
-            args.checkpoint_every, batch_size=args.batch_size, start_step=step, history=losses["stage1"] or None,
-            snapshot=snapshot)
-        times["stage1_s"] = times.get("stage1_s", 0.0) + time.perf_counter() - t0
-        times["val_recon_after1"] = _val(lambda b: paraphrase_loss(projector, lm, corpus, b, args.recon_tokens),
-                                         val_para, 8)
-        logger.info("stage 1: %d steps; held-out reconstruction NLL %.3f -> %.3f", len(losses["stage1"]["loss"]),
-                    times.get("val_recon_before", float("nan")), times["val_recon_after1"])
-        _save_checkpoint(projector, out / "checkpoints" / "stage2-step0", snapshot("stage2", 0, {}))
-        stage, step = "stage2", 0
+        items = [(p, rng.randrange(len(PARAPHRASE_TEMPLATES))) for p in data["paraphrase"]]
+        stage1 = stage_trainer("stage1", args.stage1_lr, args.stage1_steps, args.stage1_minutes,
+                               plot_ylabel="NLL")
+        state1 = stage1.fit(shuffled_batches(items, args.batch_size, args.seed),
+                            lambda b: paraphrase_loss(projector, prompts, corpus, b, args.recon_tokens))
+        log.record(stage="stage1", step=state1.step, val_recon_nll=recon_nll())
+    before, after = recorded("stage0", "val_recon_nll"), recorded("stage1", "val_recon_nll")
+    logger.info("stage 1: %d steps; held-out reconstruction NLL %s -> %s", state1.step, before, after)
 
-    references = {name: reference_nll(lm, corpus, data["val"], name, args.batch_size)
+    # Stage 2: QA with soft tokens + self-distillation, the held-out curve every --eval-every steps.
+    references = {name: reference_nll(prompts, corpus, data["val"], name, args.batch_size)
                   for name in ("none", "evidence", "passages")}
     logger.info("held-out answer NLL of the frozen LLM reading nothing / the evidence / the passages as text: %s",
                 references)
-    t0 = time.perf_counter()
-    losses["stage2"] = train_loop(
-        "stage2", projector, _cycle(data["qa"], args.batch_size, args.seed + 1, skip=step),
-        lambda b: qa_loss(projector, lm, corpus, b, args.kl_weight, args.teacher_context),
-        Budget(args.stage2_steps, args.stage2_minutes * 60, done_steps=step), args.stage2_lr, out, args.log_every,
-        args.checkpoint_every, batch_size=args.batch_size, start_step=step, history=losses["stage2"] or None,
-        snapshot=snapshot,
-        val_fn=lambda: qa_validation(projector, lm, corpus, data["val"], args.teacher_context, args.batch_size),
-        eval_every=args.eval_every)
-    times["stage2_s"] = times.get("stage2_s", 0.0) + time.perf_counter() - t0
-    times["total_s"] = time.perf_counter() - started
-    for point in losses["stage2"]["val"]:  # share of the text reader's NLL gain over no context the soft tokens reach
-        gain = references["none"] - references["passages"]
-        point["recovery_vs_passages"] = round((references["none"] - point["nll"]) / gain, 4) if gain > 0 else None
+    gain = references["none"] - references["passages"]
 
-    def tail(series: list[float]) -> float:
-        return round(sum(series[-20:]) / max(1, len(series[-20:])), 4)
+    def validate(step: int) -> dict[str, Any]:
+        metrics = qa_validation(projector, prompts, corpus, data["val"], args.teacher_context, args.batch_size)
+        logger.info("stage2 held-out at %d samples: %s", step * args.batch_size, metrics)
+        recovery = round((references["none"] - metrics["nll"]) / gain, 4) if gain > 0 else None
+        return {"samples": step * args.batch_size, "val_nll": metrics["nll"], "val_kl": metrics["kl"],
+                "recovery_vs_passages": recovery}
 
+    state2 = finished("stage2")
+    if state2 is None:
+        stage2 = stage_trainer("stage2", args.stage2_lr, args.stage2_steps, args.stage2_minutes, evaluate=validate,
+                               evaluate_every=args.eval_every, plot_ylabel="NLL + KL")
+        if at < STAGES.index("stage2"):
+            log.record(stage="stage2", step=0, **validate(0))
+        state2 = stage2.fit(shuffled_batches(data["qa"], args.batch_size, args.seed + 1),
+                            lambda b: _logged(qa_loss(projector, prompts, corpus, b, args.kl_weight,
+                                                      args.teacher_context)))
+        if recorded("stage2", "val_nll") is None or _last_val_step(log) != state2.step:
+            log.record(stage="stage2", step=state2.step, **validate(state2.step))
+
+    curve = [{"step": row["step"], "samples": row["samples"], "nll": row["val_nll"], "kl": row["val_kl"],
+              "recovery_vs_passages": row["recovery_vs_passages"]}
+             for row in log.rows if row.get("stage") == "stage2" and "val_nll" in row]
+    states = {"stage1": state1, "stage2": state2}
+    last = {stage: _last_logged(log, stage) for stage in ("stage0", "stage1", "stage2")}
     config.training = {
-        "command": "ragzip train xrag " + " ".join(args.argv),
+        "command": args.command,
         "seed": args.seed,
         "device": str(generator.device),
-        "data": {"train_files": [Path(p).name for p in args.data], "questions_per_source": data["sources"],
+        "data": {"train_files": [Path(p).name for p in files], "questions_per_source": data["sources"],
                  "qa_examples_built": len(data["qa"]), "validation_examples_held_out": len(data["val"]),
                  "dev_files": "never used in training"},
-        "steps": {"stage0": len(losses["stage0"]), "stage1": len(losses["stage1"].get("loss", [])),
-                  "stage2": len(losses["stage2"]["loss"])},
-        "samples_seen": {"stage1": len(losses["stage1"].get("loss", [])) * args.batch_size,
-                         "stage2": len(losses["stage2"]["loss"]) * args.batch_size},
+        "steps": {"stage0": rows0[-1]["step"] if rows0 else 0, "stage1": state1.step, "stage2": state2.step},
+        "samples_seen": {stage: s.samples for stage, s in states.items()},
+        "stopped_early": {stage: s.stopped_early for stage, s in states.items() if s.stopped_early},
         "batch_size": args.batch_size, "recon_tokens": args.recon_tokens, "kl_weight": args.kl_weight,
         "teacher_context": args.teacher_context, "max_passages": args.max_passages,
         "lr": {"stage0": args.stage0_lr, "stage1": args.stage1_lr, "stage2": args.stage2_lr},
         "prompt": {"system_prompt": generator.config.system_prompt,
                    "prompt_template": generator.config.prompt_template},
-        "final_loss": {"stage0_rel_mse": tail(losses["stage0"]), "stage1_nll": tail(losses["stage1"].get("loss", [])),
-                       "stage2_nll": tail(losses["stage2"]["nll"]), "stage2_kl": tail(losses["stage2"]["kl"])},
-        "heldout_recon_nll": {"after_stage0": times.get("val_recon_before"),
-                              "after_stage1": times.get("val_recon_after1")},
+        "final_loss": {"stage0_rel_mse": last["stage0"].get("loss"), "stage1_nll": last["stage1"].get("loss"),
+                       "stage2_nll": last["stage2"].get("nll"), "stage2_kl": last["stage2"].get("kl")},
+        "heldout_recon_nll": {"after_stage0": before, "after_stage1": after},
         "heldout_answer_nll_text_reader": references,
-        "heldout_curve": losses["stage2"]["val"],
-        "seconds": {k: round(v, 1) for k, v in times.items() if k.endswith("_s")},
+        "heldout_curve": curve,
+        "seconds": {"stage0_s": recorded("stage0", "train_s"), "stage1_s": round(state1.train_seconds, 1),
+                    "stage2_s": round(state2.train_seconds, 1), "total_s": round(time.perf_counter() - started, 1)},
         "torch_threads": torch.get_num_threads(),
     }
     projector.save_pretrained(out)
-    (out / "losses.json").write_text(json.dumps({"stage0": losses["stage0"], "stage1": losses["stage1"],
-                                                 "stage2": losses["stage2"]}) + "\n", encoding="utf-8")
-    plot_losses(losses, out / "loss_curves.png")
-    plot_curve(losses["stage2"]["val"], references, out / "heldout_curve.png")
-    logger.info("saved the projector to %s (%.1f min in all)", out, times["total_s"] / 60)
+    plot_losses(log, out / "loss.png", title="xrag projector", ylabel="loss", metric="val_nll",
+                stage_titles={"stage0": "stage 0: relative MSE", "stage1": "stage 1: paraphrase NLL",
+                              "stage2": "stage 2: NLL + KL (held-out NLL right)"})
+    write_model_card(out, config, projector.num_parameters)
+    logger.info("saved the projector to %s (%.1f min in all)", out, (time.perf_counter() - started) / 60)
     print(json.dumps(config.training, indent=2))
     return 0
 
 
-def _val(loss_fn: Any, items: list[Any], batch_size: int) -> float:
-    with torch.no_grad():
-        values = [float(loss_fn(items[i:i + batch_size])) for i in range(0, len(items), batch_size)]
-    return sum(values) / max(1, len(values))
+def _logged(result: tuple[torch.Tensor, float, float]) -> tuple[torch.Tensor, dict[str, float]]:
+    """``qa_loss``'s ``(loss, nll, kl)`` as the trainer logs it."""
+    loss, nll, kl = result
+    return loss, {"nll": nll, "kl": kl}
+
+
+def _last_val_step(log: Any) -> int | None:
+    return next((row["step"] for row in reversed(log.rows) if row.get("stage") == "stage2" and "val_nll" in row), None)
+
+
+def _last_logged(log: Any, stage: str) -> dict[str, Any]:
+    """The stage's last logged training row (its loss: the mean over the last ``--log-every`` steps)."""
+    return next((row for row in reversed(log.rows) if row.get("stage") == stage and "loss" in row), {})
+
+
+def write_model_card(out: Path, config: ProjectorConfig, parameters: int) -> Path:
+    """``MODEL_CARD.md`` beside the projector, from the run's ``config.training``."""
+    t = config.training
+    steps, seen = t["steps"], t["samples_seen"]
+    refs, curve = t["heldout_answer_nll_text_reader"], t["heldout_curve"]
+    recon = {k: "?" if v is None else f"{v:.4f}" for k, v in t["heldout_recon_nll"].items()}
+    sources = ", ".join(f"{name} {n:,}" for name, n in t["data"]["questions_per_source"].items())
+    return ModelCard.from_training(
+        t,
+        title=f"xrag projector: {config.embedder} ({config.embedder_dim}) -> {config.generator} "
+              f"({config.generator_hidden})",
+        summary="The projector of ragzip's `type: xrag` compressor (xRAG, arXiv 2405.13792): it maps a passage's "
+                "embedding to one input embedding of the generator, trained by `ragzip train xrag`. The embedder and "
+                "the generator stay frozen and are not stored here.",
+        what=[f"- The projector only (`model.safetensors`, {parameters:,} parameters, `{config.projector_type}`); "
+              "`config.json` names the embedder and the generator and holds the training record (`training`)."],
+        data=[f"- Data: {', '.join(f'`{f}`' for f in t['data']['train_files'])} (train files only; questions per "
+              f"source: {sources}): {t['data']['qa_examples_built']} QA examples built, "
+              f"{t['data']['validation_examples_held_out']} questions held out for the validation curve. The dev "
+              "files were never used."],
+        recipe=[f"- Stage 0 (warm start: regression onto IDF-weighted token embeddings): {steps['stage0']} steps x 64 "
+                f"passages, lr {t['lr']['stage0']}.",
+                f"- Stage 1 (paraphrase: reconstruct the passage's first {t['recon_tokens']} tokens): {steps['stage1']} "
+                f"steps x {t['batch_size']}, lr {t['lr']['stage1']}.",
+                f"- Stage 2 (QA, answer NLL + {t['kl_weight']} x KL to the frozen LLM reading the "
+                f"{t['teacher_context']} as text): {steps['stage2']} steps x {t['batch_size']}, lr {t['lr']['stage2']}; "
+                f"1 to {t['max_passages']} passages per question.",
+                f"- AdamW, warm-up then cosine to 10% per stage, gradients clipped at 1 (stages 1-2); "
+                f"{t['torch_threads']} CPU thread(s), {t['seconds']['total_s']} s in all."],
+        results=[f"- Held-out reconstruction NLL: {recon['after_stage0']} after stage 0 -> {recon['after_stage1']} "
+                 "after stage 1.",
+                 f"- Held-out answer NLL with soft tokens: {curve[0]['nll'] if curve else '?'} -> "
+                 f"{curve[-1]['nll'] if curve else '?'} over stage 2 (the frozen LLM reading nothing: {refs['none']}, "
+                 f"the evidence: {refs['evidence']}, the passages: {refs['passages']}); curve: `loss.png`, "
+                 "`config.json` `training.heldout_curve`.",
+                 "- Measure end to end with `ragzip evaluate xrag --artifact DIR`."],
+        steps=f"stage 0 {steps['stage0']}, stage 1 {steps['stage1']}, stage 2 {steps['stage2']}",
+        samples_seen=seen["stage2"], sample_unit="stage-2 examples",
+        stopped_early="; ".join(t["stopped_early"].values()),
+    ).write(out)
 
 
 # ------------------------------------------------------------------------------------------------------ evaluation
@@ -869,11 +796,11 @@ def evaluate(args: argparse.Namespace) -> int:
         # Teacher-forced NLL of the passage's first tokens from its own soft token vs. another passage's token.
         corpus = Corpus(texts=[p.text for p in ps], titles=[p.metadata["title"] for p in ps],
                         embeddings=np.stack([p.embedding for p in ps]))
-        lm = FrozenLM(generator, xrag.projector.config.context_template)  # type: ignore[attr-defined]
+        prompts = Prompts(generator, xrag.projector.config.context_template)  # type: ignore[attr-defined]
         items = [(i, 0) for i in range(len(ps))]
-        nll = _val(lambda b: paraphrase_loss(xrag.projector, lm, corpus, b, args.recon_tokens), items, 8)
+        nll = _val(lambda b: paraphrase_loss(xrag.projector, prompts, corpus, b, args.recon_tokens), items, 8)
         corpus.embeddings = np.roll(corpus.embeddings, 1, axis=0)
-        nll_other = _val(lambda b: paraphrase_loss(xrag.projector, lm, corpus, b, args.recon_tokens), items, 8)
+        nll_other = _val(lambda b: paraphrase_loss(xrag.projector, prompts, corpus, b, args.recon_tokens), items, 8)
         f1s = [f1_score(g.text, [r]) for g, r in zip(gens, refs, strict=True)]
         # Baseline: the same F1 against a *different* held-out passage (what topic-free text scores).
         shuffled = [f1_score(g.text, [refs[(i + 1) % len(refs)]]) for i, g in enumerate(gens)]
@@ -950,50 +877,6 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------------- CLI
-def _default_data_dir() -> str:
-    return os.environ.get("RAGZIP_DATA", str(Path.cwd().parent / "shared" / "data"))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ragzip train xrag",
-        description="Train the xRAG projector (stage 0 warm start, stage 1 paraphrase, stage 2 QA + "
-                    "self-distillation) on CPU; `ragzip evaluate xrag --artifact DIR` measures it.")
-    parser.add_argument("--out", required=True, help="folder for the projector, losses, plot and checkpoints")
-    parser.add_argument("--data", nargs="+", default=None,
-                        help="train files (HotpotQA, QED-NQ, SQuAD JSONL, .gz ok); default: hotpotqa_train.jsonl, "
-                             "qed_nq_train.jsonl.gz and squad_train_partial.jsonl.gz in --data-dir")
-    parser.add_argument("--data-dir", default=_default_data_dir(),
-                        help="where the default train files are (default $RAGZIP_DATA or ../shared/data)")
-    parser.add_argument("--val-examples", type=int, default=24,
-                        help="questions per source held out of training for the validation curve")
-    parser.add_argument("--eval-every", type=int, default=50, help="stage-2 steps between validation points")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    parser.add_argument("--embedder", default="embedded:minilm")
-    parser.add_argument("--generator", default="embedded:smollm2-135m")
-    parser.add_argument("--context-template", default="{soft}", help="per-passage text around the soft token")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--stage0-steps", type=int, default=1500)
-    parser.add_argument("--stage0-lr", type=float, default=2e-3)
-    parser.add_argument("--stage1-steps", type=int, default=60)
-    parser.add_argument("--stage1-minutes", type=float, default=15.0, help="wall-clock cap of stage 1")
-    parser.add_argument("--stage1-lr", type=float, default=1e-3)
-    parser.add_argument("--recon-tokens", type=int, default=32, help="passage tokens reconstructed in stage 1")
-    parser.add_argument("--stage2-steps", type=int, default=120)
-    parser.add_argument("--stage2-minutes", type=float, default=25.0, help="wall-clock cap of stage 2")
-    parser.add_argument("--stage2-lr", type=float, default=5e-4)
-    parser.add_argument("--kl-weight", type=float, default=2.0, help="self-distillation weight (xRAG: 2.0)")
-    parser.add_argument("--teacher-context", choices=("evidence", "passage"), default="evidence")
-    parser.add_argument("--max-passages", type=int, default=3, help="passages per stage-2 example: 1 to this")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads; 1 on a shared, oversubscribed machine (2 threads measured 20x slower "
-                             "there: OpenMP barriers wait on descheduled threads)")
-    parser.add_argument("--log-every", type=int, default=5)
-    parser.add_argument("--checkpoint-every", type=int, default=25)
-    return parser
-
-
 def build_eval_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragzip evaluate xrag", description="Measure an xRAG projector "
                                      "(also `ragzip train xrag eval`).")
@@ -1034,21 +917,15 @@ def write_heldout_squad(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ragzip train xrag [eval|heldout-squad] ...``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging()
     logging.getLogger("ragzip").setLevel(logging.INFO)
     if argv[:1] == ["heldout-squad"]:
         return write_heldout_squad(argv[1:])
     if argv[:1] == ["eval"]:
-        args = build_eval_parser().parse_args(argv[1:])
-        torch.set_num_threads(args.threads)
-        return evaluate(args)
-    args = build_parser().parse_args(argv)
-    args.argv = argv
-    if args.data is None:
-        args.data = [str(Path(args.data_dir) / name) for name in DEFAULT_TRAIN_FILES]
-    torch.set_num_threads(args.threads)
-    return train(args)
+        eval_args = build_eval_parser().parse_args(argv[1:])
+        torch.set_num_threads(eval_args.threads)
+        return evaluate(eval_args)
+    return train(XRAGArguments.parse(argv))
 
 
 if __name__ == "__main__":
