@@ -30,6 +30,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
 from ragzip.errors import ModelNotFoundError
 from ragzip.fsutil import sha256_file
 
@@ -51,9 +55,6 @@ def embedding_fingerprint(weight: Any) -> str:
     Take it from the weights as loaded (before any cast to a lower precision for inference). Only the sampled rows
     leave the device, so a GPU-resident matrix is not copied whole.
     """
-    import numpy as np
-    import torch
-
     w = weight.detach()
     step = max(w.shape[0] // _SAMPLE_ROWS, 1)
     sample = w[::step][:_SAMPLE_ROWS]  # a strided view: rows 0, step, 2 * step, ...
@@ -132,8 +133,6 @@ def save_artifact(folder: str | Path, config: Mapping[str, Any], state: Mapping[
     ``bases`` maps a role (``"encoder"``, ``"generator"``, ...) to :func:`base_identity` of the model the weights
     were trained on. Returns the folder.
     """
-    from safetensors.torch import save_file
-
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
@@ -206,10 +205,25 @@ def check_shapes(state: Mapping[str, Any], expected: Mapping[str, tuple[int, ...
 def load_artifact(folder: str | Path, *, expected: Mapping[str, tuple[int, ...]] | None = None, where: str,
                   fix: str = "Re-copy the whole artifact folder, or train it again with `ragzip train`.",
                   ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read an artifact: ``(config, state)``, the weights verified against the record and, given ``expected``
-    (tensor name -> shape of the model built from the config), against the model's shapes."""
-    from safetensors.torch import load_file
+    """Read an artifact folder: its ``config.json`` and its verified weights.
 
+    The weights are checked against the hash ``config.json`` recorded and, given ``expected``, against the shapes of
+    the model built from the config.
+
+    Args:
+        folder: The artifact folder (``config.json`` and ``model.safetensors``).
+        expected: Tensor name -> shape of the model built from the config (:func:`expected_shapes`), if known.
+        where: How the error messages name the artifact.
+        fix: What the error messages tell the user to do.
+
+    Returns:
+        ``(config, state)``: the parsed ``config.json`` and the tensors by name.
+
+    Raises:
+        ModelNotFoundError: ``config.json`` or ``model.safetensors`` is missing.
+        ArtifactError: ``config.json`` is not valid JSON, the weights are not the recorded file, or tensors are
+            missing, unexpected or mis-shaped.
+    """
     config = read_config(folder, where=where, fix=fix)
     verify_weights(folder, config, where=where, fix=fix)
     state = load_file(str(Path(folder) / WEIGHTS_NAME))

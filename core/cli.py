@@ -8,6 +8,7 @@ when it registered, :class:`ragzip.compressor.CompressorInfo`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
@@ -16,17 +17,32 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ragzip import bench
+from ragzip.bench.methods import method_label, parse_method
+from ragzip.compressor import (
+    build_compressor,
+    compressor_infos,
+    demo_configs,
+    evaluators,
+    get_compressor_class,
+    registered_compressors,
+    trainers,
+)
+from ragzip.corpus import load_corpus
 from ragzip.data import demo_file, read_jsonl
+from ragzip.embed import Embedder
 from ragzip.errors import RagzipError
+from ragzip.generation import GeneratorConfig, HFGenerator
+from ragzip.metrics import has_answer
+from ragzip.pipeline import RAGPipeline
+from ragzip.quiet import quiet_dependencies
+from ragzip.retrieval import FaissRetriever
 
 logger = logging.getLogger("ragzip")
 
 
 def _demo_methods() -> list[tuple[str, dict[str, Any]]]:
     """``(label, config)`` of every compressor that declares a demo config, in the order they registered."""
-    from ragzip.bench.methods import method_label
-    from ragzip.compressor import demo_configs
-
     return [(method_label(c["type"], {k: v for k, v in c.items() if k != "type"}), c) for c in demo_configs()]
 
 
@@ -36,9 +52,6 @@ def _demo_config(label: str) -> dict[str, Any]:
     Raises:
         ConfigError: a bad variant (an unknown name is left to build_compressor, which lists the types).
     """
-    from ragzip.bench.methods import parse_method
-    from ragzip.compressor import registered_compressors
-
     name = label.partition(":")[0]
     if name not in registered_compressors():
         return {"type": name}  # build_compressor says so, naming the types there are
@@ -47,20 +60,11 @@ def _demo_config(label: str) -> dict[str, Any]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Index the shipped demo corpus, answer its questions through every compressor, print one table per method."""
-    from ragzip.quiet import quiet_dependencies
-
     with quiet_dependencies():
         return _demo(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ragzip.compressor import build_compressor
-    from ragzip.corpus import load_corpus
-    from ragzip.embed import Embedder
-    from ragzip.generation import GeneratorConfig, HFGenerator
-    from ragzip.metrics import has_answer
-    from ragzip.retrieval import FaissRetriever
-
     t0 = time.perf_counter()
     embedder = Embedder(args.embedder)
     retriever = FaissRetriever.build(load_corpus(demo_file("demo_corpus.jsonl")), embedder)
@@ -105,10 +109,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     """Build a FAISS index from a corpus (JSONL or a folder of .txt/.md) and save it."""
-    from ragzip.embed import Embedder
-    from ragzip.quiet import quiet_dependencies
-    from ragzip.retrieval import FaissRetriever
-
     t0 = time.perf_counter()
     with quiet_dependencies():  # no "Loading weights" bars; indexing's own progress is ragzip's
         retriever = FaissRetriever.from_corpus(args.corpus, Embedder(args.embedder), chunk_words=args.chunk_words,
@@ -120,8 +120,6 @@ def cmd_index(args: argparse.Namespace) -> int:
     for name, cache in _index_caches().items():
         if not getattr(args, f"cache_{name}"):
             continue
-        from ragzip.generation import GeneratorConfig, HFGenerator
-
         t1 = time.perf_counter()
         generator = generator or HFGenerator(GeneratorConfig(model=args.generator))
         options = {key: getattr(args, f"cache_{name}_{key}") for key in cache.options}
@@ -133,8 +131,6 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def _index_caches() -> dict[str, Any]:
     """``{type: IndexCache}`` of the compressors that build something beside an index."""
-    from ragzip.compressor import compressor_infos
-
     return {name: info.index_cache for name, info in compressor_infos().items() if info.index_cache is not None}
 
 
@@ -146,9 +142,6 @@ def _load(path: str) -> Any:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     """Answer one question with the pipeline a YAML file describes."""
-    from ragzip.pipeline import RAGPipeline
-    from ragzip.quiet import quiet_dependencies
-
     with quiet_dependencies():
         answer = RAGPipeline.from_yaml(args.config).ask(args.question)
     if args.json:
@@ -166,15 +159,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ragzip import bench
-
+    """Run ``ragzip bench``: measure compressors on a QA file (see :mod:`ragzip.bench`); returns the exit status."""
     return bench.run(args)
 
 
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     """Dispatch ``ragzip train <type> ...`` to the trainer the compressor declared."""
-    from ragzip.compressor import trainers
-
     trainable = trainers()
     if args.type not in trainable:
         print(f"ragzip train: no trainer for {args.type!r} yet. Trainable types here: {', '.join(trainable) or 'none'}.",
@@ -185,8 +175,6 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> int:
     """Dispatch ``ragzip evaluate <type> ...`` to the evaluation module the compressor declared."""
-    from ragzip.compressor import evaluators
-
     declared = evaluators()
     if args.type not in declared:
         print(f"ragzip evaluate: no evaluation for {args.type!r} yet. Types with one here: "
@@ -199,6 +187,10 @@ _DISPATCH = {"train": cmd_train, "evaluate": cmd_evaluate}  # `ragzip <command> 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ragzip`` argument parser: one subcommand each for demo, index, ask, bench, train and evaluate.
+
+    Compressors add their own subcommands and ``index`` cache options through their registration.
+    """
     parser = argparse.ArgumentParser(prog="ragzip", description="Compress retrieved context for RAG.")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log progress at INFO level; -vv: DEBUG, with the dependencies' warnings and progress "
@@ -234,16 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="list every scored sentence/chunk with its score, not only the ones the generator reads")
     ask.set_defaults(func=cmd_ask)
 
-    try:
-        from ragzip import bench
-    except ImportError:  # pragma: no cover - bench is part of the package
-        bench = None  # type: ignore[assignment]
-    if bench is not None:
-        bench_parser = sub.add_parser("bench", help="benchmark compressors and peers on a QA JSONL file")
-        bench.add_arguments(bench_parser)
-        bench_parser.set_defaults(func=cmd_bench)
-
-    from ragzip.compressor import compressor_infos, evaluators, trainers
+    bench_parser = sub.add_parser("bench", help="benchmark compressors and peers on a QA JSONL file")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(func=cmd_bench)
 
     for info in compressor_infos().values():
         for command, declared in info.commands.items():
@@ -264,10 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_index_cache_arguments(parser: argparse.ArgumentParser, name: str, cache: Any) -> None:
     """``--<type>`` and its ``--<type>-<field>`` options, typed and explained by the compressor's config."""
-    import dataclasses
-
-    from ragzip.compressor import get_compressor_class
-
     flag = name.replace("_", "-")
     parser.add_argument(f"--{flag}", dest=f"cache_{name}", action="store_true", help=cache.help)
     fields = {f.name: f for f in dataclasses.fields(get_compressor_class(name).config_class)}
@@ -279,6 +260,17 @@ def _add_index_cache_arguments(parser: argparse.ArgumentParser, name: str, cache
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ragzip`` command line.
+
+    ``ragzip train <type> ...`` and ``ragzip evaluate <type> ...`` hand everything after the type to the plugin's own
+    ``main``.
+
+    Args:
+        argv: The arguments after the program name; ``sys.argv[1:]`` when ``None``.
+
+    Returns:
+        The exit status: 0 on success, 2 when a :class:`~ragzip.RagzipError` was reported on stderr.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) >= 2 and argv[0] in _DISPATCH and not argv[1].startswith("-"):
         # `ragzip train|evaluate <type> ...`: everything after the type (including --help) belongs to the plugin.

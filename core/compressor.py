@@ -1,6 +1,9 @@
-"""The compressor contract (and :class:`SoftCompressor`, the base of those that write soft tokens), the registry that
-maps YAML ``type:`` to classes (with what each declares for the app: ``ragzip train``, ``evaluate``, ``demo``,
-``index`` and ``bench`` ask it, never a list of their own), and chains of compressors."""
+"""The compressor contract, the registry of compressor types, and chains of compressors.
+
+:class:`Compressor` is the contract and :class:`SoftCompressor` the base of those that write soft tokens. The registry
+maps YAML ``type:`` to classes, with what each declares for the app: ``ragzip train``, ``evaluate``, ``demo``,
+``index`` and ``bench`` ask it, never a list of their own.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ragzip.config_utils import check_range, field_names, from_dict, to_dict, unknown_key_message
 from ragzip.errors import ConfigError, InputError, SoftTokenError, check_batch_output
+from ragzip.models import infer_device
 from ragzip.quiet import quiet_dependencies
 from ragzip.softstore import SoftTokenStore, default_store
 from ragzip.tokens import TokenCounter, load_token_counter
@@ -62,6 +66,15 @@ class Compressor(ABC):
     The base validates input, reports empty and duplicate passages (never drops them silently), enforces
     ``max_passage_chars``, counts tokens and times the call. Subclasses implement :meth:`_compress` over the live
     passages and may override :meth:`_compress_batch` when batching across questions helps.
+
+    Args:
+        config: The options, an instance of the class's ``config_class``; its defaults when ``None``.
+        token_counter: Counts context tokens; by default loaded from ``config.tokenizer`` on first use, and replaced
+            by the generator's when the compressor is bound.
+        store: The soft-token store the output's placeholders refer to; the process-wide default when ``None``.
+
+    Raises:
+        ConfigError: ``config`` is not an instance of ``config_class``.
     """
 
     name: ClassVar[str] = ""
@@ -84,6 +97,7 @@ class Compressor(ABC):
 
     @property
     def token_counter(self) -> TokenCounter:
+        """The counter of context tokens: the one given or bound, else loaded from ``config.tokenizer`` on first use."""
         if self._token_counter is None:
             self._token_counter = load_token_counter(self.config.tokenizer)
         return self._token_counter
@@ -202,10 +216,10 @@ def _with_time(ctx: CompressedContext, seconds: float) -> CompressedContext:
 
 # ------------------------------------------------------------------------------------------------ soft compressors
 class SoftCompressor(Compressor):
-    """Base class of the compressors whose trained parts write soft tokens into a generator's input embeddings
-    (``xrag``, ``refrag``); only ragzip's generator reads them.
+    """Base class of the compressors whose trained parts write soft tokens (``xrag``, ``refrag``).
 
-    It owns what every such compressor does around its model:
+    Soft tokens are vectors written into a generator's input embeddings; only ragzip's generator reads them. The base
+    owns what every such compressor does around its model:
 
     - :meth:`bind` checks that the trained parts fit the generator (a mismatch is a
       :class:`~ragzip.SoftTokenError`), shares its token counter and :class:`~ragzip.SoftTokenStore`, and moves the
@@ -252,28 +266,36 @@ class SoftCompressor(Compressor):
     # ------------------------------------------------------------------------------------------------- binding
     @property
     def device(self) -> str:
-        """Where the trained parts run: the config's ``device``, else the bound generator's, else
-        :attr:`unbound_device` (inferred when that is ``None``: a GPU when present)."""
+        """Where the trained parts run.
+
+        The config's ``device``, else the bound generator's, else :attr:`unbound_device` (inferred when that is
+        ``None``: a GPU when present).
+        """
         configured = getattr(self.config, "device", None)
         if configured:
             return str(configured)
         if self.generator is not None:
             return str(self.generator.device)
-        from ragzip.models import infer_device
-
         return infer_device(self.unbound_device)
 
     @property
     def space(self) -> str:
-        """The embedding space the soft tokens are written for (a :class:`~ragzip.softstore.SoftEntry`'s ``space``):
-        the bound generator's (``HFGenerator.space``), else the one the trained parts were made for."""
+        """The embedding space the soft tokens are written for (a :class:`~ragzip.softstore.SoftEntry`'s ``space``).
+
+        The bound generator's (``HFGenerator.space``), else the one the trained parts were made for.
+        """
         if self.generator is not None:
             return str(self.generator.space)
         return self._trained_space()
 
     def bind(self, generator: Any) -> None:
-        """Write for ``generator``: check that the trained parts fit its embedding space, count its tokens, share its
-        soft-token store and run the trained parts on its device (unless the config names one).
+        """Write for ``generator``.
+
+        Checks that the trained parts fit its embedding space, then counts its tokens, shares its soft-token store and
+        runs the trained parts on its device (unless the config names one).
+
+        Args:
+            generator: The generator that will read the soft tokens (an ``HFGenerator``).
 
         Raises:
             SoftTokenError: the trained parts write into another embedding space (:meth:`_space_mismatch`).
@@ -301,12 +323,18 @@ class SoftCompressor(Compressor):
 
     @abstractmethod
     def _space_mismatch(self, generator: str | None, width: int) -> str | None:
-        """Why the trained parts cannot write for the generator named ``generator`` with input embeddings ``width``
-        wide (the message of the :class:`~ragzip.SoftTokenError` :meth:`bind` raises, with the fix), or ``None``."""
+        """Why the trained parts cannot write for this generator, or ``None`` when they can.
+
+        ``generator`` is the generator's model name and ``width`` its input embeddings' width; the message becomes the
+        :class:`~ragzip.SoftTokenError` :meth:`bind` raises, so it says the fix.
+        """
 
     def _check_generator_model(self, model: Any, tokenizer: Any, generator: str | None) -> None:
-        """Raise :class:`~ragzip.artifacts.ArtifactError` when ``model``'s embeddings or ``tokenizer`` differ from
-        the ones the artifact recorded; by default nothing is checked."""
+        """Raise :class:`~ragzip.artifacts.ArtifactError` when the generator is not the one the artifact recorded.
+
+        Compares ``model``'s embeddings and ``tokenizer`` with the artifact's fingerprints; by default nothing is
+        checked.
+        """
 
     @abstractmethod
     def _to_device(self, device: str) -> None:
@@ -316,6 +344,10 @@ class SoftCompressor(Compressor):
     def compress_batch(
         self, queries: Sequence[str], passages: Sequence[Sequence[Passage | str]]
     ) -> list[CompressedContext]:
+        """Compress several questions at once, as :meth:`Compressor.compress_batch`.
+
+        Everything the call emitted into the soft-token store is released if it fails.
+        """
         previous = getattr(self._emitting, "request", None)
         with self.store.request() as request:  # a failed call releases what it emitted
             self._emitting.request = request
@@ -370,8 +402,9 @@ class Command:
 
 @dataclass(frozen=True)
 class CompressorInfo:
-    """What the app (``ragzip train``, ``evaluate``, ``demo``, ``index``, ``bench``) needs to know of a compressor,
-    declared when it is registered (``register_compressor(MyCompressor, budget="max_tokens")``).
+    """What the app (``ragzip train``, ``evaluate``, ``demo``, ``index``, ``bench``) needs to know of a compressor.
+
+    Declared when it is registered: ``register_compressor(MyCompressor, budget="max_tokens")``.
 
     Attributes:
         trainer: The module whose ``main(argv)`` trains it (``ragzip train <type>``); ``True`` (default): the
@@ -431,8 +464,18 @@ def register_compressor(compressor_class: type[Compressor], info: CompressorInfo
     Usable as a decorator. Registering the same class again replaces its declaration when one is given.
 
     Args:
-        compressor_class: The :class:`Compressor` subclass.
-        info: Its :class:`CompressorInfo`; or give the fields as keywords (``budget="max_tokens", aliases={...}``).
+        compressor_class: The :class:`Compressor` subclass; its ``name`` must be set.
+        info: Its :class:`CompressorInfo`; or give the fields as keywords instead.
+        **declaration: The fields of a :class:`CompressorInfo` (``budget="max_tokens", aliases={...}``), when ``info``
+            is not given.
+
+    Returns:
+        ``compressor_class`` itself, so that it can decorate the class.
+
+    Raises:
+        ValueError: ``name`` is empty or already taken by another class, or the declaration names a config field
+            ``compressor_class.config_class`` lacks.
+        TypeError: a keyword is not a :class:`CompressorInfo` field, or both ``info`` and keywords were given.
 
     Example:
         >>> register_compressor(MyCompressor, budget="max_words", aliases={"w": "max_words"})  # doctest: +SKIP
@@ -464,12 +507,18 @@ def unregister_compressor(name: str) -> None:
 
 def registered_compressors() -> list[str]:
     """The ``type:`` names that :func:`build_compressor` accepts."""
-    import ragzip.plugins  # noqa: F401  (registers the built-in plugins)
+    import ragzip.plugins  # noqa: F401  (registers the built-in plugins; local: the plugins import this module)
 
     return sorted(_REGISTRY)
 
 
 def get_compressor_class(name: str) -> type[Compressor]:
+    """The class registered under the ``type:`` name ``name``.
+
+    Raises:
+        ConfigError: no compressor is registered under ``name``; the message lists the registered types and suggests
+            the closest.
+    """
     names = registered_compressors()
     if name not in _REGISTRY:
         raise ConfigError(unknown_key_message(name, names, "compressor.type").replace("unknown key", "unknown type"))
@@ -509,8 +558,11 @@ def _entry_points(declaration: str, sibling: str) -> dict[str, str]:
 
 
 def _declared_module(compressor_class: type[Compressor], declared: str | bool, sibling: str) -> str | None:
-    """The module a declaration names: itself when a string, else (``True``) the ``sibling`` module beside the
-    compressor's module when there is one."""
+    """The module a ``trainer``/``evaluator`` declaration names, or ``None``.
+
+    A string names the module itself; ``True`` means the ``sibling`` module beside the compressor's module, when there
+    is one.
+    """
     if isinstance(declared, str):
         return declared
     if not declared:
@@ -583,6 +635,13 @@ class ChainCompressor(Compressor):
     original passage text; ``units`` are the last scoring stage's units, ``kept`` meaning the generator reads the unit
     whole after every stage. The decision is the passage's fate over the whole chain (``compressed`` when any stage cut
     it, even if a later stage passed the cut text on whole).
+
+    Args:
+        stages: The compressors, in the order they run; the chain uses the first one's soft-token store.
+
+    Raises:
+        ConfigError: a soft compressor (``xrag``, ``refrag``) is not the last stage; later stages cannot read soft
+            tokens.
     """
 
     name = "chain"
@@ -597,6 +656,7 @@ class ChainCompressor(Compressor):
 
     @property
     def token_counter(self) -> TokenCounter:
+        """The first stage's token counter; setting it sets every stage's."""
         return self.stages[0].token_counter
 
     @token_counter.setter
@@ -605,6 +665,7 @@ class ChainCompressor(Compressor):
             stage.token_counter = counter
 
     def bind(self, generator: Any) -> None:
+        """Attach the chain and every stage to ``generator`` (its token counter, its soft-token store)."""
         super().bind(generator)
         for stage in self.stages:
             stage.bind(generator)

@@ -44,6 +44,7 @@ class RagzipConfig:
     source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as plain data, in the shape of the YAML it was read from (``retriever``, ``compressor``, ...)."""
         return {"retriever": to_dict(self.retriever), "compressor": list(self.compressor),
                 "generator": to_dict(self.generator)}
 

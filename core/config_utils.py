@@ -24,18 +24,27 @@ _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 120, 120, 40
 
 
 def brief(value: Any, limit: int = 200) -> str:
-    """``repr(value)`` cut to about ``limit`` characters without building the full repr first: error messages repeat
-    user values, and a YAML alias bomb (a few hundred bytes that expand to millions of items) must not turn one
-    error into megabytes."""
+    """``repr(value)`` cut to about ``limit`` characters, without building the full repr first.
+
+    Error messages repeat user values, and a YAML alias bomb (a few hundred bytes that expand to millions of items)
+    must not turn one error into megabytes.
+    """
     text = _REPR.repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def field_names(cls: type) -> list[str]:
+    """The names of the fields of dataclass ``cls`` that its constructor takes, in declaration order."""
     return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
 def unknown_key_message(key: str, valid: list[str], where: str) -> str:
+    """The error text for an unknown key: it names ``key`` and ``where``, suggests the close match and lists ``valid``.
+
+    Example:
+        >>> unknown_key_message("max_token", ["max_tokens", "tokenizer"], "compressor")
+        "unknown key 'max_token' in compressor. Did you mean 'max_tokens'? Valid keys: max_tokens, tokenizer."
+    """
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return f"unknown key {key!r} in {where}.{hint} Valid keys: {', '.join(sorted(valid))}."
@@ -113,6 +122,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str, stric
 
 
 def to_dict(config: Any) -> dict[str, Any]:
+    """The fields of dataclass instance ``config`` as a plain dict (tuples as lists): the inverse of ``from_dict``."""
     out = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
@@ -131,5 +141,6 @@ def check_range(where: str, name: str, value: float, low: float | None = None, h
 
 
 def check_choice(where: str, name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """Raise :class:`ConfigError` naming ``where.name`` and the allowed values unless ``value`` is in ``choices``."""
     if value not in choices:
         raise ConfigError(f"{where}.{name} = {brief(value)} is not allowed; choose one of {', '.join(map(repr, choices))}.")

@@ -49,15 +49,22 @@ class CorpusStats:
 
     @property
     def kept(self) -> int:
+        """Documents read and kept: those not skipped as empty."""
         return self.documents - len(self.skipped_empty)
 
     def as_dict(self) -> dict[str, Any]:
+        """The stats as a JSON-ready dict, with at most the first 100 skipped ids."""
         return {"source": self.source, "documents": self.documents, "kept": self.kept,
                 "skipped_empty": len(self.skipped_empty), "skipped_empty_ids": self.skipped_empty[:100]}
 
 
 class Corpus(list):  # type: ignore[type-arg]
-    """A ``list[Passage]`` that also carries the :class:`CorpusStats` of the load that produced it."""
+    """A ``list[Passage]`` that also carries the :class:`CorpusStats` of the load that produced it.
+
+    Args:
+        passages: The passages, in order.
+        stats: How they were loaded; by default, stats that count one document per passage.
+    """
 
     def __init__(self, passages: Iterable[Passage] = (), stats: CorpusStats | None = None) -> None:
         super().__init__(passages)
@@ -168,7 +175,7 @@ def _load_folder(path: Path) -> Corpus:
 
 
 def load_corpus(path: str | Path) -> Corpus:
-    """Load a corpus: a JSONL file, a folder of ``.txt``/``.md`` files, or one ``.txt``/``.md`` file.
+    r"""Load a corpus: a JSONL file, a folder of ``.txt``/``.md`` files, or one ``.txt``/``.md`` file.
 
     Args:
         path: The file or folder.
@@ -184,7 +191,7 @@ def load_corpus(path: str | Path) -> Corpus:
     Example:
         >>> import pathlib, tempfile
         >>> f = pathlib.Path(tempfile.mkdtemp()) / "c.jsonl"
-        >>> _ = f.write_text('{"id": "a", "text": "Paris is in France.", "title": "Paris"}\\n')
+        >>> _ = f.write_text('{"id": "a", "text": "Paris is in France.", "title": "Paris"}\n')
         >>> [(p.id, p.metadata["title"]) for p in load_corpus(f)]
         [('a', 'Paris')]
     """

@@ -32,10 +32,12 @@ import json
 import random
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ragzip.errors import InputError
+from ragzip.text import split_sentences
 from ragzip.types import Passage, content_id
 
 HOTPOTQA = "hotpotqa"
@@ -72,8 +74,6 @@ class QAExample:
 
 def demo_file(name: str) -> Path:
     """A file of the demo data shipped inside the package (``ragzip/demo/<name>``)."""
-    from importlib import resources
-
     return Path(str(resources.files("ragzip") / "demo" / name))
 
 
@@ -148,9 +148,11 @@ def _supporting_sentences(context: list[Any], facts: Sequence[Any]) -> tuple[str
 
 def same_article_distractors(examples: Sequence[QAExample], pool: Sequence[QAExample], n: int,
                              seed: int) -> list[list[Passage]]:
-    """Each question's own passages plus ``n`` other passages of the same article (same ``metadata["title"]``) drawn
-    from ``pool``, shuffled: SQuAD's hard, same-topic distractor setting. Seeded per question, so a question's set
-    does not depend on which other questions run."""
+    """Each question's own passages plus ``n`` other passages of the same article, shuffled.
+
+    The others share the question's ``metadata["title"]`` and are drawn from ``pool``: SQuAD's hard, same-topic
+    distractor setting. Seeded per question, so a question's set does not depend on which other questions run.
+    """
     by_title: dict[str, dict[str, Passage]] = {}
     for ex in pool:
         for p in ex.passages:
@@ -291,6 +293,7 @@ class Paragraph:
 
     @property
     def gold(self) -> bool:
+        """Whether any sentence is labelled 1 (the paragraph holds part of the answer's evidence)."""
         return any(self.labels)
 
     def as_distractor(self, query: str) -> Paragraph:
@@ -300,6 +303,12 @@ class Paragraph:
 
 @dataclass
 class Question:
+    """One training question with its labelled paragraphs (gold and distractors), as the trainers read it.
+
+    ``reconstructed`` marks a HotpotQA record rebuilt from another source, whose labels may be shifted (held-out
+    splits prefer verbatim ones); ``source`` is :data:`HOTPOTQA`, :data:`QED` or :data:`SQUAD`.
+    """
+
     id: str
     query: str
     paragraphs: list[Paragraph]
@@ -384,8 +393,6 @@ def _qed_questions(records: Sequence[dict[str, Any]]) -> list[Question]:
 
 
 def _squad_questions(records: Sequence[dict[str, Any]]) -> list[Question]:
-    from ragzip.text import split_sentences
-
     splits: dict[str, list[Any]] = {}
     by_title: dict[str, list[str]] = {}
     for rec in records:
@@ -418,11 +425,11 @@ def _squad_questions(records: Sequence[dict[str, Any]]) -> list[Question]:
 
 
 def split_holdout(questions: list[Question], n: int, seed: int) -> tuple[list[Question], list[Question]]:
-    """Hold out ``n`` questions of every source, verbatim HotpotQA records first (reconstructed ones may carry shifted
-    labels).
+    """Hold out ``n`` questions of every source, for checkpoint choice and calibration.
 
-    A held-out QED question has only its own passage; it gets four other held-out QED passages as all-negative
-    distractors, so that every held-out question is a five-passage set.
+    Verbatim HotpotQA records are held out first (reconstructed ones may carry shifted labels). The split is seeded
+    by ``seed`` and returned as ``(train, held out)``. A held-out QED question has only its own passage; it gets four
+    other held-out QED passages as all-negative distractors, so that every held-out question is a five-passage set.
     """
     rng = random.Random(seed)
     held: set[str] = set()
@@ -471,8 +478,10 @@ class PassageSets(Generic[T]):
     size: int = 5
 
     def with_gold(self, rng: random.Random | None = None) -> list[T]:
-        """The gold passages plus the first distractors, ``size`` in all (all the gold ones if there are more), in that
-        order or shuffled with ``rng``."""
+        """The gold passages plus the first distractors, ``size`` in all (all the gold ones if there are more).
+
+        In that order, or shuffled with ``rng``.
+        """
         chosen = [*self.gold, *self.distractors[: max(0, self.size - len(self.gold))]]
         if rng is not None:
             rng.shuffle(chosen)

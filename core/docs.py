@@ -13,8 +13,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ragzip.compressor import get_compressor_class, registered_compressors
+from ragzip.generation import GeneratorConfig
+from ragzip.retrieval import RetrieverConfig
+
 
 def options_table(config_class: type) -> str:
+    """The Markdown table of ``config_class``'s options: name, default and the field's ``help`` text.
+
+    Example:
+        >>> from dataclasses import dataclass, field
+        >>> @dataclass
+        ... class Demo:
+        ...     k: int = field(default=3, metadata={"help": "Passages kept."})
+        >>> print(options_table(Demo))
+        | option | default | what it does |
+        |---|---|---|
+        | `k` | `3` | Passages kept. |
+    """
     rows = ["| option | default | what it does |", "|---|---|---|"]
     for f in dataclasses.fields(config_class):
         if not f.init:
@@ -32,10 +48,7 @@ def options_table(config_class: type) -> str:
 
 
 def all_tables() -> dict[str, str]:
-    from ragzip.compressor import get_compressor_class, registered_compressors
-    from ragzip.generation import GeneratorConfig
-    from ragzip.retrieval import RetrieverConfig
-
+    """Every option table the README holds: one per registered compressor type, plus ``retriever`` and ``generator``."""
     tables = {name: options_table(get_compressor_class(name).config_class) for name in registered_compressors()}
     tables["retriever"] = options_table(RetrieverConfig)
     tables["generator"] = options_table(GeneratorConfig)
@@ -43,6 +56,11 @@ def all_tables() -> dict[str, str]:
 
 
 def sync(text: str, tables: dict[str, str]) -> str:
+    """``text`` with the block between ``<!-- options:NAME -->`` and ``<!-- /options:NAME -->`` set to ``tables[NAME]``.
+
+    Blocks whose name is not in ``tables`` are left as they are.
+    """
+
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in tables:
@@ -53,6 +71,7 @@ def sync(text: str, tables: dict[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the option tables, or with ``--write FILE`` rewrite that Markdown file's option blocks; returns 0."""
     parser = argparse.ArgumentParser(prog="python -m ragzip.docs")
     parser.add_argument("--write", metavar="README", help="rewrite the option blocks of this Markdown file")
     args = parser.parse_args(argv)

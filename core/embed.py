@@ -36,6 +36,12 @@ class HashEmbeddingModel:
     Each lower-cased word adds +-1 at a position chosen by its BLAKE2b hash, so texts that share words get a positive
     cosine similarity. Same text, same vector, in every process. Not a semantic model: use it for tests and plumbing.
 
+    Args:
+        dim: The vectors' width, at least 2.
+
+    Raises:
+        ConfigError: ``dim`` is not an integer >= 2.
+
     Example:
         >>> model = HashEmbeddingModel(dim=16)
         >>> model.encode(["a b", "a b"]).shape
@@ -49,9 +55,14 @@ class HashEmbeddingModel:
         self.max_seq_length: int | None = None
 
     def get_embedding_dimension(self) -> int:
+        """The vectors' width, ``dim`` (the sentence-transformers method of that name)."""
         return self.dim
 
     def encode(self, sentences: Sequence[str], batch_size: int = 32, **kwargs: Any) -> np.ndarray:
+        """Embed ``sentences`` as ``(len(sentences), dim)`` float32 rows, not normalised.
+
+        ``batch_size`` and other keywords are accepted for sentence-transformers compatibility and ignored.
+        """
         out = np.zeros((len(sentences), self.dim), dtype=np.float32)
         for row, text in enumerate(sentences):
             for word in _WORD.findall(text.lower()):

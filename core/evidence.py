@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from ragzip.metrics import has_answer, normalize_answer
 
 EVIDENCE_KEYS = ("ans_in_ctx", "sf_recall", "sf_all")
@@ -80,8 +82,6 @@ def paired_bootstrap(a: Sequence[float | None], b: Sequence[float | None], *, re
     """
     if len(a) != len(b):
         raise ValueError(f"paired_bootstrap needs equal lengths, got {len(a)} and {len(b)}.")
-    import numpy as np
-
     diffs = np.array([x - y for x, y in zip(a, b, strict=True) if x is not None and y is not None], dtype=float)
     diffs = diffs[np.isfinite(diffs)]  # a NaN would make the interval NaN (and the JSON invalid)
     n = len(diffs)
@@ -102,14 +102,14 @@ def excludes_zero(interval: Sequence[float] | None) -> bool:
 # ----------------------------------------------------------------------------------------------------------- curves
 def curve_at(points: Sequence[Mapping[str, Any]], budget: float, metric: str,
              slack: float = 0.05) -> dict[str, Any] | None:
-    """A method's ``metric`` at ``budget`` tokens read, linearly interpolated between its two measured settings that
-    bracket the budget (``points``: ``{"label", "tokens", metric}`` per setting).
+    """A method's ``metric`` at ``budget`` tokens read, interpolated between the two measured settings around it.
 
-    Returns ``{"value", "between": [label_low, label_high], "weight"}`` (``weight`` of the higher point), or ``None``
-    when the budget is outside the measured range or the metric is undefined. A point read exactly at the budget is
-    returned alone, and so is the highest point when it reads less than the budget by at most ``slack`` (a budgeted
-    setting spends slightly under its budget: ``max_tokens=256`` reads ~252): a curve that grows with tokens is then
-    read at or below the budget, never above it (no extrapolation).
+    ``points`` holds ``{"label", "tokens", metric}`` per setting; the value is linear between the two settings that
+    bracket the budget. Returns ``{"value", "between": [label_low, label_high], "weight"}`` (``weight`` of the higher
+    point), or ``None`` when the budget is outside the measured range or the metric is undefined. A point read exactly
+    at the budget is returned alone, and so is the highest point when it reads less than the budget by at most ``slack``
+    (a budgeted setting spends slightly under its budget: ``max_tokens=256`` reads ~252): a curve that grows with tokens
+    is then read at or below the budget, never above it (no extrapolation).
     """
     usable = sorted((p for p in points if p.get(metric) is not None), key=lambda p: p["tokens"])
     if not usable:
@@ -150,9 +150,12 @@ def _aligned(records: Mapping[str, Sequence[Mapping[str, Any]]], a: str, b: str,
 
 def add_intervals(methods: dict[str, dict[str, Any]], records: Mapping[str, Sequence[Mapping[str, Any]]], *,
                   reference: str | None = None, resamples: int = 1000, seed: int = 0) -> None:
-    """Add ``diff_ci`` (against ``none``) and ``diff_ci_ref`` (against ``reference``) to each method's summary:
-    ``{metric: [low, high]}``, the paired bootstrap 95% interval of the mean difference (this method minus the other)
-    on the same questions, for every metric the records carry."""
+    """Add paired bootstrap intervals to each method's summary in ``methods``, in place.
+
+    ``diff_ci`` compares with ``none`` and ``diff_ci_ref`` with ``reference``, each as ``{metric: [low, high]}``: the
+    paired bootstrap 95% interval of the mean difference (this method minus the other) on the same questions, for
+    every metric the records carry; ``diff_ci_vs`` and ``diff_ci_ref_vs`` name the other method.
+    """
     for label in methods:
         for key, other in (("diff_ci", "none"), ("diff_ci_ref", reference)):
             if other is None or other not in records:
@@ -170,9 +173,12 @@ def add_intervals(methods: dict[str, dict[str, Any]], records: Mapping[str, Sequ
 def curves(methods: Mapping[str, Mapping[str, Any]], records: Mapping[str, Sequence[Mapping[str, Any]]],
            budgets: Sequence[int], *, reference: str | None = None, resamples: int = 1000,
            seed: int = 0) -> dict[str, Any]:
-    """Each method family's operating curve (one point per setting: mean tokens read and the metrics) and its value
-    at each budget, interpolated between the two settings around it, with the paired 95% interval of its difference
-    to the reference family at the same budget (both interpolated per question the same way)."""
+    """Each method family's operating curve and its value at each budget.
+
+    A curve has one point per setting (mean tokens read and the metrics). The value at a budget is interpolated
+    between the two settings around it (:func:`curve_at`), with the paired 95% interval of its difference to the
+    reference family at the same budget (both interpolated per question the same way).
+    """
     families: dict[str, list[str]] = {}
     for label, m in methods.items():
         families.setdefault(str(m.get("family") or label), []).append(label)

@@ -27,6 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: an exclusive-create lock file
+    fcntl = None  # type: ignore[assignment]
+
 logger = logging.getLogger(__name__)
 
 MARKER_FILE = ".ragzip"
@@ -87,10 +92,6 @@ def atomic_folder(target: Path) -> Iterator[Path]:
 def folder_lock(folder: Path, *, timeout_s: float = 600.0) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (its ``.lock`` file) for the block; waits up to ``timeout_s``."""
     path = folder / LOCK_FILE
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: an exclusive-create lock file
-        fcntl = None  # type: ignore[assignment]
     deadline = time.monotonic() + timeout_s
     if fcntl is not None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -145,8 +146,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 class VersionedFolder:
-    """A folder whose content is replaced atomically for readers: ``<root>/v-<time>-<id>/`` versions, a ``CURRENT``
-    pointer file naming the current one, a ``.ragzip`` marker and a ``.lock`` file that serialises writers.
+    """A folder whose content is replaced atomically for readers.
+
+    It holds ``<root>/v-<time>-<id>/`` versions, a ``CURRENT`` pointer file naming the current one, a ``.ragzip``
+    marker and a ``.lock`` file that serialises writers.
 
     Args:
         root: The folder.
@@ -163,6 +166,7 @@ class VersionedFolder:
         self.keep = max(1, keep)
 
     def is_mine(self) -> bool:
+        """Whether ``root``'s ``.ragzip`` marker says it holds this ``kind``."""
         marker = read_marker(self.root)
         return marker is not None and marker.get("kind") == self.kind
 
@@ -177,11 +181,15 @@ class VersionedFolder:
         return self.root / name
 
     def versions(self) -> list[Path]:
+        """The version folders present, oldest first (their names sort by time)."""
         return sorted(p for p in self.root.iterdir() if p.is_dir() and _VERSION_RE.fullmatch(p.name))
 
     def claimable(self, *, also: Callable[[Path], bool] | None = None) -> bool:
-        """Whether a writer may take ``root``: missing, empty (but for a lock file), already marked as this kind, or
-        accepted by ``also`` (e.g. an earlier layout recognised by content)."""
+        """Whether a writer may take ``root``.
+
+        It may when ``root`` is missing, empty (but for a lock file), already marked as this kind, or accepted by
+        ``also`` (e.g. an earlier layout recognised by content).
+        """
         if not self.root.exists():
             return True
         if not self.root.is_dir():

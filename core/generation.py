@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ragzip import models
+from ragzip._lazy import require
 from ragzip.config_utils import brief, check_range
 from ragzip.errors import ConfigError, InputError, SoftTokenError
 from ragzip.softstore import PLACEHOLDER_RE, SoftEntry, SoftTokenStore, default_store, split_prompt
@@ -98,11 +100,11 @@ def _check_template(where: str, name: str, template: Any, required: tuple[str, .
 
 @dataclass
 class GeneratorConfig:
-    """Options of the local generator (the YAML ``generator:`` block).
+    r"""Options of the local generator (the YAML ``generator:`` block).
 
     Example:
         >>> GeneratorConfig(max_new_tokens=16).stop
-        ('\\n',)
+        ('\n',)
     """
 
     model: str = field(
@@ -231,11 +233,9 @@ class HFGenerator:
     def model(self) -> Any:
         """The causal LM (float32, eval mode), loaded on first use."""
         if self._model is None:
-            from ragzip.models import infer_device, lazy_lock, load_causal_lm
-
-            with lazy_lock(self):  # two threads on a cold generator load the model once
+            with models.lazy_lock(self):  # two threads on a cold generator load the model once
                 if self._model is None:
-                    model, tokenizer = load_causal_lm(self.config.model, infer_device(self.config.device))
+                    model, tokenizer = models.load_causal_lm(self.config.model, models.infer_device(self.config.device))
                     if self._tokenizer is None:
                         self._tokenizer = tokenizer
                     self._model = model
@@ -245,11 +245,9 @@ class HFGenerator:
     def tokenizer(self) -> Any:
         """The model's tokenizer, loaded on first use (without loading the model)."""
         if self._tokenizer is None:
-            from ragzip.models import lazy_lock, load_tokenizer
-
-            with lazy_lock(self):
+            with models.lazy_lock(self):
                 if self._tokenizer is None:
-                    self._tokenizer = load_tokenizer(self.config.model)
+                    self._tokenizer = models.load_tokenizer(self.config.model)
         return self._tokenizer
 
     @property
@@ -261,6 +259,7 @@ class HFGenerator:
 
     @property
     def device(self) -> torch.device:
+        """Where the model runs (its input embeddings' device): soft vectors are moved here to be read."""
         return self.input_embeddings().weight.device
 
     def input_embeddings(self) -> nn.Embedding:
@@ -279,13 +278,22 @@ class HFGenerator:
 
     # ------------------------------------------------------------------------------------------------------ readers
     def add_reader(self, space: str, model: Any) -> Any:
-        """Let ``model`` read the prompts that hold soft tokens made for ``space``; every other prompt is read by
-        :attr:`model` as before.
+        """Let ``model`` read the prompts that hold soft tokens made for ``space``.
 
-        A soft compressor whose training adapted the decoder (REFRAG with a decoder LoRA) registers the adapted copy
-        here when it is bound: its soft tokens mean something only to that copy. ``model`` must share this generator's
-        tokenizer and input embeddings (it is called with ``inputs_embeds`` built from them). Registering a space that
-        is already registered keeps the first model. Returns the model that reads ``space``.
+        Every other prompt is read by :attr:`model` as before. A soft compressor whose training adapted the decoder
+        (REFRAG with a decoder LoRA) registers the adapted copy here when it is bound: its soft tokens mean something
+        only to that copy. ``model`` must share this generator's tokenizer and input embeddings (it is called with
+        ``inputs_embeds`` built from them). Registering a space that is already registered keeps the first model.
+
+        Args:
+            space: The embedding space of the soft tokens ``model`` reads; not this generator's own :attr:`space`.
+            model: The decoder that reads them.
+
+        Returns:
+            The model that reads ``space`` (the first one registered for it).
+
+        Raises:
+            ConfigError: ``space`` is this generator's own space.
         """
         if space == self.space:
             raise ConfigError(f"add_reader: {space!r} is this generator's own space; a reader needs a space of its own "
@@ -347,8 +355,10 @@ class HFGenerator:
         return "\n\n".join(parts) + "\n"
 
     def adds_special_tokens(self, prompt: str) -> bool:
-        """Whether ``prompt`` gets the tokenizer's special tokens: yes unless it already starts with BOS text
-        (chat templates such as Llama 3's write BOS themselves; adding it again would double it)."""
+        """Whether ``prompt`` gets the tokenizer's special tokens: yes unless it already starts with BOS text.
+
+        Chat templates such as Llama 3's write BOS themselves; adding it again would double it.
+        """
         bos = getattr(self.tokenizer, "bos_token", None)
         return not (bos and prompt.startswith(bos))
 
@@ -488,10 +498,10 @@ class HFGenerator:
     def _generate(self, prompts: Sequence[str], max_new: int, stops: tuple[str, ...],
                   read: list[str]) -> list[Generation]:
         with torch.inference_mode():
-            embeds, models = [], []
+            embeds, readers = [], []
             for p in prompts:
                 embeds.append(self.embed_prompt(p))
-                models.append(self.reader_for(p))
+                readers.append(self.reader_for(p))
                 # What was just read as soft tokens (live handles in the prompt), released after generation.
                 read.extend(h for h in PLACEHOLDER_RE.findall(p) if self.store.resolve(h) is not None)
             limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
@@ -506,23 +516,24 @@ class HFGenerator:
             order = sorted(range(len(embeds)), key=lambda i: -embeds[i].shape[0])
             groups: dict[int, list[int]] = {}
             for i in order:
-                groups.setdefault(id(models[i]), []).append(i)
+                groups.setdefault(id(readers[i]), []).append(i)
             out: list[Generation | None] = [None] * len(embeds)
             size = self.config.batch_size
             for group in groups.values():
                 for start in range(0, len(group), size):
                     idx = group[start:start + size]
-                    batch = self._generate_batch([embeds[i] for i in idx], max_new, stops, model=models[idx[0]])
+                    batch = self._generate_batch([embeds[i] for i in idx], max_new, stops, model=readers[idx[0]])
                     for i, gen in zip(idx, batch, strict=True):
                         out[i] = gen
         return [g for g in out if g is not None]
 
     def _generate_batch(self, embeds: list[torch.Tensor], max_new: int, stops: tuple[str, ...], *,
                         model: Any = None) -> list[Generation]:
-        """Left-padded greedy decoding of one batch with a KV cache (by ``model``, default :attr:`model`); finished rows
-        leave the batch."""
-        from transformers import DynamicCache
+        """Left-padded greedy decoding of one batch with a KV cache; finished rows leave the batch.
 
+        Decodes with ``model``, by default :attr:`model`.
+        """
+        transformers = require("transformers")  # lazy: slow to import, and `import ragzip` imports this module
         model, tok = model if model is not None else self.model, self.tokenizer
         eos = self._eos_ids()
         lengths = [e.shape[0] for e in embeds]
@@ -535,7 +546,7 @@ class HFGenerator:
             mask[row, width - e.shape[0]:] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): real tokens count from 0 whatever the padding
 
-        cache = DynamicCache(config=model.config)
+        cache = transformers.DynamicCache(config=model.config)
         start = time.perf_counter()
         logits = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, **kv_cache_kwargs(model, cache),
                        use_cache=True, logits_to_keep=1).logits  # (B, 1, V)
@@ -622,8 +633,19 @@ class HFGenerator:
                     self.store.release(context)
 
     def check_soft(self, context: Any, *, where: str = "the context") -> None:
-        """Raise :class:`~ragzip.SoftTokenError` unless every soft segment a compressor emitted (``ctx.soft``) is
-        still in this generator's store and its placeholder is in the text the generator reads."""
+        """Check that the generator can read every soft segment a compressor emitted (``context.soft``).
+
+        Each must still be in this generator's store, and its placeholder in the text the generator reads. A context
+        that is not a :class:`~ragzip.CompressedContext`, or holds no soft tokens, passes.
+
+        Args:
+            context: The compressed context about to be read.
+            where: How the error message names the context.
+
+        Raises:
+            SoftTokenError: a segment's vectors were released, evicted or put into another store, or its placeholder
+                is missing from the text.
+        """
         if not isinstance(context, CompressedContext) or not context.soft:
             return
         text = context.text

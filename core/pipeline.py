@@ -37,6 +37,7 @@ class Answer:
 
     @property
     def ttft_s(self) -> float:
+        """Time to first token: the wall time of the prefill plus the first answer token, in seconds."""
         return self.generation.ttft_s
 
     @property
@@ -50,6 +51,7 @@ class Answer:
         return self.retrieve_s + self.context.compress_s + self.generation.total_s
 
     def as_dict(self) -> dict[str, Any]:
+        """The answer as a JSON-ready dict: text, method, token counts, timings and every passage's provenance."""
         return {
             "question": self.question,
             "answer": self.text,
@@ -68,6 +70,12 @@ class Answer:
 
 class RAGPipeline:
     """Retriever + compressor (or chain) + generator, configured by one YAML file.
+
+    Args:
+        retriever: Finds the passages for a question.
+        compressor: Compresses them; it is bound to ``generator`` (its token counter and soft-token store).
+        generator: Answers from the compressed context.
+        top_k: Passages retrieved per question.
 
     Example:
         >>> import ragzip
@@ -125,8 +133,9 @@ class RAGPipeline:
 
 def answer_or_decline(generator: HFGenerator, questions: Sequence[str],
                       contexts: Sequence[CompressedContext]) -> list[Generation]:
-    """``generator.answer_batch``, except that a context with no evidence gets ``config.no_evidence_reply`` (when set)
-    without calling the model.
+    """``generator.answer_batch``, except for contexts with no evidence when ``no_evidence_reply`` is set.
+
+    Such a context gets the generator config's ``no_evidence_reply`` without calling the model.
 
     Example:
         >>> from ragzip.generation import GeneratorConfig

@@ -29,7 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
+from ragzip.artifacts import CONFIG_NAME, INTEGRITY, WEIGHTS_NAME, ArtifactError, read_config
 from ragzip.errors import ConfigError, ModelNotFoundError
+from ragzip.fsutil import sha256_file
 from ragzip.types import Passage
 
 FEATURES = ("logit_top1", "logit_top2", "logit_top3", "logit_mean_top5", "log_count_over_half",
@@ -45,7 +49,8 @@ logger = logging.getLogger(__name__)
 class SentenceScorer(Protocol):
     """Scores every sentence of every passage of every question: ``[question][passage][sentence]`` -> P(useful)."""
 
-    def score_sentences(self, queries: list[str], passages: list[list[Passage]]) -> list[list[list[float]]]: ...
+    def score_sentences(self, queries: list[str], passages: list[list[Passage]]) -> list[list[list[float]]]:
+        """P(useful) of each sentence as ``[question][passage][sentence]``, ``passages[i]`` read for ``queries[i]``."""
 
 
 @runtime_checkable
@@ -54,7 +59,8 @@ class SetGate(Protocol):
 
     threshold: float
 
-    def probability(self, scores: Sequence[Sequence[float]]) -> float: ...
+    def probability(self, scores: Sequence[Sequence[float]]) -> float:
+        """P(the set holds what answers the question), from ``scores[passage][sentence]``; compared to ``threshold``."""
 
 
 def _logit(p: float) -> float:
@@ -103,22 +109,35 @@ class LogisticSetGate:
             raise ConfigError(f"set gate threshold must be in [0, 1], got {self.threshold}.")
 
     def logit(self, scores: Sequence[Sequence[float]]) -> float:
+        """The gate's log-odds that the set holds the evidence, from ``scores[passage][sentence]``."""
         x = set_features(scores)
         return self.bias + sum(w * (v - m) / s for w, v, m, s in zip(self.weights, x, self.mean, self.scale,
                                                                        strict=True))
 
     def probability(self, scores: Sequence[Sequence[float]]) -> float:
+        """P(the set holds what answers the question): the sigmoid of :meth:`logit`."""
         z = self.logit(scores)
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     # --------------------------------------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
+        """Write the gate as JSON (``{"type": "set_gate", ...}``) to ``path`` and return it; :meth:`load` reads it."""
         path = Path(path)
         path.write_text(json.dumps({"type": "set_gate", **asdict(self)}, indent=2) + "\n", encoding="utf-8")
         return path
 
     @classmethod
     def load(cls, path: str | Path, *, fix: str = "") -> LogisticSetGate:
+        """Read a gate written by :meth:`save`.
+
+        Args:
+            path: The JSON file.
+            fix: What the error messages tell the user to do; by default, the command that fits a gate.
+
+        Raises:
+            ModelNotFoundError: there is no file at ``path``.
+            ConfigError: the file is not a set gate, or its fields or features are not this ragzip's.
+        """
         path = Path(path)
         fix = fix or f"fit one with `{FIT_COMMAND.format(model=path.parent)}`"
         if not path.is_file():
@@ -136,8 +155,6 @@ class LogisticSetGate:
     def fit(cls, sets: Sequence[Sequence[Sequence[float]]], labels: Sequence[int], *, l2: float = 1.0,
             threshold: float = 0.5, iterations: int = 50) -> LogisticSetGate:
         """Fit by Newton's method (L2-penalised logistic regression on standardized features)."""
-        import numpy as np
-
         x = np.array([set_features(s) for s in sets], dtype=np.float64)
         y = np.array(labels, dtype=np.float64)
         if len(set(y.tolist())) < 2:
@@ -161,11 +178,20 @@ class LogisticSetGate:
 
 
 def load_beside(folder: str | Path, *, fix: str = "") -> LogisticSetGate:
-    """The set gate fitted beside a classifier artifact (``<folder>/set_gate.json``), refused when the classifier's
-    weights file is not the one it was fitted on (its features are that classifier's scores)."""
-    from ragzip.artifacts import CONFIG_NAME, INTEGRITY, WEIGHTS_NAME, ArtifactError, read_config
-    from ragzip.fsutil import sha256_file
+    """The set gate fitted beside a classifier artifact (``<folder>/set_gate.json``).
 
+    The gate's features are that classifier's scores, so it is refused when the classifier's weights file is not the
+    one it was fitted on; a gate that does not record them loads with a warning.
+
+    Args:
+        folder: The classifier's artifact folder.
+        fix: What the error messages tell the user to do; by default, the command that refits the gate.
+
+    Raises:
+        ModelNotFoundError: the folder holds no set gate.
+        ConfigError: the file is not a valid set gate.
+        ArtifactError: the gate was fitted on another classifier's scores.
+    """
     folder = Path(folder)
     fix = fix or f"refit it with `{FIT_COMMAND.format(model=folder)}`"
     gate = LogisticSetGate.load(folder / GATE_FILE, fix=fix)

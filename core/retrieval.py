@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ragzip._lazy import require
 from ragzip.config_utils import check_choice, check_range, from_dict
 from ragzip.corpus import Corpus, chunk_passages, load_corpus
 from ragzip.embed import Embedder
@@ -105,9 +106,7 @@ class RetrieverConfig:
 
 
 def _faiss() -> Any:
-    import faiss
-
-    return faiss
+    return require("faiss")  # lazy: slow to import, and `import ragzip` imports this module
 
 
 def set_num_threads(num_threads: int | None = None) -> int:
@@ -373,7 +372,7 @@ class FaissRetriever:
                 marker, or the ``meta.json`` of an index saved by an earlier ragzip), or passage metadata is not
                 JSON-serialisable.
         """
-        from ragzip import __version__
+        from ragzip import __version__  # local: ragzip/__init__ imports this module (circle)
 
         target = Path(path).expanduser()
         folder = _versioned(target)
@@ -614,8 +613,10 @@ def _legacy_index(folder: Path) -> bool:
 
 
 def index_files(path: str | Path) -> Path:
-    """The folder that holds the current files of the index saved at ``path`` (its current version subfolder,
-    or ``path`` itself for an index saved by an earlier ragzip)."""
+    """The folder that holds the current files of the index saved at ``path``.
+
+    That is its current version subfolder, or ``path`` itself for an index saved by an earlier ragzip.
+    """
     root = Path(path).expanduser()
     current = _versioned(root).current()
     return current if current is not None else root

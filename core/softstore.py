@@ -43,6 +43,7 @@ STORE_BYTES_ENV = "RAGZIP_SOFT_STORE_BYTES"
 
 
 def placeholder(handle: str) -> str:
+    """The text that stands for the store entry ``handle`` in a prompt (``<<ragzip:soft:<handle>>>``)."""
     return f"<<ragzip:soft:{handle}>>"
 
 
@@ -52,8 +53,15 @@ def has_placeholder(text: str) -> bool:
 
 
 def handles_of(items: Any) -> list[str]:
-    """Handles named by ``items``: a handle, a placeholder text, a :class:`~ragzip.types.SoftSegment`, a
-    :class:`~ragzip.CompressedContext` (its ``soft`` segments) or an iterable of those."""
+    """The soft-token handles that ``items`` names, in order.
+
+    Args:
+        items: A handle, a text holding placeholders, a :class:`~ragzip.types.SoftSegment`, a
+            :class:`~ragzip.CompressedContext` (its ``soft`` segments), an iterable of those, or ``None`` (no handles).
+
+    Raises:
+        TypeError: ``items`` is none of these.
+    """
     if items is None:
         return []
     if isinstance(items, str):
@@ -85,6 +93,7 @@ class SoftEntry:
 
     @property
     def nbytes(self) -> int:
+        """The bytes the vectors take (what counts against the store's ``max_bytes``)."""
         return self.vectors.element_size() * self.vectors.nelement()
 
 
@@ -151,8 +160,11 @@ class SoftTokenStore:
 
     def put_segments(self, vectors: Iterable[torch.Tensor], *, space: str, pin: bool = True,
                      pad: tuple[bool, bool] = (False, False)) -> list[SoftSegment]:
-        """:meth:`put_many`, returning each entry as a :class:`~ragzip.types.SoftSegment` (handle, placeholder and
-        number of vectors), which is what a soft compressor records in its results."""
+        """:meth:`put_many`, returning each entry as a :class:`~ragzip.types.SoftSegment`.
+
+        A segment holds the handle, the placeholder and the number of vectors: what a soft compressor records in its
+        results.
+        """
         return self._put_many(vectors, space=space, pin=pin, held=0, pad=pad)
 
     def _put_many(self, vectors: Iterable[torch.Tensor], *, space: str, pin: bool, held: int,
@@ -276,6 +288,7 @@ class SoftTokenStore:
 
     @property
     def nbytes(self) -> int:
+        """The bytes held now, pinned or not."""
         with self._cond:
             return self._bytes
 
@@ -297,6 +310,7 @@ class SoftTokenStore:
             return sum(1 for _, until in self._pins.values() if until > now)
 
     def clear(self) -> None:
+        """Free every entry, pinned or not; a prompt still holding one of their placeholders then fails loudly."""
         with self._cond:
             for handle in list(self._entries):
                 self._drop(handle, "released")
@@ -304,7 +318,13 @@ class SoftTokenStore:
 
 
 class SoftRequest:
-    """The entries one request puts into a :class:`SoftTokenStore` (see :meth:`SoftTokenStore.request`)."""
+    """The entries one request puts into a :class:`SoftTokenStore` (see :meth:`SoftTokenStore.request`).
+
+    Used as a context manager: when the block raises, every entry the request put is released.
+
+    Args:
+        store: The store the entries go into.
+    """
 
     def __init__(self, store: SoftTokenStore) -> None:
         self.store = store
@@ -312,14 +332,22 @@ class SoftRequest:
         self.nbytes = 0
 
     def put(self, vectors: torch.Tensor, *, space: str, pad: tuple[bool, bool] = (False, False)) -> str:
+        """:meth:`SoftTokenStore.put` (always pinned), recorded as part of this request."""
         return self.put_many([vectors], space=space, pad=pad)[0]
 
     def put_many(self, vectors: Iterable[torch.Tensor], *, space: str,
                  pad: tuple[bool, bool] = (False, False)) -> list[str]:
+        """:meth:`SoftTokenStore.put_many` (always pinned), recorded as part of this request."""
         return [s.placeholder for s in self.put_segments(vectors, space=space, pad=pad)]
 
     def put_segments(self, vectors: Iterable[torch.Tensor], *, space: str,
                      pad: tuple[bool, bool] = (False, False)) -> list[SoftSegment]:
+        """:meth:`SoftTokenStore.put_segments` (always pinned), recorded as part of this request.
+
+        Raises:
+            SoftTokenError: bad vectors; the request's entries together exceed the store's ``max_bytes``; or they do
+                not fit beside other requests' pinned entries within ``wait_s``.
+        """
         vectors = list(vectors)
         segments = self.store._put_many(vectors, space=space, pin=True, held=self.nbytes, pad=pad)
         self.handles.extend(s.handle for s in segments)

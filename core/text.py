@@ -94,7 +94,7 @@ class Sentence:
 
 
 def split_sentences(text: str, *, max_chars: int = 1000) -> list[Sentence]:
-    """Split ``text`` into sentences, each a span of the original string.
+    r"""Split ``text`` into sentences, each a span of the original string.
 
     Args:
         text: Any text (prose, lists, code, any script).
@@ -104,8 +104,11 @@ def split_sentences(text: str, *, max_chars: int = 1000) -> list[Sentence]:
         The units in order, each with its ``kind`` and its span; empty for blank text. Concatenating
         ``text[s.start:s.end]`` with the whitespace between them gives back the original text.
 
+    Raises:
+        ValueError: ``max_chars`` is below 1.
+
     Example:
-        >>> [s.text for s in split_sentences("Dr. Watson paid $3.50. He left! Then: \\"Why?\\" she asked.")]
+        >>> [s.text for s in split_sentences("Dr. Watson paid $3.50. He left! Then: \"Why?\" she asked.")]
         ['Dr. Watson paid $3.50.', 'He left!', 'Then: "Why?" she asked.']
     """
     if max_chars < 1:

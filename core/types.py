@@ -69,8 +69,11 @@ def _deep_copy(value: Any, depth: int, path: set[int]) -> Any:
 
 
 def strict_json(value: Any) -> Any:
-    """``value`` with every NaN or infinity replaced by ``None`` (tuples as lists), so ``json.dumps(...,
-    allow_nan=False)`` accepts it: provenance goes into other systems' metadata stores, which reject NaN."""
+    """``value`` with every NaN or infinity replaced by ``None`` (tuples as lists).
+
+    ``json.dumps(..., allow_nan=False)`` then accepts it: provenance goes into other systems' metadata stores, which
+    reject NaN.
+    """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
@@ -341,10 +344,12 @@ class CompressedContext:
 
     @property
     def tokens_before(self) -> int:
+        """The generator's tokens in the input passages, all of them."""
         return sum(r.tokens_before for r in self.results)
 
     @property
     def tokens_after(self) -> int:
+        """The tokens the generator reads: the summary's, else the kept texts' (soft tokens count one per vector)."""
         if self.summary is not None:
             return self.summary_tokens
         return sum(r.tokens_after for r in self.results)
@@ -359,14 +364,23 @@ class CompressedContext:
 
     @property
     def soft(self) -> tuple[SoftSegment, ...]:
+        """Every soft-token segment the results hold, in passage order (empty for a text-only compressor)."""
         return tuple(s for r in self.results for s in r.soft)
 
     def decisions(self) -> dict[str, str]:
+        """``{passage id: decision}`` for every input passage (``kept``, ``compressed``, ``dropped``...)."""
         return {r.passage.id: r.decision for r in self.results}
 
     def explain(self, *, all_units: bool = False, width: int = 110, indent: str = "  ") -> str:
-        """A readable account of every passage's fate: decision, tokens, chain stages, and the units the generator
-        reads (``+``) with their scores (every scored unit with ``all_units=True``).
+        """A readable account of every passage's fate: decision, tokens, chain stages and units.
+
+        Args:
+            all_units: List every scored unit, not only the ones the generator reads (marked ``+``).
+            width: The longest a unit's or the summary's text is shown, in characters (longer ones are clipped).
+            indent: Prefix of every line.
+
+        Returns:
+            One line per passage, stage list, soft-token count and unit, joined by newlines.
 
         Example:
             >>> p = Passage("Paris is in France. It rains.", id="p1")
@@ -402,8 +416,11 @@ class CompressedContext:
 
     @property
     def has_evidence(self) -> bool:
-        """False when the generator would read nothing: every passage was dropped (or none came), or the summary is
-        empty ("nothing here helps"). A pipeline with ``generator.no_evidence_reply`` set then answers that reply."""
+        """False when the generator would read nothing.
+
+        That is when every passage was dropped (or none came), or the summary is empty ("nothing here helps"). A
+        pipeline with ``generator.no_evidence_reply`` set then answers that reply.
+        """
         return bool(self.text.strip())
 
 

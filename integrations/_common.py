@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ragzip.compressor import Compressor, build_compressor
-from ragzip.config_utils import unknown_key_message
+from ragzip.config import load_config
+from ragzip.config_utils import from_dict, unknown_key_message
+from ragzip.embed import Embedder
 from ragzip.errors import ConfigError, SoftTokenError
+from ragzip.generation import GeneratorConfig, HFGenerator
 from ragzip.report import report, summary_record
 from ragzip.softguard import live_placeholders
 from ragzip.softstore import PLACEHOLDER_RE, SoftTokenStore
@@ -59,8 +62,6 @@ def resolve_compressor(compressor: Any, config: Any, *, who: str) -> Compressor:
 
 def compressor_from_yaml(path: str | Path) -> Compressor:
     """Build the compressor (or chain) of a ragzip YAML's ``compressor:`` block."""
-    from ragzip.config import load_config
-
     return build_compressor(load_config(path).compressor)
 
 
@@ -75,9 +76,6 @@ def generator_of(llm_or_generator: Any) -> Any:
 
 def resolve_generator(generator: Any, config: Any, store: SoftTokenStore | None, *, who: str) -> Any:
     """ragzip's generator given as ``generator=``, or built from ``config=`` (a GeneratorConfig or a dict)."""
-    from ragzip.config_utils import from_dict
-    from ragzip.generation import GeneratorConfig, HFGenerator
-
     if generator is not None:
         if config is not None or store is not None:
             raise ConfigError(f"{who}: pass either `generator=` or `config=`/`store=`, not both "
@@ -98,9 +96,6 @@ def resolve_generator(generator: Any, config: Any, store: SoftTokenStore | None,
 
 def generator_from_yaml(path: str | Path, store: SoftTokenStore | None = None) -> Any:
     """ragzip's generator from a ragzip YAML's ``generator:`` block."""
-    from ragzip.config import load_config
-    from ragzip.generation import HFGenerator
-
     return HFGenerator(load_config(path).generator, store=store)
 
 
@@ -112,8 +107,6 @@ def resolve_embedder(embedder: Any, spec: str | None, *, who: str) -> Any:
         if not (hasattr(embedder, "encode") and hasattr(embedder, "encode_query")):
             raise ConfigError(f"{who}: `embedder` must be a ragzip.embed.Embedder, got {type(embedder).__name__}.")
         return embedder
-    from ragzip.embed import Embedder
-
     return Embedder(spec=spec or "embedded:minilm")
 
 

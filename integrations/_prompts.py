@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ragzip.config import load_config
+from ragzip.config_utils import from_dict
 from ragzip.errors import ConfigError
 from ragzip.generation import GeneratorConfig
 
@@ -20,12 +22,8 @@ def generator_config(source: Any = None) -> GeneratorConfig:
     if isinstance(source, GeneratorConfig):
         return source
     if isinstance(source, (str, Path)):
-        from ragzip.config import load_config
-
         return load_config(source).generator
     if isinstance(source, Mapping):
-        from ragzip.config_utils import from_dict
-
         return from_dict(GeneratorConfig, dict(source), where="generator")
     generator = getattr(source, "generator", source)
     config = getattr(generator, "config", None)

@@ -13,9 +13,9 @@ import pytest
 
 from ragzip import bench
 from ragzip.bench import CONTRACT_KEYS, parse_method, parse_methods, run_bench
+from ragzip.bench.peers import PEERS, PeerInfo
 from ragzip.compressor import registered_compressors
 from ragzip.errors import ConfigError
-from ragzip.peers import PEERS, PeerInfo
 
 RECORDS = [
     {"id": f"q{i}", "question": f"Which city is home to landmark {i}?", "answer": city,

@@ -98,8 +98,8 @@ def test_adapters_say_which_extra_to_install(blocked_import_report):
 
 
 def test_lazy_helper_translates_only_a_missing_framework():
+    from ragzip._lazy import require
     from ragzip.errors import MissingDependencyError
-    from ragzip.integrations._lazy import require
 
     assert require("json").__name__ == "json"
     with pytest.raises(MissingDependencyError, match=re.escape("install with `pip install 'ragzip[llamaindex]'`")):

@@ -1,4 +1,4 @@
-"""The ragcompress peer adapter (core/peer_ragcompress.py).
+"""The ragcompress peer adapter (core/bench/peer_ragcompress.py).
 
 Skips cleanly when ragcompress is not installed. Fast tests use the hash embedder, a whitespace token counter and a
 tiny Llama with a word-level fast tokenizer; the tests on the real embedded models are marked slow.
@@ -13,14 +13,14 @@ import pytest
 
 pytest.importorskip("ragcompress")
 
-from ragzip.errors import ConfigError, MissingDependencyError, ModelNotFoundError  # noqa: E402
-from ragzip.peer_ragcompress import (  # noqa: E402
+from ragzip.bench.peer_ragcompress import (  # noqa: E402
     RagCompressCompressor,
     RagCompressConfig,
     attention_scorer,
     eager_last_attention,
     missing_dependency,
 )
+from ragzip.errors import ConfigError, MissingDependencyError, ModelNotFoundError  # noqa: E402
 from ragzip.types import Passage  # noqa: E402
 
 PASSAGES = [
@@ -43,7 +43,7 @@ def peer_with(embedder, counter, **options):
 
 
 def test_missing_dependency_names_the_extra(monkeypatch):
-    import ragzip.peer_ragcompress as mod
+    import ragzip.bench.peer_ragcompress as mod
 
     assert missing_dependency() is None
     monkeypatch.setattr(mod, "MODULES", ("ragcompress", "no_such_module_xyz"))
@@ -223,11 +223,11 @@ def test_real_attention_scorer_offline_on_smollm2():
 
 
 def test_built_through_the_peer_registry(embedder, words):
-    from ragzip.peers import PEERS, build_peer
-    from ragzip.peers import missing_dependency as peer_missing
+    from ragzip.bench.peers import PEERS, build_peer
+    from ragzip.bench.peers import missing_dependency as peer_missing
 
     if "ragcompress" not in PEERS:
-        pytest.skip("ragcompress is not registered in ragzip.peers yet")
+        pytest.skip("ragcompress is not registered in ragzip.bench.peers yet")
     assert peer_missing("ragcompress") is None
     peer = build_peer("ragcompress", {"budget": 8}, embedder=embedder, token_counter=words)
     assert isinstance(peer, RagCompressCompressor) and peer.config.budget == 8 and peer.embedder is embedder

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
+from ragzip.bench.peers import PEERS, build_peer, missing_dependency
 from ragzip.errors import ConfigError, MissingDependencyError
-from ragzip.peers import PEERS, build_peer, missing_dependency
 from ragzip.types import Passage
 
 PASSAGES = [
@@ -73,7 +73,7 @@ def test_lc_embeddings_filter_keeps_top_k_in_input_order(embedder, words):
 
 def test_english_splitter_handles_abbreviations():
     needs("li_sentence_optimizer")
-    from ragzip.peers import english_sentence_splitter
+    from ragzip.bench.peers import english_sentence_splitter
 
     split = english_sentence_splitter()
     assert split("Dr. Smith arrived at 5 p.m. on Jan. 3. He left early.") == [
@@ -123,7 +123,7 @@ def test_legacy_cache_forward_matches_full_forward():
         pytest.skip("transformers not installed")
     import torch
 
-    from ragzip.peers import _legacy_cache_forward
+    from ragzip.bench.peers import _legacy_cache_forward
 
     model = tiny_llama(100)
     ids = torch.randint(3, 100, (1, 12))
@@ -141,7 +141,7 @@ def test_longllmlingua_adapter_on_tiny_model(smol_tokenizer):
     needs("longllmlingua")
     from copy import deepcopy
 
-    from ragzip.peers import LongLLMLinguaCompressor, LongLLMLinguaConfig, prompt_compressor_from
+    from ragzip.bench.peers import LongLLMLinguaCompressor, LongLLMLinguaConfig, prompt_compressor_from
     from ragzip.tokens import HFTokenCounter
 
     tok = deepcopy(smol_tokenizer)  # the adapter sets left padding on it
@@ -170,8 +170,8 @@ def test_longllmlingua_adapter_on_tiny_model(smol_tokenizer):
     ],
 )
 def test_longllmlingua_config_errors(options, message):
+    from ragzip.bench.peers import LongLLMLinguaConfig
     from ragzip.config_utils import from_dict
-    from ragzip.peers import LongLLMLinguaConfig
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         from_dict(LongLLMLinguaConfig, options, where="t")

@@ -11,12 +11,12 @@ Methods (``--methods``, comma-separated; each label is also its key in the JSON)
 - every registered compressor under its ``type:`` name (``none``: the full retrieved context, ``truncate:N``: the first
   N context tokens, ``extractive``, ...; the baselines first); a plugin folder that registered nothing in this build is
   reported under ``skipped``.
-- peers (:mod:`ragzip.peers`): ``lc_embeddings_filter``, ``li_sentence_optimizer``, ``longllmlingua``,
+- peers (:mod:`ragzip.bench.peers`): ``lc_embeddings_filter``, ``li_sentence_optimizer``, ``longllmlingua``,
   ``ragcompress``. A peer whose package is missing is reported under ``skipped`` with the install command.
 - names defined in ``--config`` (``methods: {label: {type: ..., ...}}``).
 
 What the bench knows of a method, it reads from the method's declaration (:class:`ragzip.compressor.CompressorInfo`,
-given to ``register_compressor``; the peers' in :data:`ragzip.peers.PEER_DECLARATIONS`): which are baselines, which
+given to ``register_compressor``; the peers' in :data:`ragzip.bench.peers.PEER_DECLARATIONS`): which are baselines, which
 run by default, the short aliases, the budget field. A plain method that declares ``equal_budget`` (``truncate``,
 ``longllmlingua``) runs at the *equal budget*: the mean tokens read by the first compressor under test in the list
 (not a baseline; when none ran, the first peer that ran), rounded to an integer, written into its ``budget`` field
@@ -59,8 +59,9 @@ How it measures (all means per question):
   boundaries; EM and F1 with SQuAD normalisation, max over golds).
 
 The package: :mod:`~ragzip.bench.methods` (the method language), :mod:`~ragzip.bench.runner` (the run),
-:mod:`~ragzip.bench.measure` (memory and machine), :mod:`~ragzip.bench.report` (files, table, plot, rerender) and
-:mod:`~ragzip.bench.cli` (``ragzip bench``'s options).
+:mod:`~ragzip.bench.measure` (memory and machine), :mod:`~ragzip.bench.report` (files, table, plot, rerender),
+:mod:`~ragzip.bench.cli` (``ragzip bench``'s options) and :mod:`~ragzip.bench.peers` (the peers, with
+:mod:`~ragzip.bench.peer_ragcompress`).
 
 Example:
     >>> parse_method("extractive:t0.3").options

@@ -7,10 +7,13 @@ import re
 import shlex
 import sys
 
+import torch
+
 from ragzip.bench.methods import default_methods
 from ragzip.bench.report import markdown_table, output_paths
 from ragzip.bench.runner import load_bench_config, run_bench
 from ragzip.errors import ConfigError, InputError
+from ragzip.models import cache_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,8 +85,6 @@ def _budgets(text: str) -> list[int | str]:
 def run(args: argparse.Namespace) -> int:
     """Run ``ragzip bench`` from parsed arguments; print the Markdown table. Exit code 1 when a method failed."""
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     cfg = load_bench_config(args.config)
     generator = args.generator or (cfg.get("generator") or {}).get("model") or "embedded:smollm2-135m"
@@ -92,8 +93,6 @@ def run(args: argparse.Namespace) -> int:
         sys.argv[1] == "bench" else " ".join(shlex.quote(a) for a in sys.argv)
     index_cache = None
     if not args.no_index_cache:
-        from ragzip.models import cache_dir
-
         index_cache = args.index_cache or cache_dir() / "bench-index"
     try:
         result = run_bench(

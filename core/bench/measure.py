@@ -9,21 +9,26 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ragzip._lazy import require
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows has no getrusage
+    resource = None  # type: ignore[assignment]
+
 
 def rss_mb() -> float:
     """Current resident set size of this process in MiB."""
     try:
-        import psutil
-
-        return psutil.Process().memory_info().rss / 2**20
+        return require("psutil").Process().memory_info().rss / 2**20
     except ImportError:
         pass
     try:
         with open("/proc/self/statm") as handle:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
-        import resource
-
+        if resource is None:  # pragma: no cover
+            raise
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak, not current (kB on Linux)
 
 
@@ -51,10 +56,12 @@ class RSSSampler:
 
 
 def mean(values: Sequence[float]) -> float:
+    """The mean of ``values``; 0.0 when there are none."""
     return float(sum(values) / len(values)) if values else 0.0
 
 
 def load_average() -> float | None:
+    """The 1-minute load average, or ``None`` where the platform has none."""
     try:
         return round(os.getloadavg()[0], 2)
     except (OSError, AttributeError):
@@ -62,6 +69,7 @@ def load_average() -> float | None:
 
 
 def machine_info() -> dict[str, Any]:
+    """Platform, Python, CPU count and the versions of the libraries the run imported."""
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
                             "cpu_count": os.cpu_count()}
     for module in ("torch", "transformers", "faiss", "llmlingua", "langchain_classic", "llama_index.core"):

@@ -2,7 +2,7 @@
 
 Nothing here names a compressor: the names, short aliases and budgets come from what each compressor declared when
 it registered (:class:`ragzip.compressor.CompressorInfo`) and from the peers' declarations
-(:data:`ragzip.peers.PEER_DECLARATIONS`).
+(:data:`ragzip.bench.peers.PEER_DECLARATIONS`).
 
 Example:
     >>> parse_method("extractive:t0.3").options
@@ -17,8 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ragzip.compressor import CompressorInfo
+import yaml
+
+from ragzip.bench.peers import PEER_CLASSES, PEER_DECLARATIONS, PEERS
+from ragzip.compressor import CompressorInfo, compressor_info, get_compressor_class, registered_compressors
+from ragzip.config_utils import field_names, from_dict
 from ragzip.errors import ConfigError
+from ragzip.plugins import PLUGINS
 
 NO_CONTEXT = "no_context"  # the question alone: the bench's own row, not a compressor
 
@@ -54,9 +59,6 @@ class MethodSpec:
 
 def _plugin_names() -> tuple[list[str], list[str]]:
     """(registered compressor types, ragzip plugin folders that registered nothing in this build)."""
-    from ragzip.compressor import get_compressor_class, registered_compressors
-    from ragzip.plugins import PLUGINS
-
     registered = registered_compressors()
     modules = {get_compressor_class(n).__module__ for n in registered}
     present = {p for p in PLUGINS for m in modules if f"{m}.".startswith(f"ragzip.plugins.{p}.")}
@@ -65,9 +67,6 @@ def _plugin_names() -> tuple[list[str], list[str]]:
 
 def declaration(name: str) -> CompressorInfo:
     """What method ``name`` declared (a peer's, or a registered compressor's); the defaults for anything else."""
-    from ragzip.compressor import compressor_info
-    from ragzip.peers import PEER_DECLARATIONS, PEERS
-
     if name in PEERS:
         return PEER_DECLARATIONS.get(name, CompressorInfo())
     registered, _ = _plugin_names()
@@ -76,8 +75,6 @@ def declaration(name: str) -> CompressorInfo:
 
 def _methods() -> list[str]:
     """The registered compressors (the baselines first, each group sorted), then the peers."""
-    from ragzip.peers import PEERS
-
     registered, _ = _plugin_names()
     baselines = [n for n in registered if declaration(n).baseline]
     return [*baselines, *(n for n in registered if n not in baselines), *PEERS]
@@ -121,8 +118,6 @@ def _text(value: Any) -> str:
 
 
 def _scalar(text: str) -> Any:
-    import yaml
-
     try:
         return yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
@@ -130,10 +125,6 @@ def _scalar(text: str) -> Any:
 
 
 def _config_fields(name: str) -> list[str]:
-    from ragzip.compressor import get_compressor_class
-    from ragzip.config_utils import field_names
-    from ragzip.peers import PEER_CLASSES
-
     klass = PEER_CLASSES[name] if name in PEER_CLASSES else get_compressor_class(name)
     return field_names(klass.config_class)
 
@@ -173,9 +164,6 @@ def parse_method(text: str, custom: Mapping[str, Any] | None = None) -> MethodSp
     Raises:
         ConfigError: unknown method (the message lists the valid ones and the close match) or a bad variant.
     """
-    from ragzip.config_utils import from_dict
-    from ragzip.peers import PEER_CLASSES, PEERS
-
     label = text.strip()
     if not label:
         raise ConfigError("empty method name in --methods; separate names with single commas, e.g. "
@@ -197,8 +185,6 @@ def parse_method(text: str, custom: Mapping[str, Any] | None = None) -> MethodSp
         return MethodSpec(label, name, "peer", options, budgeted=_budgeted(name, options))
     if name in registered:
         options = _parse_variant(name, variant, label)
-        from ragzip.compressor import get_compressor_class
-
         from_dict(get_compressor_class(name).config_class, options, where=f"method {label!r}")
         return MethodSpec(label, name, "ragzip", options, config={"type": name, **options},
                           budgeted=_budgeted(name, options))

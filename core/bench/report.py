@@ -1,5 +1,7 @@
-"""What ``ragzip bench`` writes: the JSON summary, the per-question JSONL, the Markdown table and the plot; and
-:func:`rerender`, which redraws a finished run's report from its files."""
+"""What ``ragzip bench`` writes: the JSON summary, the per-question JSONL, the Markdown table and the plot.
+
+:func:`rerender` redraws a finished run's report from its files.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ragzip._lazy import require
+from ragzip.evidence import add_intervals, curves, excludes_zero
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +37,18 @@ def write_outputs(result: Mapping[str, Any], records: Sequence[Mapping[str, Any]
     paths["md"].write_text(markdown_table(result, image=paths["png"].name), encoding="utf-8")
     try:
         plot(result, paths["png"])
-    except ImportError as err:
-        logger.warning("no plot written (%s); install matplotlib (`pip install 'ragzip[dev]'`)", err)
+    except ImportError as err:  # matplotlib is optional: the MissingDependencyError says how to install it
+        logger.warning("no plot written: %s", err)
         paths.pop("png")
     return paths
 
 
 def rerender(out: str | Path, *, resamples: int = 1000) -> dict[str, Any]:
-    """Recompute the intervals and curves of a finished run from its JSON and JSONL (same budgets, reference and
-    seed) and rewrite its files: for a change in how the report reads the same per-question records."""
-    from ragzip.evidence import add_intervals, curves
+    """Recompute the intervals and curves of a finished run from its JSON and JSONL, and rewrite its files.
 
+    The budgets, reference and seed are the run's: this is for a change in how the report reads the same
+    per-question records.
+    """
     paths = output_paths(out)
     result = json.loads(paths["json"].read_text(encoding="utf-8"))
     records: dict[str, list[dict[str, Any]]] = {}
@@ -70,16 +76,17 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _ci(interval: Any) -> str:
     """``[-0.05, 0.02]``, with ``*`` when the interval excludes zero."""
-    from ragzip.evidence import excludes_zero
-
     if not interval:
         return "–"
     return f"[{interval[0]:+.3f}, {interval[1]:+.3f}]" + ("*" if excludes_zero(interval) else "")
 
 
 def markdown_table(result: Mapping[str, Any], image: str | None = None) -> str:
-    """The run as Markdown: what was run, the evidence table, the end-to-end table (when the reader ran), each
-    curve's value at the budgets, skipped methods and the command."""
+    """The run as Markdown.
+
+    What was run, the evidence table, the end-to-end table (when the reader ran), each curve's value at the budgets,
+    skipped methods and the command.
+    """
     r = result.get("retrieval") or {}
     gcfg = result.get("generator_config") or {}
     if r.get("mode") == "faiss":
@@ -210,12 +217,14 @@ def markdown_table(result: Mapping[str, Any], image: str | None = None) -> str:
 
 
 def plot(result: Mapping[str, Any], path: str | Path) -> None:
-    """The Pareto picture: each metric against tokens read, one line per method family (a point for a single
-    setting); with a reader, also the time per question (compress / prefill / decode)."""
-    import matplotlib
+    """The Pareto picture: each metric against tokens read, one line per method family.
 
+    A single setting is a point. With a reader, the picture also shows the time per question (compress / prefill /
+    decode).
+    """
+    matplotlib = require("matplotlib", extra="dev", feature="the bench plot")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", extra="dev", feature="the bench plot")
 
     methods = result.get("methods") or {}
     families = (result.get("curves") or {}).get("families") or {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import hashlib
 import json
 import logging
 import sys
@@ -20,10 +21,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
 from ragzip.bench.measure import RSSSampler, load_average, machine_info, mean
 from ragzip.bench.methods import NO_CONTEXT, MethodSpec, declaration, default_methods, method_label, parse_methods
+from ragzip.bench.peers import build_peer, missing_dependency, needs_embedder
 from ragzip.bench.report import jsonable, write_outputs
+from ragzip.compressor import build_compressor, config_dict
+from ragzip.config import validate_compressor_block
+from ragzip.config_utils import from_dict, to_dict, unknown_key_message
+from ragzip.data import corpus, load_qa, recall, same_article_distractors, select
+from ragzip.embed import Embedder
 from ragzip.errors import ConfigError, InputError, MissingDependencyError, ModelNotFoundError, RagzipError
+from ragzip.evidence import EVIDENCE_KEYS, add_intervals, curves, evidence, mean_defined
+from ragzip.generation import GeneratorConfig, HFGenerator
+from ragzip.metrics import score
+from ragzip.retrieval import FaissRetriever, is_saved_index
+from ragzip.types import CompressedContext, PassageResult
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +49,10 @@ CONTRACT_KEYS = ("acc", "em", "f1", "context_tokens", "compression_ratio", "comp
 
 
 def load_bench_config(path: str | Path | None) -> dict[str, Any]:
-    """Read a bench YAML: ``methods`` (label -> compressor config or chain), ``generator`` (GeneratorConfig fields),
-    ``embedder`` (spec); a pipeline YAML's ``compressor:`` becomes method ``config`` and its ``retriever.embedder`` /
+    """Read a bench YAML: ``methods``, ``generator`` and ``embedder``, or a pipeline YAML.
+
+    ``methods`` maps a label to a compressor config or chain, ``generator`` holds GeneratorConfig fields and
+    ``embedder`` a spec. A pipeline YAML's ``compressor:`` becomes method ``config`` and its ``retriever.embedder`` /
     ``retriever.top_k`` are used as defaults.
 
     Raises:
@@ -41,10 +60,6 @@ def load_bench_config(path: str | Path | None) -> dict[str, Any]:
     """
     if path is None:
         return {}
-    import yaml
-
-    from ragzip.config_utils import unknown_key_message
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"bench config {str(path)!r} not found; pass a YAML with `methods:`, `generator:` and/or "
@@ -66,8 +81,6 @@ def load_bench_config(path: str | Path | None) -> dict[str, Any]:
                           "`methods: {strict: {type: extractive, threshold: 0.7}}`.")
     if "compressor" in data:
         methods = {"config": data["compressor"], **methods}
-    from ragzip.config import validate_compressor_block
-
     for label, block in methods.items():
         try:
             validate_compressor_block(block)
@@ -95,20 +108,17 @@ class _Run:
 
 def _compressor_for(spec: MethodSpec, options: dict[str, Any], *, embedder: Any, generator: Any,
                     shared: dict[str, tuple[Any, str]] | None = None) -> tuple[Any, str | None]:
-    """Build (and bind to the generator) the compressor of ``spec``; also name the row whose scores it re-selects
-    from (``None`` when it scores for itself).
+    """Build (and bind to the generator) the compressor of ``spec``; also name the row whose scores it re-selects.
+
+    The row is ``None`` when the compressor scores for itself.
 
     ``shared`` holds, per compressor model of the run, the first compressor built for it and that row's label. A
     compressor that re-selects without re-scoring (it has ``selection_fields`` and ``with_selection``) is built once
     per model: every other setting of the model is a copy of it with its own selection, sharing one memory of scores.
     """
     if spec.kind == "peer":
-        from ragzip.peers import build_peer
-
         compressor = build_peer(spec.name, options, embedder=embedder, token_counter=generator.token_counter)
     else:
-        from ragzip.compressor import build_compressor
-
         config = spec.config
         if isinstance(config, Mapping):
             config = {**config, **options}
@@ -129,15 +139,11 @@ def _compressor_for(spec: MethodSpec, options: dict[str, Any], *, embedder: Any,
 
 def _model_key(compressor: Any, selection: frozenset[str]) -> str:
     """What identifies a compressor's scores: its config less the options that only select."""
-    from ragzip.compressor import config_dict
-
     return json.dumps({k: v for k, v in config_dict(compressor).items() if k not in selection}, sort_keys=True,
                       default=str)
 
 
 def _no_context(question: str, passages: Sequence[Any], counter: Any) -> Any:
-    from ragzip.types import CompressedContext, PassageResult
-
     counts = counter.count_many([p.text for p in passages])
     return CompressedContext(question, tuple(
         PassageResult(p, "", "dropped", reason="no_context: the question alone", tokens_before=n)
@@ -146,11 +152,11 @@ def _no_context(question: str, passages: Sequence[Any], counter: Any) -> Any:
 
 def _records(spec: MethodSpec, examples: Sequence[Any], contexts: Sequence[Any], generations: Sequence[Any] | None,
              recalls: Sequence[float | None]) -> list[dict[str, Any]]:
-    """One record per question: what the generator read (``context_text``, placeholders as they are), the evidence
-    metrics and, when the reader ran, its answer and scores."""
-    from ragzip.evidence import evidence
-    from ragzip.metrics import score
+    """One record per question: what the generator read, the evidence metrics and the reader's answer and scores.
 
+    ``context_text`` holds the text as the generator read it, placeholders as they are; the answer and its scores are
+    there when the reader ran.
+    """
     out = []
     gens: Sequence[Any] = generations if generations is not None else [None] * len(examples)
     for ex, ctx, gen, rec in zip(examples, contexts, gens, recalls, strict=True):
@@ -179,16 +185,17 @@ def _records(spec: MethodSpec, examples: Sequence[Any], contexts: Sequence[Any],
 
 
 def _slim(provenance: dict[str, Any], title: Any) -> dict[str, Any]:
-    """A passage's provenance for the per-question JSONL: units without their text (``start``/``end`` locate them;
-    ``context_text`` holds what the generator read), so a thousand-question sweep stays a manageable file."""
+    """A passage's provenance for the per-question JSONL, its units without their text.
+
+    ``start``/``end`` locate a unit and ``context_text`` holds what the generator read, so a thousand-question sweep
+    stays a manageable file.
+    """
     units = [{k: v for k, v in u.items() if k != "text"} if isinstance(u, dict) else u
              for u in provenance.get("units") or []]
     return {**provenance, "units": units, "title": title} if units else {**provenance, "title": title}
 
 
 def _summarise(records: Sequence[dict[str, Any]], rss: RSSSampler, extra: dict[str, Any]) -> dict[str, Any]:
-    from ragzip.evidence import EVIDENCE_KEYS, mean_defined
-
     before = sum(r["tokens_before"] for r in records)
     after = sum(r["tokens_after"] for r in records)
     evidence: dict[str, Any] = {}
@@ -237,9 +244,6 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
     ``shared``: the compressors built so far in this run, per model (see :func:`_compressor_for`); a setting that
     re-selects from an earlier row's scores skips the warm-up and reports that row as ``scores_from``.
     """
-    import torch
-    from tqdm import tqdm
-
     torch.manual_seed(seed)
     questions = [ex.question for ex in examples]
     scores_from = None
@@ -288,8 +292,6 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
         config = None
         if compressor is not None:
             try:
-                from ragzip.compressor import config_dict
-
                 config = config_dict(compressor)
             except Exception:  # noqa: BLE001 - the config is informative only
                 config = None
@@ -318,8 +320,10 @@ def _run_method(spec: MethodSpec, options: dict[str, Any], examples: Sequence[An
 
 
 class MemoEmbedder:
-    """An embedder that remembers every text it encoded: the settings of one sweep embed each text once (one memo
-    per sweep, so no other method's timing benefits from it)."""
+    """An embedder that remembers every text it encoded: the settings of one sweep embed each text once.
+
+    There is one memo per sweep, so no other method's timing benefits from it.
+    """
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -330,8 +334,7 @@ class MemoEmbedder:
         return getattr(self.inner, name)
 
     def encode(self, texts: Sequence[str], **kwargs: Any) -> Any:
-        import numpy as np
-
+        """The inner embedder's ``encode``, computing only the texts not seen before."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._docs))
         if missing:
             for t, v in zip(missing, self.inner.encode(missing, **kwargs), strict=True):
@@ -341,6 +344,7 @@ class MemoEmbedder:
         return np.stack([self._docs[t] for t in texts])
 
     def encode_query(self, text: str) -> Any:
+        """The inner embedder's ``encode_query``, computed once per query text."""
         if text not in self._queries:
             self._queries[text] = self.inner.encode_query(text)
         return self._queries[text]
@@ -353,16 +357,10 @@ def _faiss_retriever(passages: Sequence[Any], embedder: Any, top_k: int, cache: 
     The cache key is the SHA-256 of the embedder name and every passage id (a content hash), in order, so a changed
     data file or embedder never reuses a stale index. Returns the retriever and whether it came from the cache.
     """
-    import hashlib
-
-    from ragzip.retrieval import FaissRetriever
-
     if cache is None:
         return FaissRetriever.build(passages, embedder, top_k=top_k), False
     digest = hashlib.sha256("\n".join([str(getattr(embedder, "name", "")), *(p.id for p in passages)]).encode())
     folder = Path(cache).expanduser() / f"{label}-{digest.hexdigest()[:16]}"
-    from ragzip.retrieval import is_saved_index
-
     if is_saved_index(folder):
         try:
             return FaissRetriever.load(folder, embedder=embedder, top_k=top_k), True
@@ -379,8 +377,6 @@ def _faiss_retriever(passages: Sequence[Any], embedder: Any, top_k: int, cache: 
 def _retrieve(examples: Sequence[Any], all_examples: Sequence[Any], setting: str, top_k: int,
               embedder: Any, cache: str | Path | None = None, label: str = "corpus", *, distractors: int = 0,
               seed: int = 0) -> tuple[list[list[Any]], dict[str, Any]]:
-    from ragzip.data import corpus, recall, same_article_distractors
-
     if setting == "given" and distractors:
         passages = same_article_distractors(examples, all_examples, distractors, seed)
         info: dict[str, Any] = {"mode": "given", "top_k": None, "distractors": distractors}
@@ -474,8 +470,6 @@ def run_bench(
     Raises:
         ConfigError / InputError: bad method names or options, data or settings, before any model is loaded.
     """
-    from ragzip.data import load_qa, select
-
     started = time.perf_counter()
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     load_at_start = load_average()
@@ -504,12 +498,8 @@ def run_bench(
 
     gen = _make_generator(generator, cfg.get("generator"), max_new_tokens, batch_size)
     emb = embedder
-    from ragzip.peers import missing_dependency, needs_embedder
-
     with_embedder = setting == "faiss" or any(s.kind == "peer" and needs_embedder(s.name) for s in specs)
     if isinstance(emb, str) and with_embedder:
-        from ragzip.embed import Embedder
-
         emb = Embedder(cfg.get("embedder", emb))
     passages, retrieval = _retrieve(examples, all_examples, setting, top_k, emb, index_cache, Path(data).stem,
                                     distractors=distractors, seed=seed)
@@ -580,8 +570,6 @@ def run_bench(
     shared.clear()
     family_embedders.clear()
     ordered = {s.label: results[s.label] for s in specs if s.label in results}
-    from ragzip.evidence import add_intervals, curves
-
     add_intervals(ordered, {k: records_all[k] for k in ordered}, reference=reference, resamples=resamples, seed=seed)
     result: dict[str, Any] = {
         "data": str(data),
@@ -629,9 +617,6 @@ def _make_generator(generator: str | Any, block: Mapping[str, Any] | None, max_n
                     batch_size: int) -> Any:
     if not isinstance(generator, str):
         return generator
-    from ragzip.config_utils import from_dict
-    from ragzip.generation import GeneratorConfig, HFGenerator
-
     data = dict(block or {})
     data["model"] = generator if generator else data.get("model", "embedded:smollm2-135m")
     if max_new_tokens is not None:
@@ -642,8 +627,6 @@ def _make_generator(generator: str | Any, block: Mapping[str, Any] | None, max_n
 
 def _generator_config(gen: Any) -> Any:
     try:
-        from ragzip.config_utils import to_dict
-
         return to_dict(gen.config)
     except Exception:  # noqa: BLE001 - informative only
         return None

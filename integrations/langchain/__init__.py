@@ -40,7 +40,7 @@ One module per concern: ``compressor`` (:class:`RagzipCompressor`), ``guard`` (:
 
 from __future__ import annotations
 
-from ragzip.integrations._lazy import require
+from ragzip._lazy import require
 
 require("langchain_core", feature="ragzip.integrations.langchain")
 

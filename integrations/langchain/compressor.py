@@ -77,8 +77,20 @@ class RagzipCompressor(BaseDocumentCompressor):
         return self._last_context
 
     def bind(self, llm: Any) -> RagzipCompressor:
-        """Count tokens with ``llm``'s tokenizer and share its soft-token store (``llm``: :class:`RagzipLLM`,
-        :class:`RagzipChatModel` or an ``HFGenerator``). Soft compressors must be bound to their reader."""
+        """Count tokens with ``llm``'s tokenizer and share its soft-token store.
+
+        Soft compressors must be bound to their reader.
+
+        Args:
+            llm: The reader: a :class:`RagzipLLM`, a :class:`RagzipChatModel` or an ``HFGenerator``.
+
+        Returns:
+            This compressor, for chaining.
+
+        Raises:
+            ConfigError: ``llm`` is neither ragzip's generator nor one of its LLM wrappers.
+            SoftTokenError: a soft compressor's trained parts do not fit the reader's embedding space.
+        """
         self.compressor.bind(generator_of(llm))
         track_store(self.compressor.store)
         return self
@@ -105,8 +117,10 @@ class RagzipCompressor(BaseDocumentCompressor):
         return documents_of(documents, context, keep_dropped=self.keep_dropped)
 
     def as_runnable(self) -> RunnableLambda:
-        """This compressor as a Runnable over ``{"query": str, "documents": [Document, ...]}`` (or a
-        ``(query, documents)`` pair), returning the compressed documents; ``abatch`` compresses in one batch.
+        """This compressor as a Runnable that returns the compressed documents.
+
+        Its input is ``{"query": str, "documents": [Document, ...]}`` or a ``(query, documents)`` pair; ``abatch``
+        compresses in one batch.
 
         Example:
             >>> comp.as_runnable().invoke({"query": "Who?", "documents": docs})  # doctest: +SKIP

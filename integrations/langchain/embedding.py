@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from ragzip.integrations._common import resolve_embedder
@@ -31,19 +32,25 @@ class RagzipEmbeddings(Embeddings):
             self.embedder = resolve_embedder(embedder, spec, who="RagzipEmbeddings")
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed ``texts`` in one batch: one unit-norm vector per text, in order (``[]`` for no texts)."""
         if not texts:
             return []
         with quiet_dependencies():
             return [list(map(float, row)) for row in self.embedder.encode(list(texts))]
 
     def embed_query(self, text: str) -> list[float]:
-        import numpy as np
+        """Embed one query as a unit-norm vector.
 
+        Raises:
+            InputError: ``text`` is not a string.
+        """
         with quiet_dependencies():
             return np.asarray(self.embedder.encode_query(text), dtype=np.float32).reshape(-1).tolist()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """:meth:`embed_documents` in a worker thread, so the event loop is not blocked while the model runs."""
         return await asyncio.to_thread(self.embed_documents, texts)
 
     async def aembed_query(self, text: str) -> list[float]:
+        """:meth:`embed_query` in a worker thread, so the event loop is not blocked while the model runs."""
         return await asyncio.to_thread(self.embed_query, text)

@@ -9,6 +9,7 @@ from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
+from langchain_core.tracers.context import register_configure_hook
 
 from ragzip.softguard import guard_prompt
 
@@ -34,8 +35,9 @@ def _model_name(serialized: dict[str, Any] | None, kwargs: dict[str, Any]) -> st
 
 
 class SoftTokenGuard(BaseCallbackHandler):
-    """Raises :class:`~ragzip.SoftTokenError` when a prompt with live soft-token placeholders reaches an LLM or chat
-    model other than ragzip's (a remote API would otherwise read them as garbage text).
+    """Raises :class:`~ragzip.SoftTokenError` when live soft-token placeholders reach a model that cannot read them.
+
+    Any LLM or chat model other than ragzip's (a remote API) would read them as garbage text.
 
     Installed process-wide by :func:`install_soft_token_guard` (which :class:`RagzipCompressor` calls for soft
     compressors); or pass it per call: ``chain.invoke(x, config={"callbacks": [SoftTokenGuard()]})``.
@@ -52,6 +54,11 @@ class SoftTokenGuard(BaseCallbackHandler):
         self.strict = strict
 
     def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> None:
+        """Check ``prompts`` before an LLM reads them; ragzip's own LLMs pass.
+
+        Raises:
+            SoftTokenError: a prompt holds live soft-token placeholders.
+        """
         if _is_ragzip_model(serialized, kwargs):
             return
         who = f"the LangChain LLM {_model_name(serialized, kwargs)}"
@@ -60,6 +67,11 @@ class SoftTokenGuard(BaseCallbackHandler):
 
     def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]],
                             **kwargs: Any) -> None:
+        """Check every message of ``messages`` before a chat model reads them; ragzip's own chat models pass.
+
+        Raises:
+            SoftTokenError: a message holds live soft-token placeholders.
+        """
         if _is_ragzip_model(serialized, kwargs):
             return
         who = f"the LangChain chat model {_model_name(serialized, kwargs)}"
@@ -81,8 +93,6 @@ def install_soft_token_guard() -> ContextVar[SoftTokenGuard | None]:
     global _guard_var
     with _guard_lock:
         if _guard_var is None:
-            from langchain_core.tracers.context import register_configure_hook
-
             # The default is the guard itself, so every context sees it until one sets None.
             _guard_var = ContextVar("ragzip_soft_token_guard", default=SoftTokenGuard())  # noqa: B039
             register_configure_hook(_guard_var, inheritable=True)

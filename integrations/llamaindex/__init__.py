@@ -43,7 +43,7 @@ One module per concern: ``postprocessor`` (:class:`RagzipPostprocessor`), ``guar
 
 from __future__ import annotations
 
-from ragzip.integrations._lazy import require
+from ragzip._lazy import require
 
 require("llama_index.core", feature="ragzip.integrations.llamaindex")
 

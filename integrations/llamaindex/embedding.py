@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
 
@@ -40,6 +41,7 @@ class RagzipEmbedding(BaseEmbedding):
 
     @classmethod
     def class_name(cls) -> str:
+        """The name LlamaIndex serializes this component under."""
         return "RagzipEmbedding"
 
     @property
@@ -48,8 +50,6 @@ class RagzipEmbedding(BaseEmbedding):
         return self._embedder
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        import numpy as np
-
         with quiet_dependencies():
             return np.asarray(self._embedder.encode_query(query), dtype=np.float32).reshape(-1).tolist()
 

@@ -16,12 +16,11 @@ RAGZIP_LLM_CLASS_NAMES = frozenset({"RagzipLLM"})
 
 
 class SoftTokenGuard(BaseCallbackHandler):
-    """Raises :class:`~ragzip.SoftTokenError` when a prompt with live soft-token placeholders reaches an LLM other
-    than :class:`RagzipLLM` (a remote API would otherwise read them as garbage text).
+    """Raises :class:`~ragzip.SoftTokenError` when live soft-token placeholders reach an LLM that cannot read them.
 
-    :class:`RagzipPostprocessor` installs it on its callback manager when its output holds soft tokens (a query engine
-    shares that manager with its LLM). Add it yourself elsewhere, e.g.
-    ``Settings.callback_manager.add_handler(SoftTokenGuard())``.
+    Any LLM other than :class:`RagzipLLM` (a remote API) would read them as garbage text. :class:`RagzipPostprocessor`
+    installs it on its callback manager when its output holds soft tokens (a query engine shares that manager with its
+    LLM). Add it yourself elsewhere, e.g. ``Settings.callback_manager.add_handler(SoftTokenGuard())``.
 
     Args:
         strict: Also reject text that only looks like a placeholder (by default only placeholders a ragzip store would
@@ -56,6 +55,14 @@ class SoftTokenGuard(BaseCallbackHandler):
         parent_id: str = "",
         **kwargs: Any,
     ) -> str:
+        """Check the prompt or messages of an LLM event before the LLM reads them; other events pass.
+
+        Returns:
+            ``event_id``, as LlamaIndex expects.
+
+        Raises:
+            SoftTokenError: the prompt holds live soft-token placeholders and the LLM is not a ragzip one.
+        """
         if event_type != CBEventType.LLM or not payload:
             return event_id
         model = payload.get(EventPayload.SERIALIZED) or {}
@@ -75,10 +82,13 @@ class SoftTokenGuard(BaseCallbackHandler):
 
     def on_event_end(self, event_type: CBEventType, payload: dict[str, Any] | None = None, event_id: str = "",
                      **kwargs: Any) -> None:
+        """Nothing to check once an event ends: the guard acts before the LLM reads."""
         return None
 
     def start_trace(self, trace_id: str | None = None) -> None:
+        """Nothing to do: the guard keeps no trace state."""
         return None
 
     def end_trace(self, trace_id: str | None = None, trace_map: dict[str, list[str]] | None = None) -> None:
+        """Nothing to do: the guard keeps no trace state."""
         return None

@@ -1,5 +1,7 @@
-"""ragzip's generator as a LlamaIndex LLM that reads soft-token placeholders, and the prompt helper that sizes
-prompts as it reads them."""
+"""ragzip's generator as a LlamaIndex LLM that reads soft-token placeholders.
+
+:class:`RagzipLLM` also gives the prompt helper that sizes prompts as the generator reads them.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.node_parser import TokenTextSplitter
 
+from ragzip._lazy import require
 from ragzip.errors import SoftTokenError
 from ragzip.integrations._common import check_reader_store, generation_kwargs, generator_from_yaml, resolve_generator
+from ragzip.models import resolve
 from ragzip.quiet import quiet_dependencies
 from ragzip.softguard import track_store
 from ragzip.softstore import PLACEHOLDER_RE, SoftTokenStore, has_placeholder, split_prompt
@@ -44,18 +48,17 @@ def _message_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
 
 
 def _context_length(generator: Any) -> int:
-    """The generator's context length: its tokenizer's limit, else the model config's (read without loading the
-    weights when the model is a resolvable spec), else 2048."""
+    """The generator's context length: its tokenizer's limit, else the model config's, else 2048.
+
+    The model config is read without loading the weights when the model is a resolvable spec.
+    """
     length = getattr(generator.tokenizer, "model_max_length", None)
     if isinstance(length, int) and 0 < length < 1_000_000:
         return length
     positions = None
     try:
-        from transformers import AutoConfig
-
-        from ragzip.models import resolve
-
-        positions = getattr(AutoConfig.from_pretrained(resolve(generator.config.model)), "max_position_embeddings",
+        auto_config = require("transformers").AutoConfig  # lazy: the adapters load no transformers until they run
+        positions = getattr(auto_config.from_pretrained(resolve(generator.config.model)), "max_position_embeddings",
                             None)
     except (OSError, ValueError):  # not a resolvable spec (e.g. a model object passed in): ask the model itself
         positions = getattr(getattr(generator.model, "config", None), "max_position_embeddings", None)
@@ -150,6 +153,7 @@ class RagzipLLM(CustomLLM):
 
     @classmethod
     def class_name(cls) -> str:
+        """The name LlamaIndex serializes this component under."""
         return "RagzipLLM"
 
     @classmethod
@@ -164,6 +168,11 @@ class RagzipLLM(CustomLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
+        """What LlamaIndex sizes prompts by: the context window, the answer length, and that this is a chat model.
+
+        ``context_window`` is the field when set, else the model's context length; ``num_output`` the field when set,
+        else the generator's ``max_new_tokens``.
+        """
         return LLMMetadata(
             context_window=self.context_window or self._context_length(),
             num_output=self.num_output or self._generator.config.max_new_tokens,
@@ -177,8 +186,17 @@ class RagzipLLM(CustomLLM):
         return self._context_length_cache
 
     def count_tokens(self, text: str) -> list[int]:
-        """``text`` as the generator reads it, one entry per input position: its tokens, and for each live soft-token
-        placeholder one entry per vector (``-1``). LlamaIndex counts with ``len(tokenizer(text))``."""
+        """``text`` as the generator reads it, one entry per input position.
+
+        Text becomes its token ids; each live soft-token placeholder becomes one ``-1`` per vector it stands for.
+        LlamaIndex counts with ``len(tokenizer(text))``, so this is the tokenizer to size prompts with.
+
+        Args:
+            text: A prompt, possibly holding soft-token placeholders.
+
+        Returns:
+            One entry per position the generator reads.
+        """
         ids: list[int] = []
         for piece in split_prompt(text, self._generator.store):
             if isinstance(piece, str):
@@ -241,10 +259,25 @@ class RagzipLLM(CustomLLM):
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Answer ``prompt``, read as one user turn in the model's chat template.
+
+        Args:
+            prompt: The prompt; its soft-token placeholders are read as vectors.
+            formatted: ``True`` decodes ``prompt`` as raw text, without the chat template.
+            **kwargs: ``max_new_tokens`` (or ``max_tokens``) and ``stop``; other options are ignored (decoding is
+                greedy).
+
+        Returns:
+            The answer, with the generation record in ``raw``.
+
+        Raises:
+            SoftTokenError: a placeholder was issued by another store, or was already read (LlamaIndex sent it twice).
+        """
         return self._complete(prompt, formatted, kwargs)
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        """:meth:`complete`, yielding the whole answer as one chunk."""
         response = self._complete(prompt, formatted, kwargs)
 
         def gen() -> CompletionResponseGen:
@@ -254,14 +287,30 @@ class RagzipLLM(CustomLLM):
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """:meth:`complete` in a worker thread, so the event loop is not blocked while the model decodes."""
         return await asyncio.to_thread(self._complete, prompt, formatted, kwargs)
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Answer the conversation, rendered with the model's chat template.
+
+        Args:
+            messages: The turns; ``chatbot`` and ``model`` roles are read as ``assistant``, and soft-token
+                placeholders in their content as vectors.
+            **kwargs: ``max_new_tokens`` (or ``max_tokens``) and ``stop``; other options are ignored (decoding is
+                greedy).
+
+        Returns:
+            The assistant's message, with the generation record in ``raw``.
+
+        Raises:
+            SoftTokenError: a placeholder was issued by another store, or was already read (LlamaIndex sent it twice).
+        """
         return self._chat(messages, kwargs)
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """:meth:`chat`, yielding the whole answer as one chunk."""
         response = self._chat(messages, kwargs)
 
         def gen() -> ChatResponseGen:
@@ -271,4 +320,5 @@ class RagzipLLM(CustomLLM):
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """:meth:`chat` in a worker thread, so the event loop is not blocked while the model decodes."""
         return await asyncio.to_thread(self._chat, messages, kwargs)

@@ -75,6 +75,7 @@ class RagzipPostprocessor(BaseNodePostprocessor):
 
     @classmethod
     def class_name(cls) -> str:
+        """The name LlamaIndex serializes this component under."""
         return "RagzipPostprocessor"
 
     @classmethod
@@ -101,8 +102,20 @@ class RagzipPostprocessor(BaseNodePostprocessor):
         return self._last_context
 
     def bind(self, llm: Any) -> RagzipPostprocessor:
-        """Count tokens with ``llm``'s tokenizer and share its soft-token store (``llm``: :class:`RagzipLLM` or an
-        ``HFGenerator``). Soft compressors must be bound to the generator that reads them."""
+        """Count tokens with ``llm``'s tokenizer and share its soft-token store.
+
+        Soft compressors must be bound to the generator that reads them.
+
+        Args:
+            llm: The reader: a :class:`RagzipLLM` or an ``HFGenerator``.
+
+        Returns:
+            This postprocessor, for chaining.
+
+        Raises:
+            ConfigError: ``llm`` is neither ragzip's generator nor one of its LLM wrappers.
+            SoftTokenError: a soft compressor's trained parts do not fit the reader's embedding space.
+        """
         self._compressor.bind(generator_of(llm))
         track_store(self._compressor.store)
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 
 from ragzip.compressor import CompressorConfig
@@ -171,8 +172,6 @@ class AbstractiveConfig(CompressorConfig):
 
 def check_template(template: str, where: str) -> None:
     """A summarizer prompt must contain ``{question}`` and ``{documents}`` and no other slot."""
-    import string
-
     try:
         slots = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as err:

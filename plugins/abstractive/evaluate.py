@@ -37,6 +37,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ragzip.data import load_hotpotqa, load_qa, select, split_holdout
+from ragzip.generation import GeneratorConfig, HFGenerator
+from ragzip.metrics import score
+from ragzip.plugins.abstractive import AbstractiveCompressor, AbstractiveConfig
+from ragzip.plugins.abstractive.compressor import support
+from ragzip.plugins.abstractive.modeling import split_sentences
+from ragzip.plugins.extractive.modeling import ARTIFACTS
+
 logger = logging.getLogger("ragzip.abstractive.evaluate")
 
 
@@ -51,9 +61,6 @@ def _settings(example: Any, rng: random.Random, n_distractors: int) -> dict[str,
 
 def _heldout_train(path: str, examples: list[Any]) -> list[Any]:
     """The training questions the shipped extractive classifier held out (its card's holdout size and seed)."""
-    from ragzip.data import load_hotpotqa, split_holdout
-    from ragzip.plugins.extractive.modeling import ARTIFACTS
-
     card = json.loads((ARTIFACTS / "default" / "config.json").read_text(encoding="utf-8"))["training"]
     # split_holdout holds out that many questions *per source*; a card without holdout_per_source trained on
     # HotpotQA alone, so its holdout_questions is that number
@@ -64,8 +71,6 @@ def _heldout_train(path: str, examples: list[Any]) -> list[Any]:
 
 def gate_sweep(examples: list[Any], rng: random.Random, n_distractors: int) -> dict[str, Any]:
     """The gate's best sentence score per input, and the empty rates it gives at a range of thresholds."""
-    from ragzip.plugins.abstractive import AbstractiveCompressor, AbstractiveConfig
-
     compressor = AbstractiveCompressor(AbstractiveConfig())  # only its gate is used: the summarizer is never loaded
     best: dict[str, list[float]] = {"gold": [], "distractors": []}
     for ex in examples:
@@ -98,15 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    import torch
-
-    from ragzip.data import load_qa, select
-    from ragzip.generation import GeneratorConfig, HFGenerator
-    from ragzip.metrics import score
-    from ragzip.plugins.abstractive import AbstractiveCompressor, AbstractiveConfig
-    from ragzip.plugins.abstractive.compressor import support
-    from ragzip.plugins.abstractive.modeling import split_sentences
-
     torch.set_num_threads(args.threads)
     if args.heldout_train:
         examples = [e for e in _heldout_train(args.data, load_qa(args.data)) if len(e.gold_ids) == 2]

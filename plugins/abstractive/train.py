@@ -38,8 +38,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from ragzip.data import Paragraph, PassageSets, Question, gold_or_anchor, passage_sets
-from ragzip.errors import ConfigError
+import torch
+
+from ragzip.data import (
+    Paragraph,
+    PassageSets,
+    Question,
+    gold_or_anchor,
+    load_questions,
+    make_passage,
+    passage_sets,
+    passage_text,
+    split_holdout,
+)
+from ragzip.errors import ConfigError, InputError
+from ragzip.generation import GeneratorConfig, HFGenerator
+from ragzip.metrics import has_answer
+from ragzip.plugins.abstractive.compressor import _titled
+from ragzip.plugins.abstractive.modeling import LoRAConfig, Summarizer, cut_to_tokens
+from ragzip.plugins.extractive.compressor import ExtractiveCompressor
+from ragzip.plugins.extractive.config import ExtractiveConfig
 from ragzip.training import (
     Budget,
     ModelCard,
@@ -74,8 +92,6 @@ class Example:
 # ------------------------------------------------------------------------------------------------------------- data
 def read_hotpotqa(path: str | Path) -> list[dict[str, Any]]:
     """HotpotQA-style records with at least one supporting fact and one distractor paragraph."""
-    from ragzip.errors import InputError
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"training data {str(path)!r} does not exist; pass --data with a HotpotQA-style JSONL "
@@ -103,8 +119,6 @@ def _oracle_piece(title: str, sentences: list[str]) -> str:
 def make_example(record: dict[str, Any], kind: str, rng: random.Random, *, n_passages: int, one_gold: bool,
                  cut: Any) -> Example:
     """Build one example from a HotpotQA record; ``cut(text) -> text`` shortens a passage to the token budget."""
-    from ragzip.data import passage_text
-
     support: dict[str, list[int]] = {}
     for title, index in record["supporting_facts"]:
         support.setdefault(title, []).append(int(index))
@@ -167,9 +181,6 @@ TEACHER_PROMPT = ("Write a short summary (at most 3 sentences) of only the facts
 
 def teacher_targets(examples: list[Example], teacher: str, *, max_new_tokens: int = 96) -> tuple[list[Example], dict]:
     """Replace oracle targets by a teacher LM's summaries where the teacher's summary contains the gold answer."""
-    from ragzip.generation import GeneratorConfig, HFGenerator
-    from ragzip.metrics import has_answer
-
     gen = HFGenerator(GeneratorConfig(model=teacher, max_new_tokens=max_new_tokens, stop=("\n\n",),
                                       system_prompt="You write faithful, query-focused summaries."))
     todo = [i for i, ex in enumerate(examples) if ex.kind == "gold"]
@@ -188,8 +199,6 @@ def teacher_targets(examples: list[Example], teacher: str, *, max_new_tokens: in
 # ----------------------------------------------------------------------------------------------- extract-then-fuse
 def _labelled_passage(paragraph: Any) -> tuple[Any, list[tuple[int, int]]]:
     """A Passage built as ``ragzip.data`` builds them, and the character span of each labelled sentence in it."""
-    from ragzip.data import make_passage
-
     body = " ".join(paragraph.sentences)
     passage = make_passage(paragraph.title, body, "train")
     offset = len(passage.text) - len(body)
@@ -235,8 +244,6 @@ def extracted_examples(sets: Sequence[tuple[Any, list[Any], str]], extractor: An
     """What the summarizer reads at inference with ``input: extracted``: the extractive step's kept sentences of each
     set (titled as the compressor titles them); the target is the kept sentences that are labelled evidence
     (supporting facts / answer sentences), per passage in input order, or empty when the step kept none."""
-    from ragzip.plugins.abstractive.compressor import _titled
-
     out: list[Example] = []
     for start in range(0, len(sets), batch):
         chunk = sets[start:start + batch]
@@ -264,11 +271,6 @@ def _extracted_data(args: AbstractiveArguments, rng: random.Random, n_train: int
     """Training and held-out examples for ``--input extracted``: the classifier's own held-out split (same
     ``--holdout``/``--seed`` as ``ragzip train extractive``) is held out here too, so calibration never sees a
     question either model trained on."""
-    from ragzip.data import load_questions, split_holdout
-    from ragzip.errors import InputError
-    from ragzip.plugins.extractive.compressor import ExtractiveCompressor
-    from ragzip.plugins.extractive.config import ExtractiveConfig
-
     train_qs, held_qs = split_holdout(load_questions(args.data), args.holdout, args.seed)
     rng.shuffle(train_qs)
     if args.per_source:
@@ -383,8 +385,6 @@ class AbstractiveArguments(TrainingArguments):
 # -------------------------------------------------------------------------------------------------------- training
 def first_token_p_end(summarizer: Any, examples: Sequence[Example]) -> list[float]:
     """P(end token first) for each example's prompt: one prefill each (decides an empty summary)."""
-    import torch
-
     out = []
     with torch.inference_mode():
         for ex in examples:
@@ -464,10 +464,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = AbstractiveArguments.parse(argv)
     configure_logging()
     logger.setLevel(logging.INFO)
-    import torch
-
-    from ragzip.plugins.abstractive.modeling import LoRAConfig, Summarizer, cut_to_tokens
-
     rng = prepare(args)
     out = Path(args.out)
     budget = Budget(args.max_minutes * 60, clock=args.budget_clock, threads=args.threads)

@@ -1,3 +1,5 @@
+"""The reference rows of every comparison: ``none`` keeps every passage whole, ``truncate`` cuts at a token budget."""
+
 from __future__ import annotations
 
 from ragzip.compressor import Compressor

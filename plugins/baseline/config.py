@@ -1,3 +1,5 @@
+"""Configs of the reference compressors: ``none`` (pass-through) and ``truncate`` (a budget in retrieval order)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,6 +15,13 @@ class NoneConfig(CompressorConfig):
 
 @dataclass
 class TruncateConfig(CompressorConfig):
+    """The ``truncate`` compressor: the first ``max_tokens`` tokens of the passages, in retrieval order.
+
+    Example:
+        >>> TruncateConfig(max_tokens=128).max_tokens
+        128
+    """
+
     max_tokens: int = field(default=256, metadata={"help": "Keep the first N tokens of the passages, in order."})
 
     def __post_init__(self) -> None:

@@ -24,11 +24,18 @@ import functools
 import json
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+import torch
+from safetensors.torch import load_file
+from torch.ao.quantization import quantize_dynamic
+
+from ragzip import __version__
+from ragzip._lazy import require
 from ragzip.artifacts import (
     INTEGRITY,
     base_identity,
@@ -40,7 +47,7 @@ from ragzip.artifacts import (
 )
 from ragzip.config_utils import from_dict
 from ragzip.errors import ConfigError, InputError, MissingDependencyError, ModelNotFoundError
-from ragzip.models import hub_error, infer_device, resolve
+from ragzip.models import EMBEDDED, hub_error, infer_device, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +83,7 @@ class SentenceScorer(Protocol):
     def score(self, items: Sequence[ScoreItem]) -> list[list[float]]: ...
 
 
-def _torch() -> Any:
-    import torch
-
-    return torch
-
-
 def _dtype(name: str, device: str, *, large: bool = False) -> Any:
-    torch = _torch()
     if name == "auto":
         return torch.bfloat16 if (large and device.startswith("cuda")) else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
@@ -92,14 +92,9 @@ def _dtype(name: str, device: str, *, large: bool = False) -> Any:
 def _quantize_int8(model: Any, device: str) -> Any:
     """int8 dynamic quantization of every ``nn.Linear`` (weights int8, activations quantized on the fly): the
     encoder runs ~2x faster on a CPU. CPU only."""
-    torch = _torch()
     if not device.startswith("cpu"):
         raise ConfigError(f"dtype 'int8' (dynamic quantization) runs on a CPU only, but the device is {device!r}; "
                           "use dtype float16/bfloat16 on a GPU, or set device: cpu.")
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
     model.to(device="cpu", dtype=torch.float32)
     with warnings.catch_warnings():  # torch marks its quantized tensor constructors deprecated; the kernels work
         warnings.simplefilter("ignore")
@@ -137,7 +132,6 @@ MAX_POSITION = 16  # sentence positions 0..15 get their own embedding; later one
 
 
 def _module_class() -> type:
-    torch = _torch()
     nn = torch.nn
 
     class SentenceHead(nn.Module):
@@ -318,7 +312,6 @@ def encode_items(
 
 def collate(windows: Sequence[Window], pad_id: int = 0) -> dict[str, Any]:
     """Pad windows into tensors; ``pool`` averages each sentence span's token states (zeros pad the rest)."""
-    torch = _torch()
     batch = len(windows)
     length = max(len(w.input_ids) for w in windows)
     input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
@@ -338,7 +331,6 @@ def pooling(windows: Sequence[Any], length: int) -> tuple[Any, Any, Any]:
 
     ``windows`` need ``spans``, ``query_span`` and ``sentences`` (a :class:`Window` or a cached training window).
     """
-    torch = _torch()
     n_sent = max(len(w.spans) for w in windows)
     pool = torch.zeros((len(windows), n_sent, length), dtype=torch.float32)  # (B, S, T)
     query_pool = torch.zeros((len(windows), length), dtype=torch.float32)  # (B, T)
@@ -406,13 +398,11 @@ class CrossEncoderScorer:
                   head_type: str = "interaction", window: int = 256, seed: int = 0,
                   **kwargs: Any) -> CrossEncoderScorer:
         """A fresh (untrained head) scorer over ``base_model``: the starting point of training."""
-        torch = _torch()
-        from transformers import AutoModel, AutoTokenizer
-
+        transformers = require("transformers")  # lazy: slow to import, and the CLI imports this module
         path = resolve(base_model)
         try:
-            encoder = AutoModel.from_pretrained(path)
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            encoder = transformers.AutoModel.from_pretrained(path)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         except OSError as err:
             raise hub_error(base_model, err) from None
         n_layers = encoder.config.num_hidden_layers
@@ -438,17 +428,15 @@ class CrossEncoderScorer:
             device: torch device; None infers it.
             dtype: ``auto``/``float32``/``bfloat16``/``float16``.
         """
-        from safetensors.torch import load_file
-        from transformers import AutoModel, AutoTokenizer
-
+        transformers = require("transformers")
         folder = artifact_folder(path)
         config, raw = _read_artifact(folder)
         where = f"extractive artifact {str(folder)!r}"
         verify_weights(folder, raw, where=where, fix=ARTIFACT_FIX)
         base = resolve(config.base_model)
         try:
-            encoder = AutoModel.from_pretrained(base)
-            tokenizer = AutoTokenizer.from_pretrained(base)
+            encoder = transformers.AutoModel.from_pretrained(base)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(base)
         except OSError as err:
             raise hub_error(config.base_model, err) from None
         identity = encoder_identity(config, encoder, tokenizer)  # from the weights as loaded, before any cast
@@ -478,19 +466,17 @@ class CrossEncoderScorer:
         ``config.json`` records the file's SHA-256 and the base encoder's identity (:mod:`ragzip.artifacts`), checked
         when the artifact loads.
         """
-        import ragzip
-
         folder = Path(path)
         for key, value in config_updates.items():
             setattr(self.config, key, value)
-        self.config.ragzip_version = ragzip.__version__
+        self.config.ragzip_version = __version__
         if weights_dtype not in ("float32", "float16"):
             raise ConfigError(f"weights_dtype = {weights_dtype!r}: use 'float32' or 'float16'.")
-        dtype = getattr(_torch(), weights_dtype)
+        dtype = getattr(torch, weights_dtype)
         state = {k: v.detach().to("cpu", dtype).contiguous()
                  for k, v in self.model.trained_parameters().items()}
         encoder = self.model.encoder
-        as_loaded = encoder.get_input_embeddings().weight.dtype == _torch().float32
+        as_loaded = encoder.get_input_embeddings().weight.dtype == torch.float32
         identity = encoder_identity(self.config, encoder, self.tokenizer, embeddings=as_loaded)
         if not as_loaded and self.base_identity and self.base_identity.get("embeddings"):
             identity["embeddings"] = self.base_identity["embeddings"]  # cast after loading: keep the as-loaded hash
@@ -510,7 +496,6 @@ class CrossEncoderScorer:
 
     def score(self, items: Sequence[ScoreItem]) -> list[list[float]]:
         """P(useful) of every sentence of every item; all windows of all items are batched by length."""
-        torch = _torch()
         out = [[math.nan] * len(it.sentences) for it in items]
         windows = self.windows(items)
         was_training = self.model.training
@@ -564,8 +549,6 @@ def encoder_identity(config: CrossEncoderConfig, encoder: Any, tokenizer: Any, *
 
 
 def _model_id(spec: str, model: Any) -> str:
-    from ragzip.models import EMBEDDED
-
     return EMBEDDED.get(spec, getattr(model.config, "_name_or_path", spec))
 
 
@@ -593,8 +576,7 @@ class ExitScorer:
     @classmethod
     def from_pretrained(cls, spec: str, *, base_model: str = "", device: str | None = None, dtype: str = "auto",
                         **kwargs: Any) -> ExitScorer:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+        transformers = require("transformers")
         device = infer_device(device or None)
         torch_dtype = _dtype(dtype, device, large=True)
         path = resolve(spec)
@@ -602,8 +584,8 @@ class ExitScorer:
         try:
             if adapter is not None:
                 try:
-                    from peft import PeftModel
-                except ImportError:
+                    peft = require("peft")
+                except MissingDependencyError:
                     raise MissingDependencyError(
                         f"{spec!r} is a LoRA adapter; loading it needs `peft`: `pip install peft`."
                     ) from None
@@ -611,15 +593,15 @@ class ExitScorer:
                 if not base:
                     raise ConfigError(f"{spec!r} is a LoRA adapter that names no base model; set "
                                       "`base_model` (google/gemma-2b-it for EXIT).")
-                model = AutoModelForCausalLM.from_pretrained(resolve(base), dtype=torch_dtype)
-                model = PeftModel.from_pretrained(model, path)
+                model = transformers.AutoModelForCausalLM.from_pretrained(resolve(base), dtype=torch_dtype)
+                model = peft.PeftModel.from_pretrained(model, path)
                 try:
-                    tokenizer = AutoTokenizer.from_pretrained(path)
+                    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
                 except (OSError, ValueError):
-                    tokenizer = AutoTokenizer.from_pretrained(resolve(base))
+                    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(base))
             else:
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+                tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         except OSError as err:
             raise hub_error(spec, err) from None
         model.to(device).eval()
@@ -685,7 +667,6 @@ class ExitScorer:
         return context[offsets[first][0]: offsets[last - 1][1]]
 
     def score(self, items: Sequence[ScoreItem]) -> list[list[float]]:
-        torch = _torch()
         prompts = [(n, k, self.prompt_ids(it.query, it.title, it.sentences, k))
                    for n, it in enumerate(items) for k in range(len(it.sentences))]
         out = [[math.nan] * len(it.sentences) for it in items]
@@ -725,9 +706,8 @@ def _adapter_config(path: str) -> dict[str, Any] | None:
         file = local / "adapter_config.json"
         return json.loads(file.read_text()) if file.is_file() else None
     try:
-        from huggingface_hub import hf_hub_download
-
-        return json.loads(Path(hf_hub_download(path, "adapter_config.json")).read_text())
+        hub = require("huggingface_hub")  # lazy: slow to import
+        return json.loads(Path(hub.hf_hub_download(path, "adapter_config.json")).read_text())
     except Exception:  # not an adapter, or the hub is unreachable: from_pretrained reports the real problem
         return None
 
@@ -748,13 +728,12 @@ class RecompScorer:
     @classmethod
     def from_pretrained(cls, spec: str, *, device: str | None = None, dtype: str = "auto",
                         **kwargs: Any) -> RecompScorer:
-        from transformers import AutoModel, AutoTokenizer
-
+        transformers = require("transformers")
         device = infer_device(device or None)
         path = resolve(spec)
         try:
-            model = AutoModel.from_pretrained(path, dtype=_dtype(dtype, device))
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = transformers.AutoModel.from_pretrained(path, dtype=_dtype(dtype, device))
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         except OSError as err:
             raise hub_error(spec, err) from None
         model.to(device).eval()
@@ -763,7 +742,6 @@ class RecompScorer:
 
     def embed(self, texts: Sequence[str]) -> Any:
         """Mean-pooled embeddings (N, d) of ``texts``, batched by length."""
-        torch = _torch()
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = [None] * len(texts)
         with torch.inference_mode():

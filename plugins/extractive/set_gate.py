@@ -37,12 +37,17 @@ from ragzip.data import (
     QAExample,
     gold_or_anchor,
     load_qa,
+    load_questions,
     make_passage,
     passage_sets,
     same_article_distractors,
     select,
+    split_holdout,
 )
 from ragzip.fsutil import sha256_file
+from ragzip.plugins.extractive.compressor import ExtractiveCompressor
+from ragzip.plugins.extractive.config import ExtractiveConfig
+from ragzip.plugins.extractive.modeling import artifact_folder
 from ragzip.relevance import GATE_FILE, LogisticSetGate, roc_auc, set_features, threshold_for
 from ragzip.types import Passage
 
@@ -149,11 +154,6 @@ def _by_source(values: Sequence[float], sets: Sequence[Any], threshold: float) -
 
 def fit_set_gate(args: Any) -> int:
     """Fit, calibrate and save the gate beside the classifier (``<model>/set_gate.json``); report to ``--gate-report``."""
-    from ragzip.data import load_questions, split_holdout
-    from ragzip.plugins.extractive.compressor import ExtractiveCompressor
-    from ragzip.plugins.extractive.config import ExtractiveConfig
-    from ragzip.plugins.extractive.modeling import artifact_folder
-
     t0 = time.perf_counter()
     folder = artifact_folder(args.model)
     compressor = ExtractiveCompressor(ExtractiveConfig(model=str(folder), device=args.device or ""))

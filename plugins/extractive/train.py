@@ -36,6 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from ragzip._lazy import require
 from ragzip.data import (  # the multi-source readers live in ragzip.data; re-exported for older imports
     Paragraph,
     Question,
@@ -45,6 +50,9 @@ from ragzip.data import (  # the multi-source readers live in ragzip.data; re-ex
     split_holdout,
 )
 from ragzip.fsutil import sha256_file
+from ragzip.models import load_sentence_transformer
+from ragzip.plugins.extractive.compressor import ExtractiveCompressor
+from ragzip.plugins.extractive.config import ExtractiveConfig
 from ragzip.plugins.extractive.modeling import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -55,6 +63,9 @@ from ragzip.plugins.extractive.modeling import (
     collate,
     pooling,
 )
+from ragzip.plugins.extractive.set_gate import fit_set_gate
+from ragzip.relevance import GATE_FILE
+from ragzip.tokens import load_token_counter
 from ragzip.training import (
     Budget,
     CardSection,
@@ -66,6 +77,7 @@ from ragzip.training import (
     prepare,
     resolve_device,
 )
+from ragzip.types import Passage
 
 logger = logging.getLogger("ragzip.train.extractive")
 
@@ -184,9 +196,8 @@ class Cached:
 
 
 def _run_layers(encoder: Any, hidden: Any, attention_mask: Any, layers: Sequence[Any]) -> Any:
-    from transformers.masking_utils import create_bidirectional_mask
-
-    mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden, attention_mask=attention_mask)
+    masking_utils = require("transformers.masking_utils")  # lazy: slow to import, `ragzip train --help` loads this
+    mask = masking_utils.create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden, attention_mask=attention_mask)
     for layer in layers:
         hidden = layer(hidden, mask)
     return hidden
@@ -201,8 +212,6 @@ def _split_layers(scorer: CrossEncoderScorer) -> tuple[list[Any], list[Any]]:
 def cache_bottom(scorer: CrossEncoderScorer, paragraphs: Sequence[Paragraph], title_dropout: float,
                  rng: random.Random, batch_size: int = 32) -> list[list[Cached]]:
     """Windows of every paragraph through the embeddings and frozen layers, grouped per paragraph."""
-    import torch
-
     items = [ScoreItem(p.query, "" if rng.random() < title_dropout else p.title, p.sentences) for p in paragraphs]
     windows = scorer.windows(items)
     encoder = scorer.model.encoder
@@ -227,8 +236,6 @@ def _load_cache(path: str | None, key: dict[str, Any]) -> list[list[Cached]] | N
     """Frozen-layer outputs saved by an earlier run with the same data, seed and model split (else None)."""
     if not path or not Path(path).is_file():
         return None
-    import torch
-
     saved = torch.load(path, weights_only=False)
     if saved.get("key") != key:
         logger.info("ignoring %s: written for other data or settings", path)
@@ -239,15 +246,11 @@ def _load_cache(path: str | None, key: dict[str, Any]) -> list[list[Cached]] | N
 
 def _save_cache(path: str | None, key: dict[str, Any], cache: list[list[Cached]]) -> None:
     if path:
-        import torch
-
         torch.save({"key": key, "cache": cache}, path)
 
 
 def _top_logits(scorer: CrossEncoderScorer, group: Sequence[Cached]) -> Any:
     """Logits (B, S) from cached frozen-layer outputs through the trained layers and the head."""
-    import torch
-
     _, top = _split_layers(scorer)
     device = scorer.device
     length = max(c.hidden.shape[0] for c in group)
@@ -263,8 +266,6 @@ def _top_logits(scorer: CrossEncoderScorer, group: Sequence[Cached]) -> Any:
 
 def check_split_path(scorer: CrossEncoderScorer, paragraphs: Sequence[Paragraph]) -> float:
     """Max |logit difference| between the cached split path and the full model (both in eval mode)."""
-    import torch
-
     cached = [c for group in cache_bottom(scorer, paragraphs, 0.0, random.Random(0)) for c in group]
     windows = scorer.windows([ScoreItem(p.query, p.title, p.sentences) for p in paragraphs])
     scorer.model.eval()
@@ -276,8 +277,6 @@ def check_split_path(scorer: CrossEncoderScorer, paragraphs: Sequence[Paragraph]
 
 
 def _batch_loss(logits: Any, labels: Sequence[Sequence[int]], pos_weight: float) -> Any:
-    import torch
-
     target = torch.zeros_like(logits)
     mask = torch.zeros_like(logits)
     for b, row in enumerate(labels):
@@ -519,8 +518,6 @@ def _num(x: Any) -> str:
 
 def recalibrate(args: ExtractiveArguments) -> int:
     """``--recalibrate``: calibrate an artifact on the held-out training split and update its config and card."""
-    import torch
-
     torch.set_num_threads(args.threads)
     folder = artifact_folder(args.model)
     _, held_qs = split_holdout(load_questions(args.data, args.limit), args.holdout, args.seed)
@@ -629,12 +626,7 @@ def calibrate(scorer: CrossEncoderScorer, questions: Sequence[Question], target_
 def evaluate(model: str, data: str, *, threshold: float | None, limit: int | None, timing_questions: int,
              tokenizer: str, threads: int) -> dict[str, Any]:
     """Classifier metrics on HotpotQA-style data (see ``--eval-only``)."""
-    import torch
-
     torch.set_num_threads(threads)
-    from ragzip.plugins.extractive.compressor import ExtractiveCompressor
-    from ragzip.plugins.extractive.config import ExtractiveConfig
-    from ragzip.tokens import load_token_counter
     questions = load_hotpotqa(data, limit)
     scorer = CrossEncoderScorer.from_pretrained(model, device="cpu")
     t = scorer.default_threshold if threshold is None else threshold
@@ -703,10 +695,6 @@ def retrieve_five(scorer: CrossEncoderScorer, questions: Sequence[Question],
 
     Returns the (paragraph, scores) pairs and the share of supporting facts that were retrieved at all.
     """
-    import numpy as np
-
-    from ragzip.models import load_sentence_transformer
-
     known = {(p.query, p.title): (p, sc) for p, sc in scored}
     corpus: dict[str, list[str]] = {}
     for q in questions:
@@ -737,8 +725,6 @@ def retrieve_five(scorer: CrossEncoderScorer, questions: Sequence[Question],
 
 
 def _passages(paragraphs: Sequence[Paragraph]) -> list[Any]:
-    from ragzip.types import Passage
-
     return [Passage(" ".join(p.sentences), id=f"{p.title}", metadata={"title": p.title}) for p in paragraphs]
 
 
@@ -874,8 +860,6 @@ def _dev_card_lines(dev: dict[str, Any], dev_command: str) -> list[str]:
 def _set_gate_section(folder: Path) -> CardSection | None:
     """The card section on the set-level relevance gate fitted beside the classifier (``set_gate.json``), from the
     gate's own record; a hand-written section under the same heading in the existing card is kept instead."""
-    from ragzip.relevance import GATE_FILE
-
     path = folder / GATE_FILE
     if not path.is_file():
         return None
@@ -947,8 +931,6 @@ def _fmt(m: dict[str, Any]) -> str:
 
 
 def _weights_dtype(path: Path) -> str:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as handle:
         keys = list(handle.keys())
         return str(handle.get_slice(keys[0]).get_dtype()).lower().replace("f16", "float16").replace(
@@ -977,8 +959,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.recalibrate:
         return recalibrate(args)
     if args.fit_set_gate:
-        from ragzip.plugins.extractive.set_gate import fit_set_gate
-
         return fit_set_gate(args)
     if args.eval_only:
         result = evaluate(args.model, args.data[0], threshold=args.threshold, limit=args.limit,

@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ragzip import __version__
+from ragzip.config_utils import from_dict
 from ragzip.errors import ConfigError, IndexCorruptError
 from ragzip.fsutil import atomic_folder, sha256_file
+from ragzip.plugins.refrag.config import RefragConfig
 from ragzip.types import Passage
 
 if TYPE_CHECKING:
     from ragzip.plugins.refrag.compressor import RefragCompressor
-    from ragzip.plugins.refrag.config import RefragConfig
 
 logger = logging.getLogger(__name__)
 
@@ -217,15 +219,12 @@ def build_refrag_cache(
         >>> build_refrag_cache(retriever, "index", {"k": 16})  # doctest: +SKIP
         PosixPath('index/refrag-embedded-minilm-k16')
     """
-    from ragzip.plugins.refrag.compressor import RefragCompressor
-    from ragzip.plugins.refrag.config import RefragConfig
+    from ragzip.plugins.refrag.compressor import RefragCompressor  # local: that module imports this one (circle)
 
     if compressor is None:
         if config is None or isinstance(config, RefragConfig):
             cfg = config or RefragConfig()
         else:
-            from ragzip.config_utils import from_dict
-
             data = {key: value for key, value in dict(config).items() if key != "type"}
             cfg = from_dict(RefragConfig, data, where="compressor[refrag]")
         compressor = RefragCompressor(cfg)
@@ -262,8 +261,6 @@ def build_refrag_cache(
 
 def write_cache(target: Path, keys: Sequence[str], vectors: np.ndarray, meta: Mapping[str, Any]) -> None:
     """Write a cache folder atomically (temporary folder, then rename over any old one)."""
-    from ragzip import __version__
-
     vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(keys), -1)  # (n, H)
     with atomic_folder(target) as tmp:
         np.save(tmp / KEYS_FILE, np.array(list(keys), dtype="S32"), allow_pickle=False)

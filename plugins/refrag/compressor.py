@@ -13,6 +13,7 @@ import torch
 
 from ragzip.compressor import SoftCompressor
 from ragzip.errors import ConfigError
+from ragzip.models import lazy_lock, load_causal_lm, load_tokenizer
 from ragzip.plugins.refrag.cache import CacheSpec, ChunkCache
 from ragzip.plugins.refrag.config import RefragConfig
 from ragzip.plugins.refrag.modeling import (
@@ -29,8 +30,11 @@ logger = logging.getLogger(__name__)
 
 
 def chunk_nll_scores(decoder: Any, chunked: Sequence[Sequence[Chunk]]) -> list[list[float]]:
-    """Mean decoder NLL of each chunk's tokens, the decoder reading each passage alone (the perplexity heuristic:
-    the chunks the decoder finds hardest to predict carry the most information, so they are expanded first)."""
+    """Mean decoder NLL of each chunk's tokens, the decoder reading each passage alone.
+
+    This is the perplexity heuristic: the chunks the decoder finds hardest to predict carry the most information, so
+    they are expanded first. Returns ``scores[passage][chunk]``.
+    """
     device = decoder.get_input_embeddings().weight.device
     scores: list[list[float]] = []
     with torch.inference_mode():
@@ -68,15 +72,25 @@ def _join(pieces: Sequence[tuple[str, bool]]) -> str:
 
 
 class RefragCompressor(SoftCompressor):
-    """REFRAG (arXiv 2509.01092), re-implemented: each passage is cut into k-token chunks of the generator's tokens,
-    every chunk is encoded to one vector and projected into the generator's input-embedding space, and a policy keeps
-    a fraction ``p`` of the question's chunks as raw tokens.
+    """REFRAG (arXiv 2509.01092), re-implemented: chunks encoded to one soft token each, a fraction kept as text.
+
+    Each passage is cut into k-token chunks of the generator's tokens, every chunk is encoded to one vector and
+    projected into the generator's input-embedding space, and a policy keeps a fraction ``p`` of the question's chunks
+    as raw tokens.
 
     Each passage comes out as text in which every run of compressed chunks is one placeholder (the store holds its
     vectors, one per chunk) and expanded chunks stay as their exact text, in the original order; one space, which the
     generator does not read, separates each placeholder from its neighbours. ``units`` holds one :class:`~ragzip.Unit`
     per chunk (its policy score; ``kept`` = expanded) and ``tokens_after`` counts a compressed chunk as one position.
     Only ragzip's generator reads the output; bind the compressor to it first.
+
+    Args:
+        config: The options; the defaults when ``None``.
+        token_counter: Counts context tokens, as for :class:`~ragzip.Compressor`.
+        store: The soft-token store, as for :class:`~ragzip.Compressor`.
+        model: A trained REFRAG model to use instead of loading ``config.artifact`` (a warning is logged when it was
+            trained on another ``k``).
+        tokenizer: The generator's tokenizer, to cut chunks with before the compressor is bound.
 
     Example:
         >>> from ragzip.generation import HFGenerator
@@ -114,8 +128,6 @@ class RefragCompressor(SoftCompressor):
     def model(self) -> RefragModel:
         """The trained encoder/projector/policy, loaded from ``config.artifact`` on first use."""
         if self._model is None:
-            from ragzip.models import lazy_lock
-
             with lazy_lock(self):  # two threads on a cold compressor load it once
                 if self._model is None:
                     model = RefragModel.from_pretrained(self.config.artifact)
@@ -137,29 +149,36 @@ class RefragCompressor(SoftCompressor):
             if self.generator is not None:
                 self._tokenizer = self.generator.tokenizer
             else:
-                from ragzip.models import load_tokenizer
-
                 self._tokenizer = load_tokenizer(self.config.generator)
         return self._tokenizer
 
     @property
     def space(self) -> str:
-        """The embedding space the soft tokens are made for: the generator's (``HFGenerator.space``), or, for an
-        artifact with a decoder LoRA, that space plus the adapter's fingerprint (read only by the adapted decoder)."""
+        """The embedding space the soft tokens are made for.
+
+        The generator's (``HFGenerator.space``), or, for an artifact with a decoder LoRA, that space plus the
+        adapter's fingerprint (read only by the adapted decoder).
+        """
         return self._reader_space or super().space
 
     @property
     def reader(self) -> Any:
-        """The decoder that reads this compressor's soft tokens: the bound generator's model, or for an artifact with
-        a decoder LoRA the adapted copy registered with the generator (``HFGenerator.add_reader``)."""
+        """The decoder that reads this compressor's soft tokens.
+
+        The bound generator's model, or for an artifact with a decoder LoRA the adapted copy registered with the
+        generator (``HFGenerator.add_reader``); unbound, the decoder the config's ``generator`` names (its LoRA
+        merged, when there is one).
+        """
         if self._reader is not None:
             return self._reader
         return self.generator.model if self.generator is not None else self._load_decoder()
 
     # ----------------------------------------------------------------------------------------------- binding
     def bind(self, generator: Any) -> None:
-        """Read for ``generator``: cut chunks with its tokenizer, share its store, check its embedding width, and
-        register the adapted decoder with it when the artifact has a decoder LoRA.
+        """Write for ``generator``.
+
+        Cuts chunks with its tokenizer, shares its store, checks its embedding width, and registers the adapted decoder
+        with it when the artifact has a decoder LoRA.
 
         Raises:
             SoftTokenError: the artifact projects into an embedding space of another width.
@@ -271,8 +290,6 @@ class RefragCompressor(SoftCompressor):
         return chunk_nll_scores(self.reader, chunked)  # the decoder that will read them
 
     def _load_decoder(self) -> Any:
-        from ragzip.models import load_causal_lm
-
         decoder = load_causal_lm(self.config.generator, self.device)[0]
         if self.model.decoder_lora is not None:
             if self._reader is None:

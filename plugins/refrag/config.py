@@ -25,6 +25,7 @@ def check_p(where: str, p: Any) -> float:
 
 
 def check_k(where: str, k: Any) -> int:
+    """The chunk length ``k`` must be a positive integer; returns it, or raises a ``ConfigError`` that says why."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"{where}.k = {k!r} must be a positive integer: the tokens per chunk (REFRAG uses 8, 16 "
                           "or 32).")
@@ -33,8 +34,9 @@ def check_k(where: str, k: Any) -> int:
 
 @dataclass
 class RefragConfig(CompressorConfig):
-    """The ``refrag`` compressor: passages cut into k-token chunks, each compressed to one soft token, a policy
-    keeping a fraction ``p`` of the chunks as raw tokens (REFRAG's compress -> sense -> expand).
+    """The ``refrag`` compressor: passages cut into k-token chunks, each compressed to one soft token.
+
+    A policy keeps a fraction ``p`` of the chunks as raw tokens (REFRAG's compress -> sense -> expand).
 
     Example:
         >>> RefragConfig(k=16, p=0.25, policy="learned").p

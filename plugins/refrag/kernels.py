@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ragzip._lazy import require
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "triton")
@@ -47,7 +49,7 @@ def triton_available() -> bool:
     if not torch.cuda.is_available():
         return False
     try:
-        import triton  # noqa: F401
+        require("triton")
     except ImportError:
         return False
     return True
@@ -79,9 +81,8 @@ def assemble_embeddings(weight: torch.Tensor, token_ids: torch.Tensor, soft_vect
     if not triton_available():
         raise RuntimeError("backend='triton' needs a CUDA GPU and `pip install triton` (ragzip[gpu]); use "
                            "backend='torch' or 'auto' on this machine.")
-    from ragzip.plugins.refrag import _triton_assemble
-
-    return _triton_assemble.assemble(weight, token_ids, soft_vectors.to(weight.dtype), soft_index)
+    triton_assemble = require("ragzip.plugins.refrag._triton_assemble")  # imports triton, an optional dependency
+    return triton_assemble.assemble(weight, token_ids, soft_vectors.to(weight.dtype), soft_index)
 
 
 def layout_from_segments(segments: list[tuple[str, Any]], pad_id: int = 0) -> tuple[list[int], list[int]]:

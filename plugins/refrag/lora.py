@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from ragzip.artifacts import embedding_fingerprint
 from ragzip.errors import ConfigError
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -160,8 +161,6 @@ class DecoderLoRA(nn.Module):
 
     def base_fingerprint(self, decoder: nn.Module) -> str:
         """A short hash of the decoder's target weights (the adapter is a delta on exactly these)."""
-        from ragzip.artifacts import embedding_fingerprint
-
         h = hashlib.sha256()
         for layer in self._matched(decoder):
             for t in self.targets:

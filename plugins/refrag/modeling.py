@@ -27,10 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
+from ragzip import __version__
+from ragzip._lazy import require
 from ragzip.artifacts import (
     INTEGRITY,
+    ArtifactError,
     base_identity,
     check_base,
     check_shapes,
@@ -40,6 +44,7 @@ from ragzip.artifacts import (
 )
 from ragzip.config_utils import from_dict, to_dict
 from ragzip.errors import ConfigError, InputError, ModelNotFoundError
+from ragzip.models import hub_error, resolve
 from ragzip.plugins.refrag.config import RefragModelConfig
 from ragzip.plugins.refrag.lora import DecoderLoRA, adapter_fingerprint
 
@@ -189,13 +194,11 @@ def budget(p: float, n_chunks: int) -> int:
 
 # ---------------------------------------------------------------------------------------------------- the model
 def _load_base_encoder(spec: str) -> tuple[Any, Any]:
-    from transformers import AutoModel, AutoTokenizer
-
-    from ragzip.models import hub_error, resolve
-
+    transformers = require("transformers")  # lazy: slow to import, and the CLI imports this module
     path = resolve(spec)
     try:
-        return AutoModel.from_pretrained(path, dtype=torch.float32), AutoTokenizer.from_pretrained(path)
+        return (transformers.AutoModel.from_pretrained(path, dtype=torch.float32),
+                transformers.AutoTokenizer.from_pretrained(path))
     except OSError as err:
         raise hub_error(spec, err) from None
 
@@ -279,8 +282,6 @@ class RefragModel(nn.Module):
         """
         if self.decoder_lora is None:
             return decoder
-        from ragzip.artifacts import ArtifactError
-
         want = self.config.decoder_lora_base
         have = self.decoder_lora.base_fingerprint(decoder) if want else ""
         if want and have != want:
@@ -399,8 +400,6 @@ class RefragModel(nn.Module):
         ``config.json`` records the file's SHA-256 and the identities of the encoder and the decoder (with the
         decoder's fingerprints when :meth:`record_decoder` or loading gave them), checked when it loads.
         """
-        from ragzip import __version__
-
         self.config.ragzip_version = __version__
         data = {"type": "refrag", **to_dict(self.config)}
         return save_artifact(folder, data, self.trained_state_dict(), bases=self.integrity_bases())
@@ -424,8 +423,6 @@ class RefragModel(nn.Module):
         The weights are checked against the SHA-256 in ``config.json`` and the model's shapes, and the encoder
         against the identity recorded at save (:mod:`ragzip.artifacts`).
         """
-        from safetensors.torch import load_file
-
         folder = artifact_path(artifact)
         where = f"REFRAG artifact {str(folder)!r}"
         data = read_config(folder, where=where, fix=ARTIFACT_FIX)

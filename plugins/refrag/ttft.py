@@ -31,6 +31,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ragzip.data import demo_file, read_jsonl
+from ragzip.errors import ConfigError
+from ragzip.generation import GeneratorConfig, HFGenerator
+from ragzip.plugins.refrag.cache import build_refrag_cache
+from ragzip.plugins.refrag.compressor import RefragCompressor
+from ragzip.plugins.refrag.config import RefragConfig
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_QUESTION = "What is the main subject of these passages?"
@@ -79,8 +88,6 @@ def _source_texts(path: str) -> list[str]:
                 if isinstance(context, str) and context.strip() and (not texts or texts[-1] != context):
                     texts.append(context)
     if not texts:
-        from ragzip.data import demo_file, read_jsonl
-
         logger.warning("%s not found: timing on the demo corpus (repeated as needed)", path)
         texts = [r["text"] for r in read_jsonl(demo_file("demo_corpus.jsonl"))]
     return texts
@@ -145,8 +152,6 @@ def benchmark(generator: Any, make_compressor: Callable[[int, str], Any], texts:
               methods: Sequence[str], context_tokens: Sequence[int], ks: Sequence[int], repeats: int,
               cached_modes: Sequence[bool], passage_tokens: int, question: str) -> list[dict[str, Any]]:
     """All runs of the benchmark (medians); ``make_compressor(k, cache_path)`` builds a bound REFRAG compressor."""
-    from ragzip.plugins.refrag.cache import build_refrag_cache
-
     runs: list[dict[str, Any]] = []
     for n_tokens in context_tokens:
         passages = make_context(texts, generator.tokenizer, n_tokens, passage_tokens)
@@ -200,13 +205,6 @@ def markdown_table(runs: Sequence[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ragzip ttft``; prints a table and writes ``--out``. Returns the exit status."""
-    import torch
-
-    from ragzip.errors import ConfigError
-    from ragzip.generation import GeneratorConfig, HFGenerator
-    from ragzip.plugins.refrag.compressor import RefragCompressor
-    from ragzip.plugins.refrag.config import RefragConfig
-
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - {"none", "refrag"})
     if unknown or not methods:

@@ -1,5 +1,6 @@
-"""The ``route`` compressor: under one token budget, each passage is read as its best sentences (text), as one xRAG
-soft token, or not at all — decided per passage from the extractive classifier's sentence scores.
+"""The ``route`` compressor: each passage read as its best sentences, as one xRAG soft token, or not at all.
+
+Under one token budget, the form is decided per passage from the extractive classifier's sentence scores.
 
 No published system mixes the two: EXIT/RECOMP-style extraction keeps text, xRAG replaces every passage by one vector.
 The router spends the budget on text for the passages whose sentences score best, gives the passages of middling
@@ -89,6 +90,7 @@ class RouteCompressor(Compressor):
 
     @property
     def token_counter(self) -> TokenCounter:
+        """The counter of context tokens; setting it also sets the extractive and xRAG stages' once they are built."""
         return Compressor.token_counter.fget(self)  # type: ignore[attr-defined]
 
     @token_counter.setter

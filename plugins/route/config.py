@@ -16,8 +16,9 @@ ROUTED_KEYS = ("type", "max_tokens", "top_k", "selective", "selective_rule", "to
 
 @dataclass
 class RouteConfig(CompressorConfig):
-    """Per passage, the cheapest form that keeps its evidence under one token budget: its best sentences as text,
-    one xRAG soft token, or nothing.
+    """The ``route`` compressor: per passage, the cheapest form that keeps its evidence under one token budget.
+
+    The forms are its best sentences as text, one xRAG soft token, or nothing.
 
     Example:
         >>> RouteConfig(max_tokens=64).max_soft

@@ -98,8 +98,11 @@ class XRAGCompressor(SoftCompressor):
 
     @property
     def encoder(self) -> PassageEncoder:
-        """The passage encoder used to (re-)encode passages; loaded on first use, and checked on first use against
-        what the projector was trained on (width, pooling, normalisation, and the model the artifact recorded)."""
+        """The passage encoder used to (re-)encode passages, loaded and checked on first use.
+
+        It is checked against what the projector was trained on: width, pooling, normalisation, and the model the
+        artifact recorded.
+        """
         if not self._encoder_checked:
             with lazy_lock(self):
                 if not self._encoder_checked:

@@ -21,8 +21,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
 
+from ragzip import __version__
+from ragzip._lazy import require
 from ragzip.artifacts import (
     INTEGRITY,
     base_identity,
@@ -33,8 +37,9 @@ from ragzip.artifacts import (
     verify_weights,
 )
 from ragzip.config_utils import from_dict
+from ragzip.embed import Embedder
 from ragzip.errors import ConfigError, InputError, ModelNotFoundError
-from ragzip.models import EMBEDDED, hub_error, resolve
+from ragzip.models import EMBEDDED, hub_error, infer_device, resolve
 from ragzip.plugins.xrag.config import ProjectorConfig
 
 logger = logging.getLogger(__name__)
@@ -121,9 +126,7 @@ class XRAGProjector(nn.Module):
         settings below, plus fingerprints of their embeddings and tokenizers where :meth:`record_bases` (or loading)
         gave them.
         """
-        import ragzip
-
-        self.config.ragzip_version = ragzip.__version__
+        self.config.ragzip_version = __version__
         payload = {"type": ARTIFACT_TYPE, **asdict(self.config)}
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.projector.state_dict().items()}
         return save_artifact(folder, payload, state, bases=self.integrity_bases(), metadata={"type": ARTIFACT_TYPE})
@@ -194,8 +197,6 @@ def _load_ragzip(folder: Path, raw: dict[str, Any], spec: str) -> XRAGProjector:
                                  "`ragzip train xrag --out DIR` or copy the whole folder.")
     where = f"xrag artifact {spec!r}"
     verify_weights(folder, raw, where=where, fix=ARTIFACT_FIX)
-    from safetensors.torch import load_file
-
     model = XRAGProjector(config)
     state = load_file(str(weights))
     expected = {k: tuple(v.shape) for k, v in model.projector.state_dict().items()}
@@ -255,8 +256,6 @@ def _projector_state(files: Sequence[Path]) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for path in files:
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as handle:
                 for key in handle.keys():
                     for prefix, ours in _PUBLISHED_KEYS.items():
@@ -302,15 +301,15 @@ def _load_published(spec: str, raw: dict[str, Any], fetch: Any, embedder: str | 
 
 
 def _load_published_from_hub(spec: str, embedder: str | None) -> XRAGProjector:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    hub = require("huggingface_hub")  # lazy: slow to import, and the CLI imports this module
+    errors = require("huggingface_hub.errors")
 
     def fetch(name: str) -> Path | None:
         try:
-            return Path(hf_hub_download(spec, name))
-        except LocalEntryNotFoundError:  # offline and not cached: the hub is unreachable, not the file missing
+            return Path(hub.hf_hub_download(spec, name))
+        except errors.LocalEntryNotFoundError:  # offline and not cached: the hub is unreachable, not the file missing
             raise
-        except EntryNotFoundError:  # the repository has no such file
+        except errors.EntryNotFoundError:  # the repository has no such file
             return None
 
     try:
@@ -349,8 +348,6 @@ class SentenceTransformerEncoder:
     normalize = True
 
     def __init__(self, spec: str, *, device: str | None = None, model: Any = None) -> None:
-        from ragzip.embed import Embedder
-
         self.embedder = Embedder(spec, device=device, model=model)
         self.name = spec
         self.dim = self.embedder.dim
@@ -373,10 +370,7 @@ class LastTokenEncoder:
 
     def __init__(self, spec: str, *, max_length: int = 180, device: str | None = None, model: Any = None,
                  tokenizer: Any = None, batch_size: int = 8) -> None:
-        from transformers import AutoModel, AutoTokenizer
-
-        from ragzip.models import infer_device
-
+        transformers = require("transformers")  # lazy: slow to import, and the CLI imports this module
         self.name = spec
         self.max_length = max_length
         self.batch_size = batch_size
@@ -384,8 +378,8 @@ class LastTokenEncoder:
         if model is None or tokenizer is None:
             path = resolve(spec)
             try:
-                tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
-                model = model or AutoModel.from_pretrained(path, dtype=torch.float32).to(self.device)
+                tokenizer = tokenizer or transformers.AutoTokenizer.from_pretrained(path)
+                model = model or transformers.AutoModel.from_pretrained(path, dtype=torch.float32).to(self.device)
             except OSError as err:
                 raise hub_error(spec, err) from None
         self.model = model.eval()

@@ -1,4 +1,10 @@
-"""The one helper that imports optional framework dependencies, with an error that says which extra to install."""
+"""The one helper that imports a dependency lazily, with an error that says which extra to install.
+
+ragzip imports at module top level, except for two kinds of dependency, which go through :func:`require` where they
+are used: the optional ones (the frameworks, the peers' packages, matplotlib, peft, ...) and the required ones that
+are slow to import (transformers, sentence-transformers, faiss, huggingface_hub) in the modules that ``import ragzip``
+or the ``ragzip`` command load.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,21 @@ from ragzip.errors import MissingDependencyError
 # Which pip extra provides each optional top-level module.
 EXTRAS: dict[str, str] = {
     "llama_index": "llamaindex",
+    "nltk": "llamaindex",
     "langchain_core": "langchain",
     "langchain_classic": "langchain",
     "langchain_community": "langchain",
+    "llmlingua": "peers",
+    "tiktoken": "peers",
+    "ragcompress": "peers",
+    "matplotlib": "dev",
+    "triton": "gpu",
+}
+# The pip name of a top-level module, where the two differ.
+PIP_NAMES: dict[str, str] = {
+    "faiss": "faiss-cpu",
+    "huggingface_hub": "huggingface-hub",
+    "sentence_transformers": "sentence-transformers",
 }
 
 
@@ -37,8 +55,8 @@ def require(module: str, *, extra: str | None = None, feature: str | None = None
         if missing.split(".")[0] != top:
             raise
         extra = extra or EXTRAS.get(top)
-        how = f"pip install 'ragzip[{extra}]'" if extra else f"pip install {top}"
+        how = f"pip install 'ragzip[{extra}]'" if extra else f"pip install {PIP_NAMES.get(top, top)}"
+        kind = "the optional dependency" if extra else "the dependency"
         raise MissingDependencyError(
-            f"{feature or module} needs the optional dependency {module!r}, which is not installed; "
-            f"install with `{how}`."
+            f"{feature or module} needs {kind} {module!r}, which is not installed; install with `{how}`."
         ) from err

@@ -7,17 +7,17 @@ table is measured exactly like ragzip's own compressors. Inputs are never mutate
 =========================  =======================================================  ====================================
 method                     what runs                                                options (defaults)
 =========================  =======================================================  ====================================
-``lc_embeddings_filter``   LangChain ``EmbeddingsFilter`` (langchain-classic) with  ``k=2``, ``similarity_threshold``
-                           ragzip's embedder wrapped as a ``langchain_core``        (none)
-                           ``Embeddings``
-``li_sentence_optimizer``  LlamaIndex ``SentenceEmbeddingOptimizer`` with ragzip's  ``percentile_cutoff=0.5``,
-                           embedder wrapped as a ``BaseEmbedding`` and NLTK's       ``context_before=0``,
-                           trained English punkt sentence splitter                  ``context_after=0``
+``lc_embeddings_filter``   LangChain ``EmbeddingsFilter`` (langchain-classic) over  ``k=2``, ``similarity_threshold``
+                           ragzip's embedder as the LangChain adapter's             (none)
+                           ``RagzipEmbeddings``
+``li_sentence_optimizer``  LlamaIndex ``SentenceEmbeddingOptimizer`` over ragzip's  ``percentile_cutoff=0.5``,
+                           embedder as the LlamaIndex adapter's ``RagzipEmbedding`` ``context_before=0``,
+                           and NLTK's trained English punkt sentence splitter       ``context_after=0``
 ``longllmlingua``          ``llmlingua.PromptCompressor`` (LongLLMLingua ranking +  ``rate=0.5`` or ``target_token``
                            token pruning) on the same local SmolLM2 folder          (the bench sets an equal budget)
 ``ragcompress``            ragcompress's sentence selector (MMR, budget, dedup,     ``budget=512``,
                            reassembly) with an offline relevance scorer (see        ``scorer=embedding``
-                           :mod:`ragzip.peer_ragcompress`)
+                           :mod:`ragzip.bench.peer_ragcompress`)
 =========================  =======================================================  ====================================
 
 Choices, and why:
@@ -61,7 +61,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
 from collections.abc import Callable
@@ -70,10 +69,16 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import torch
+
+from ragzip._lazy import require
+from ragzip.bench.peer_ragcompress import RagCompressCompressor
 from ragzip.compressor import Compressor, CompressorConfig, CompressorInfo
-from ragzip.config_utils import check_range
+from ragzip.config_utils import check_range, from_dict
 from ragzip.errors import ConfigError, MissingDependencyError
-from ragzip.peer_ragcompress import RagCompressCompressor
+from ragzip.generation import kv_cache_kwargs
+from ragzip.models import resolve
+from ragzip.tokens import HFTokenCounter
 from ragzip.types import CompressedContext, Passage, PassageResult, Unit
 
 logger = logging.getLogger(__name__)
@@ -149,14 +154,6 @@ def _require(name: str) -> None:
         raise MissingDependencyError(f"peer {name!r} cannot run: {reason}.")
 
 
-def _default_embedder(embedder: Any, spec: str) -> Any:
-    if embedder is not None:
-        return embedder
-    from ragzip.embed import Embedder
-
-    return Embedder(spec)
-
-
 def _index_results(query: str, passages: list[Passage], kept: dict[int, str], counter: Any, reason: str,
                    units: dict[int, tuple[Unit, ...]] | None = None,
                    extra: dict[int, dict[str, Any]] | None = None) -> list[PassageResult]:
@@ -196,25 +193,6 @@ class EmbeddingsFilterConfig(CompressorConfig):
             check_range("lc_embeddings_filter", "k", self.k, 1)
 
 
-def langchain_embeddings(embedder: Any) -> Any:
-    """Wrap a ragzip :class:`~ragzip.embed.Embedder` as a ``langchain_core.embeddings.Embeddings``."""
-    from langchain_core.embeddings import Embeddings
-
-    class RagzipEmbeddings(Embeddings):
-        """LangChain view of a ragzip embedder (normalised vectors: cosine = dot product)."""
-
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-
-        def embed_documents(self, texts: list[str]) -> list[list[float]]:
-            return self.inner.encode(list(texts)).tolist()
-
-        def embed_query(self, text: str) -> list[float]:
-            return self.inner.encode_query(text).reshape(-1).tolist()
-
-    return RagzipEmbeddings(embedder)
-
-
 class LCEmbeddingsFilterCompressor(Compressor):
     """Adapter running LangChain's ``EmbeddingsFilter`` (langchain-classic) on ragzip passages."""
 
@@ -224,17 +202,17 @@ class LCEmbeddingsFilterCompressor(Compressor):
     def __init__(self, config: EmbeddingsFilterConfig | None = None, *, embedder: Any = None, **kwargs: Any) -> None:
         _require(self.name)
         super().__init__(config, **kwargs)
-        from langchain_classic.retrievers.document_compressors import EmbeddingsFilter
-
-        self.embedder = _default_embedder(embedder, self.config.embedder)
+        embeddings = require("ragzip.integrations.langchain.embedding").RagzipEmbeddings(
+            embedder, spec=None if embedder is not None else self.config.embedder)
+        self.embedder = embeddings.embedder
         self.config.embedder = str(getattr(self.embedder, "name", self.config.embedder))  # record what really ran
-        self.filter = EmbeddingsFilter(embeddings=langchain_embeddings(self.embedder), k=self.config.k,
-                                       similarity_threshold=self.config.similarity_threshold)
+        filters = require("langchain_classic.retrievers.document_compressors", extra="langchain")
+        self.filter = filters.EmbeddingsFilter(embeddings=embeddings, k=self.config.k,
+                                               similarity_threshold=self.config.similarity_threshold)
 
     def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
-        from langchain_core.documents import Document
-
-        docs = [Document(page_content=p.text, metadata={"ragzip_index": i}) for i, p in enumerate(passages)]
+        documents = require("langchain_core.documents", extra="langchain")
+        docs = [documents.Document(page_content=p.text, metadata={"ragzip_index": i}) for i, p in enumerate(passages)]
         out = self.filter.compress_documents(docs, query)
         kept: dict[int, str] = {}
         extra: dict[int, dict[str, Any]] = {}
@@ -279,45 +257,11 @@ def _llama_index_nltk_dir() -> Path:
 
 def english_sentence_splitter() -> Callable[[str], list[str]]:
     """NLTK's trained English punkt splitter, from the data bundled in llama-index-core (never downloads)."""
-    import nltk
-
+    nltk = require("nltk", extra="llamaindex", feature="the li_sentence_optimizer peer's sentence splitter")
     bundled = str(_llama_index_nltk_dir())
     if bundled not in nltk.data.path:
         nltk.data.path.append(bundled)
     return nltk.tokenize.PunktTokenizer("english").tokenize
-
-
-def llama_index_embedding(embedder: Any) -> Any:
-    """Wrap a ragzip :class:`~ragzip.embed.Embedder` as a LlamaIndex ``BaseEmbedding``."""
-    from llama_index.core.base.embeddings.base import BaseEmbedding
-    from llama_index.core.bridge.pydantic import PrivateAttr
-
-    class RagzipEmbedding(BaseEmbedding):
-        """LlamaIndex view of a ragzip embedder (normalised vectors)."""
-
-        _inner: Any = PrivateAttr()
-
-        def __init__(self, inner: Any) -> None:
-            super().__init__(model_name=str(getattr(inner, "name", "ragzip")))
-            self._inner = inner
-
-        @classmethod
-        def class_name(cls) -> str:
-            return "RagzipEmbedding"
-
-        def _get_query_embedding(self, query: str) -> list[float]:
-            return self._inner.encode_query(query).reshape(-1).tolist()
-
-        async def _aget_query_embedding(self, query: str) -> list[float]:
-            return self._get_query_embedding(query)
-
-        def _get_text_embedding(self, text: str) -> list[float]:
-            return self._inner.encode([text])[0].tolist()
-
-        def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-            return self._inner.encode(list(texts)).tolist()
-
-    return RagzipEmbedding(embedder)
 
 
 class LISentenceOptimizerCompressor(Compressor):
@@ -329,21 +273,21 @@ class LISentenceOptimizerCompressor(Compressor):
     def __init__(self, config: SentenceOptimizerConfig | None = None, *, embedder: Any = None, **kwargs: Any) -> None:
         _require(self.name)
         super().__init__(config, **kwargs)
-        from llama_index.core.postprocessor import SentenceEmbeddingOptimizer
-
-        self.embedder = _default_embedder(embedder, self.config.embedder)
+        embed_model = require("ragzip.integrations.llamaindex.embedding").RagzipEmbedding(
+            embedder, spec=None if embedder is not None else self.config.embedder)
+        self.embedder = embed_model.embedder
         self.config.embedder = str(getattr(self.embedder, "name", self.config.embedder))  # record what really ran
         self.split = english_sentence_splitter()
-        self.optimizer = SentenceEmbeddingOptimizer(
-            embed_model=llama_index_embedding(self.embedder), percentile_cutoff=self.config.percentile_cutoff,
+        postprocessor = require("llama_index.core.postprocessor", extra="llamaindex")
+        self.optimizer = postprocessor.SentenceEmbeddingOptimizer(
+            embed_model=embed_model, percentile_cutoff=self.config.percentile_cutoff,
             threshold_cutoff=self.config.threshold_cutoff, tokenizer_fn=self.split,
             context_before=self.config.context_before, context_after=self.config.context_after)
 
     def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
-        from llama_index.core.schema import NodeWithScore, TextNode
-
+        schema = require("llama_index.core.schema", extra="llamaindex")
         # Fresh nodes: the optimizer rewrites node text in place.
-        nodes = [NodeWithScore(node=TextNode(text=p.text, id_=p.id), score=p.score) for p in passages]
+        nodes = [schema.NodeWithScore(node=schema.TextNode(text=p.text, id_=p.id), score=p.score) for p in passages]
         try:
             out = self.optimizer.postprocess_nodes(nodes, query_str=query)
         except ValueError as err:  # "Optimizer returned zero sentences." (only with threshold_cutoff)
@@ -390,18 +334,14 @@ class LongLLMLinguaConfig(CompressorConfig):
 
 def _legacy_cache_forward(model: Any) -> None:
     """Let llmlingua's legacy ``[(k, v), ...]`` KV caches pass through a transformers-5 model (fix 2 above)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import Cache
-
-    from ragzip.generation import kv_cache_kwargs
-
+    cache_utils = require("transformers.cache_utils")  # lazy: slow to import, and the CLI imports this module
     inner = model.forward
 
     def forward(*args: Any, past_key_values: Any = None, **kwargs: Any) -> Any:
-        if past_key_values is not None and not isinstance(past_key_values, Cache):
-            past_key_values = DynamicCache(ddp_cache_data=[(k, v) for k, v in past_key_values])
+        if past_key_values is not None and not isinstance(past_key_values, cache_utils.Cache):
+            past_key_values = cache_utils.DynamicCache(ddp_cache_data=[(k, v) for k, v in past_key_values])
         out = inner(*args, **kv_cache_kwargs(inner, past_key_values), **kwargs)
-        if isinstance(getattr(out, "past_key_values", None), Cache):
+        if isinstance(getattr(out, "past_key_values", None), cache_utils.Cache):
             out.past_key_values = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         return out
 
@@ -410,11 +350,7 @@ def _legacy_cache_forward(model: Any) -> None:
 
 def load_prompt_compressor(model: str = "embedded:smollm2-135m", device: str = "cpu") -> Any:
     """An offline ``llmlingua.PromptCompressor`` on a local causal LM, with both fixes applied (see module docs)."""
-    from llmlingua import PromptCompressor
-
-    from ragzip.models import resolve
-    from ragzip.tokens import HFTokenCounter
-
+    PromptCompressor = require("llmlingua", extra="peers").PromptCompressor
     path = resolve(model)
     with mock.patch("tiktoken.encoding_for_model", lambda name: None):  # fix 1: no tiktoken download
         compressor = PromptCompressor(model_name=path, device_map=device)
@@ -426,12 +362,11 @@ def load_prompt_compressor(model: str = "embedded:smollm2-135m", device: str = "
 
 
 def prompt_compressor_from(model: Any, tokenizer: Any) -> Any:
-    """A ``PromptCompressor`` around an already loaded causal LM (tests use tiny ones), set up as its ``__init__`` and
-    ``load_model`` would (left padding, pad id, context window), with both fixes applied."""
-    from llmlingua import PromptCompressor
+    """A ``PromptCompressor`` around an already loaded causal LM (tests use tiny ones), with both fixes applied.
 
-    from ragzip.tokens import HFTokenCounter
-
+    It is set up as its ``__init__`` and ``load_model`` would (left padding, pad id, context window).
+    """
+    PromptCompressor = require("llmlingua", extra="peers").PromptCompressor
     pc = PromptCompressor.__new__(PromptCompressor)
     pc.model_name = str(getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__)
     pc.use_llmlingua2 = False
@@ -475,8 +410,6 @@ class LongLLMLinguaCompressor(Compressor):
         self.pc.control_context_budget = recording
 
     def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
-        import torch
-
         cfg = self.config
         self._used = None
         with torch.inference_mode():
@@ -531,8 +464,6 @@ def build_peer(name: str, options: dict[str, Any] | None = None, *, embedder: An
         ConfigError: unknown peer or option.
         MissingDependencyError: its package is not installed (the message gives the pip extra).
     """
-    from ragzip.config_utils import from_dict
-
     if name not in PEER_CLASSES:
         raise ConfigError(f"unknown peer {name!r}; peers: {', '.join(PEERS)}.")
     _require(name)
@@ -545,5 +476,5 @@ def build_peer(name: str, options: dict[str, Any] | None = None, *, embedder: An
 
 __all__ = ["PEERS", "PEER_DECLARATIONS", "EmbeddingsFilterConfig", "LCEmbeddingsFilterCompressor",
            "LISentenceOptimizerCompressor", "LongLLMLinguaCompressor", "LongLLMLinguaConfig", "PeerInfo",
-           "SentenceOptimizerConfig", "build_peer", "english_sentence_splitter", "langchain_embeddings",
-           "llama_index_embedding", "load_prompt_compressor", "missing_dependency", "needs_embedder"]
+           "SentenceOptimizerConfig", "build_peer", "english_sentence_splitter", "load_prompt_compressor",
+           "missing_dependency", "needs_embedder"]

@@ -73,10 +73,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
+from ragzip._lazy import require
 from ragzip.compressor import Compressor, CompressorConfig
 from ragzip.config_utils import check_range
+from ragzip.embed import Embedder
 from ragzip.errors import ConfigError, MissingDependencyError
+from ragzip.models import hub_error, load_causal_lm, resolve
 from ragzip.types import CompressedContext, Passage, PassageResult, Unit
 
 logger = logging.getLogger(__name__)
@@ -169,14 +173,14 @@ class RagCompressConfig(CompressorConfig):
 
 # ----------------------------------------------------------------------------------------------------------- scorers
 def embedding_scorer(embedder: Any, redundancy_lambda: float = 0.5) -> Any:
-    """ragcompress's ``CrossEncoderScorer`` with bi-encoder relevance: cosine(query, sentence) under ``embedder``.
+    """A ragcompress ``CrossEncoderScorer`` with bi-encoder relevance: cosine(query, sentence) under ``embedder``.
 
     The MMR redundancy pass and the reassembly dedup (both through ``embed``) are ragcompress's own code. Vectors are
     memoised per text until :meth:`reset`, so each sentence is embedded once per question.
     """
-    from ragcompress.scoring import CrossEncoderScorer
+    scoring = require("ragcompress.scoring", extra=EXTRA)
 
-    class EmbeddingScorer(CrossEncoderScorer):
+    class EmbeddingScorer(scoring.CrossEncoderScorer):
         """Relevance = cosine similarity under a ragzip embedder; everything else as in ``CrossEncoderScorer``."""
 
         def __init__(self) -> None:
@@ -211,18 +215,15 @@ def embedding_scorer(embedder: Any, redundancy_lambda: float = 0.5) -> Any:
 
 
 def cross_encoder_scorer(model: str, embedder: Any, redundancy_lambda: float = 0.5, device: str = "cpu") -> Any:
-    """ragcompress's default ``CrossEncoderScorer`` on a local reranker, with ``embedder`` for redundancy and dedup.
+    """The default ragcompress ``CrossEncoderScorer`` on a local reranker, with ``embedder`` for redundancy and dedup.
 
     Raises:
         ModelNotFoundError: the reranker is neither a local folder nor in the local HF cache.
     """
-    from ragcompress.scoring import CrossEncoderScorer
-
-    from ragzip.models import hub_error, resolve
-
+    scoring = require("ragcompress.scoring", extra=EXTRA)
     path = resolve(model)
 
-    class RecordingCrossEncoderScorer(CrossEncoderScorer):
+    class RecordingCrossEncoderScorer(scoring.CrossEncoderScorer):
         """``CrossEncoderScorer`` that embeds with a ragzip embedder and remembers the last scored pool."""
 
         last_scored: list[Any] = []
@@ -283,21 +284,20 @@ def eager_last_attention(model: Any) -> Iterator[None]:
 
 
 def attention_scorer(model: Any, tokenizer: Any, max_length: int = 4096) -> Any:
-    """ragcompress's ``AttentionScorer`` over an already loaded causal LM (its base model: no LM head is run).
+    """A ragcompress ``AttentionScorer`` over an already loaded causal LM (its base model: no LM head is run).
 
     Args:
         model: A transformers causal LM or base model (SDPA or eager attention).
         tokenizer: Its *fast* tokenizer (ragcompress needs ``return_offsets_mapping``).
         max_length: Truncation length of sentences + question.
     """
-    from ragcompress.scoring import AttentionScorer
-
+    scoring = require("ragcompress.scoring", extra=EXTRA)
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(f"ragcompress attention scorer needs a fast tokenizer (offset mapping); got "
                           f"{type(tokenizer).__name__}. Load it with `AutoTokenizer.from_pretrained(..., use_fast=True)`.")
     base = getattr(model, getattr(model, "base_model_prefix", ""), model)
 
-    class RecordingAttentionScorer(AttentionScorer):
+    class RecordingAttentionScorer(scoring.AttentionScorer):
         """``AttentionScorer`` with the last-layer-only eager switch, remembering the last scored pool."""
 
         last_scored: list[Any] = []
@@ -306,8 +306,6 @@ def attention_scorer(model: Any, tokenizer: Any, max_length: int = 4096) -> Any:
             self.last_scored = []
 
         def score(self, query: str, sentences: list[Any], context: list[Any]) -> list[Any]:
-            import torch
-
             with eager_last_attention(base), torch.inference_mode():
                 self.last_scored = super().score(query, sentences, context)
             return self.last_scored
@@ -342,14 +340,11 @@ class RagCompressCompressor(Compressor):
         if reason:
             raise MissingDependencyError(f"peer {NAME!r} cannot run: {reason}.")
         super().__init__(config, **kwargs)
-        import ragcompress
-
+        ragcompress = require("ragcompress", extra=EXTRA)
         cfg = self.config
         self.embedder = None
         if cfg.scorer != "attention":
             if embedder is None:
-                from ragzip.embed import Embedder
-
                 embedder = Embedder(cfg.embedder, device=cfg.device)
             self.embedder = embedder
             cfg.embedder = str(getattr(embedder, "name", cfg.embedder))  # record what really ran
@@ -359,8 +354,6 @@ class RagCompressCompressor(Compressor):
             self.scorer = cross_encoder_scorer(cfg.cross_encoder, self.embedder, cfg.redundancy_lambda, cfg.device)
         else:
             if model is None:
-                from ragzip.models import load_causal_lm
-
                 model, tokenizer = load_causal_lm(cfg.model, cfg.device)
             elif tokenizer is None:
                 raise ConfigError("ragcompress: pass the model's fast `tokenizer=` together with `model=`.")
@@ -377,9 +370,8 @@ class RagCompressCompressor(Compressor):
         self.version = str(getattr(ragcompress, "__version__", ""))
 
     def _compress(self, query: str, passages: list[Passage]) -> CompressedContext:
-        from ragcompress import Chunk
-
-        chunks = [Chunk(doc_id=p.id, chunk_id=str(i), text=p.text) for i, p in enumerate(passages)]
+        chunk = require("ragcompress", extra=EXTRA).Chunk
+        chunks = [chunk(doc_id=p.id, chunk_id=str(i), text=p.text) for i, p in enumerate(passages)]
         self.scorer.reset()
         try:
             out = self.rc.compress(query, chunks)
