@@ -47,7 +47,7 @@ def test_public_api_has_google_style_docstrings() -> None:
     ("plugins/refrag/train.py", False),
     ("plugins/extractive/evaluate.py", False),
     ("plugins/xrag/modeling.py", False),
-    ("tests/test_core.py", False),
+    ("tests/core/test_core.py", False),
     ("benchmarks/summary.py", False),
 ])
 def test_docstring_rules_cover_the_public_api_only(path: str, covered: bool) -> None:

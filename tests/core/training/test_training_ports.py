@@ -21,7 +21,7 @@ from ragzip.plugins.abstractive.train import AbstractiveArguments  # noqa: E402
 from ragzip.plugins.extractive.train import ExtractiveArguments  # noqa: E402
 from ragzip.plugins.refrag.train import RefragArguments  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED_EXTRACTIVE = ROOT / "plugins" / "extractive" / "artifacts" / "default"
 
 # Per trainer: a minimal command line, the options that are aliases (--eval-every of --checkpoint-every,

@@ -141,7 +141,7 @@ def _route(request: pytest.FixtureRequest) -> Compressor:
                      xrag=xrag, store=xrag.store)
     except (TypeError, ConfigError) as err:
         pytest.skip(f"route: cannot build it from a tiny extractive and xrag compressor ({type(err).__name__}: {err}); "
-                    "update its row in BUILDERS (tests/test_contract.py) to name the tiny parts it needs.")
+                    "update its row in BUILDERS (tests/core/test_contract.py) to name the tiny parts it needs.")
 
 
 BUILDERS: dict[str, Callable[[pytest.FixtureRequest], Compressor]] = {
@@ -223,7 +223,7 @@ def compressor(request: pytest.FixtureRequest) -> Compressor:
     build = BUILDERS.get(request.param)
     if build is None:
         pytest.fail(f"no tiny builder for the registered compressor type {request.param!r}: add a row to BUILDERS in "
-                    "tests/test_contract.py that builds it offline from tiny models (see conftest.py).")
+                    "tests/core/test_contract.py that builds it offline from tiny models (see conftest.py).")
     built = build(request)
     assert built.name == request.param
     return built

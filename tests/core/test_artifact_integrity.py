@@ -379,7 +379,7 @@ def test_abstractive_adapter_without_a_record_still_loads(adapter):
 # ============================================================================================================ shipped
 @pytest.mark.parametrize("plugin", ["extractive", "abstractive", "xrag", "refrag"])
 def test_shipped_artifacts_carry_an_integrity_record(plugin):
-    folder = Path(__file__).resolve().parents[1] / "plugins" / plugin / "artifacts" / "default"
+    folder = Path(__file__).resolve().parents[2] / "plugins" / plugin / "artifacts" / "default"
     if not (folder / "model.safetensors").is_file():
         pytest.skip("no shipped artifact in this checkout")
     config = json.loads((folder / "config.json").read_text())

@@ -6,6 +6,7 @@ fake scorer with fixed scores. The shipped artifact is tested in test_extractive
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -462,6 +463,26 @@ def test_max_tokens_alone_fills_the_budget_across_passages() -> None:
     assert fake(low, max_tokens=6, threshold=0.5).compress("q?", PASSAGES).text == "Gamma one."  # fallback only
 
 
+def test_retrieval_prior_ranks_the_best_retrieved_passage_first_under_a_budget() -> None:
+    """With retrieval scores, each sentence gets 0.5 / (its passage's retrieval rank) for the budget's ranking."""
+    ranked = [dataclasses.replace(p, score=s) for p, s in zip(PASSAGES, (0.2, 0.9, 0.1), strict=True)]
+    # ranks: b 1 (+0.5), a 2 (+0.25), c 3 (+0.167): Beta two. 0.8, Alpha two. 1.15, Gamma one. 1.117, ...
+    out = fake(SCORES, max_tokens=4).compress("q?", ranked)
+    assert out.text == "Alpha two.\n\nGamma one."  # 1.15 and 1.117 fill the budget
+    assert out.extra["retrieval_prior"] == 0.5
+    out = fake(SCORES, max_tokens=6, retrieval_prior=2.0).compress("q?", ranked)  # b +2, a +1, c +0.67
+    assert out.text == "Alpha two.\n\nBeta one. Beta two."
+    assert [u.score for u in out.results[1].units] == [0.1, 0.3]  # units keep the classifier's own scores
+    # no ranking without scores (given passages), with the prior off, or without a budget: the plain scores decide
+    assert fake(SCORES, max_tokens=6).compress("q?", PASSAGES).text == "Alpha two. Alpha three.\n\nGamma one."
+    assert fake(SCORES, max_tokens=6, retrieval_prior=0).compress("q?", ranked).text == (
+        "Alpha two. Alpha three.\n\nGamma one.")
+    assert "retrieval_prior" not in fake(SCORES).compress("q?", ranked).extra
+    assert fake(SCORES).compress("q?", ranked).text == "Alpha two. Alpha three.\n\nGamma one."
+    with pytest.raises(ConfigError, match="retrieval_prior"):
+        ExtractiveConfig(retrieval_prior=-1)
+
+
 def test_relative_rule_keeps_what_scores_near_the_best() -> None:
     out = fake(SCORES, relative=0.6).compress("q?", PASSAGES)  # floor 0.57
     assert out.extra == {"threshold": None, "relative": 0.6}
@@ -519,6 +540,7 @@ def test_with_selection_shares_one_scoring_pass() -> None:
     assert [b.config.max_tokens for b in budgets] == [2, 4] and c.config.max_tokens is None
     assert outs[1].tokens_after <= 2 < outs[2].tokens_after <= 4
     message = ("with_selection: window would change the scores, not only the selection; pass only max_tokens, "
-               "neighbors, relative, selective, selective_rule, threshold, top_k, or build another compressor.")
+               "neighbors, relative, retrieval_prior, selective, selective_rule, threshold, top_k, or build another "
+               "compressor.")
     with pytest.raises(ConfigError, match=re.escape(message)):
         c.with_selection(window=128)

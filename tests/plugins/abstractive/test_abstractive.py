@@ -214,6 +214,11 @@ def test_lora_starts_as_identity_and_round_trips_only_adapter_weights(causal_dir
     assert not any(isinstance(m, LoRALinear) for m in shared.modules())
     assert torch.allclose(shared(input_ids=ids).logits, before)
 
+    merged = Summarizer.load(causal_dir, adapter=folder, merge=True)  # inference: the adapter folded into W
+    assert not any(isinstance(m, LoRALinear) for m in merged.model.modules())
+    assert torch.allclose(merged.model(input_ids=ids).logits, adapted, atol=1e-5)
+    assert torch.allclose(shared(input_ids=ids).logits, before)  # merging wrote new tensors, not the shared ones
+
 
 def test_adapter_for_another_model_is_a_clear_error(causal_dir, tmp_path):
     s = Summarizer.load(causal_dir, private=True)
@@ -638,7 +643,7 @@ def test_train_bad_data_path_is_clear(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- shipped adapter
-SHIPPED = Path(__file__).resolve().parents[1] / "plugins" / "abstractive" / "artifacts" / "default"
+SHIPPED = Path(__file__).resolve().parents[3] / "plugins" / "abstractive" / "artifacts" / "default"
 
 
 def test_shipped_adapter_is_small_and_names_its_base_model():
