@@ -38,13 +38,14 @@ import math
 import re
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragzip.compressor import Compressor
 from ragzip.data import passage_text
 from ragzip.errors import ConfigError, RagzipError
+from ragzip.models import infer_device
 from ragzip.relevance import GATE_FILE, LogisticSetGate, load_beside
 from ragzip.softstore import SoftTokenStore
 from ragzip.tokens import TokenCounter
@@ -122,6 +123,14 @@ class _Job:
 class AbstractiveCompressor(Compressor):
     """Summarizes the passages for the query with a (LoRA-adapted) seq2seq or causal LM; may say "nothing helps".
 
+    Args:
+        config: The options; the defaults when ``None``.
+        token_counter: Counts context tokens, as for :class:`~ragzip.Compressor`.
+        store: The soft-token store, as for :class:`~ragzip.Compressor`.
+        summarizer: A loaded summarizer to use instead of loading the configured model and adapter.
+        gate: An extractive compressor to score sentences with (relevance gate and extractive step) instead of
+            building one from the config.
+
     Example:
         >>> from ragzip import build_compressor
         >>> c = build_compressor({"type": "abstractive"})  # doctest: +SKIP
@@ -172,22 +181,23 @@ class AbstractiveCompressor(Compressor):
         if self._summarizer is None:
             with self._load_lock:
                 if self._summarizer is None:
-                    from ragzip.models import infer_device
-
                     self._summarizer = Summarizer.load(self.config.model, backbone=self.config.backbone,
                                                        adapter=self.adapter_path(),
-                                                       device=infer_device(self.config.device))
+                                                       device=infer_device(self.config.device), merge=True)
         return self._summarizer
 
     @property
     def gate(self) -> ExtractiveCompressor | None:
-        """The extractive compressor that scores every sentence (for the gate and the extractive step); None when
-        neither is on."""
+        """The extractive compressor that scores every sentence, for the gate and the extractive step.
+
+        ``None`` when neither is on; loaded on first use.
+        """
         if self.gate_kind == "none" and self.input_kind != "extracted":
             return None
         if self._gate is None:
             with self._load_lock:
                 if self._gate is None:
+                    # local, as below: a plugin imports no other plugin when it loads (a build may leave one out)
                     from ragzip.plugins.extractive.compressor import ExtractiveCompressor
                     from ragzip.plugins.extractive.config import ExtractiveConfig
 
@@ -197,7 +207,7 @@ class AbstractiveCompressor(Compressor):
         return self._gate
 
     def _gate_folder(self) -> Path | None:
-        from ragzip.plugins.extractive.modeling import artifact_folder
+        from ragzip.plugins.extractive.modeling import artifact_folder  # local: another plugin (see gate)
 
         spec = self.config.gate_model
         folder = artifact_folder(spec)
@@ -264,6 +274,7 @@ class AbstractiveCompressor(Compressor):
         return read_adapter_config(path) if path is not None else None
 
     def extract_tokens(self) -> int:
+        """The extractive step's token budget: the config's ``extract_tokens``, else the adapter card's, else 160."""
         if self.config.extract_tokens is not None:
             return self.config.extract_tokens
         card = self._adapter_card()
@@ -271,9 +282,7 @@ class AbstractiveCompressor(Compressor):
 
     def _extractor(self) -> ExtractiveCompressor:
         """The gate's compressor with the extractive step's budget, sharing its scorer (one scoring pass)."""
-        from dataclasses import replace
-
-        from ragzip.plugins.extractive.compressor import ExtractiveCompressor
+        from ragzip.plugins.extractive.compressor import ExtractiveCompressor  # local: another plugin (see gate)
 
         gate = self.gate
         assert gate is not None
@@ -298,8 +307,21 @@ class AbstractiveCompressor(Compressor):
         return max((x for row in scores for x in row if math.isfinite(x)), default=0.0)
 
     def gate_scores(self, queries: list[str], passages: list[list[Passage]]) -> list[float]:
-        """The gate's value for each question: P(the set holds the evidence) for the set gate, the best sentence's
-        P(useful) for the best-sentence rule (0 without a finite score). One scorer call for all questions."""
+        """The gate's value for each question, from one scorer call for all of them.
+
+        P(the set holds the evidence) for the set gate; the best sentence's P(useful) for the best-sentence rule (0
+        without a finite score).
+
+        Args:
+            queries: The questions.
+            passages: Each question's passages.
+
+        Returns:
+            One value per question, compared with ``gate_threshold``.
+
+        Raises:
+            ConfigError: the compressor has no relevance gate.
+        """
         kind = self.gate_kind
         if kind == "none":
             raise ConfigError("compressor[abstractive] has no relevance gate (relevance_gate: none or "
@@ -609,8 +631,11 @@ class AbstractiveCompressor(Compressor):
                             extra=extra)
 
     def _sources(self, job: _Job, sentences: list[str], scores: list[tuple[float, int]]) -> list[dict[str, Any]]:
-        """Where each summary sentence comes from: the passage that supports it best (the faithfulness check's
-        alignment) and, when sentences were scored, the kept sentences (unit indices) whose content words it uses."""
+        """Where each summary sentence comes from.
+
+        The passage that supports it best (the faithfulness check's alignment) and, when sentences were scored, the
+        kept sentences (unit indices) whose content words it uses.
+        """
         out = []
         for sentence, (score, where) in zip(sentences, scores, strict=True):
             supported = where >= 0 and score >= self.config.faithfulness_threshold

@@ -25,11 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
+from ragzip import __version__
+from ragzip._lazy import require
 from ragzip.artifacts import INTEGRITY, base_identity, check_base, read_config, save_artifact, verify_weights
 from ragzip.config_utils import check_choice, check_range, from_dict
 from ragzip.errors import ConfigError, InputError, ModelNotFoundError
+from ragzip.models import load_causal_lm, load_seq2seq_lm
 from ragzip.text import split_sentences as _split
 
 from .config import BACKBONES, RECOMP_TEMPLATE, check_template
@@ -130,6 +134,29 @@ def add_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
                           f"matches no nn.Linear of {type(model).__name__}; its Linear layers are named: "
                           f"{', '.join(names) or 'none'}.")
     return wrapped
+
+
+def merge_lora(model: nn.Module) -> int:
+    """Replace every :class:`LoRALinear` with one ``nn.Linear`` holding ``W + B @ A * alpha / r`` (for inference:
+    one matmul per projection instead of three); returns how many were merged. The base weights are not changed in
+    place (a merged layer owns a new tensor), so a model that shares them keeps its own."""
+    merged = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, LoRALinear):
+                continue
+            base = child.base
+            linear = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
+                               device=base.weight.device, dtype=base.weight.dtype)
+            with torch.no_grad():
+                delta = (child.lora_B.float() @ child.lora_A.float()) * child.scaling  # (out, in)
+                linear.weight.copy_((base.weight.float() + delta).to(base.weight.dtype))
+                if base.bias is not None:
+                    linear.bias.copy_(base.bias)
+            linear.requires_grad_(False)
+            setattr(parent, name, linear)
+            merged += 1
+    return merged
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -307,13 +334,13 @@ class Summarizer:
     # ------------------------------------------------------------------------------------------------- loading
     @classmethod
     def load(cls, model: str, *, backbone: str = "causal", adapter: str | Path | None = None,
-             device: str = "cpu", private: bool = False) -> Summarizer:
+             device: str = "cpu", private: bool = False, merge: bool = False) -> Summarizer:
         """Load the summarizer ``model`` (embedded name, HF id or folder), and the adapter folder when given.
 
-        ``private`` copies a shared (cached) causal LM even without an adapter, for training a new one.
+        ``private`` copies a shared (cached) causal LM even without an adapter, for training a new one. ``merge``
+        folds the adapter into the projections' weights (inference only: the adapter can no longer be trained or
+        saved).
         """
-        from ragzip.models import load_causal_lm, load_seq2seq_lm
-
         card = read_adapter_config(adapter) if adapter else None
         if card is not None and card.backbone != backbone:
             raise ConfigError(f"adapter {str(adapter)!r} was trained for backbone {card.backbone!r}, but the "
@@ -330,6 +357,8 @@ class Summarizer:
                          summary_prefix=card.summary_prefix if card else "")
         if card is not None:
             summarizer.load_adapter(Path(adapter))  # type: ignore[arg-type]
+            if merge:
+                merge_lora(summarizer.model)
         return summarizer
 
     def add_adapter(self, lora: LoRAConfig) -> list[str]:
@@ -349,8 +378,6 @@ class Summarizer:
     def load_adapter(self, folder: Path) -> None:
         """Wrap the model with the adapter in ``folder``, after checking its weights file against the SHA-256 in
         ``config.json`` and this model against the base-model identity recorded there (:mod:`ragzip.artifacts`)."""
-        from safetensors.torch import load_file
-
         card, raw = _read_adapter(folder)
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
@@ -372,8 +399,6 @@ class Summarizer:
 
         ``config.json`` records the file's SHA-256 and the summarizer model's identity, checked when it loads.
         """
-        from ragzip import __version__
-
         if self.adapter is None:
             raise InputError("this summarizer has no adapter to save; call add_adapter() (training) first.")
         for key, value in card.items():
@@ -451,15 +476,14 @@ class Summarizer:
                 ids[row, width - len(p):], mask[row, width - len(p):] = torch.tensor(p), 1
             else:
                 ids[row, :len(p)], mask[row, :len(p)] = torch.tensor(p), 1
-        from transformers import GenerationConfig, LogitsProcessorList
-
-        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                  eos_token_id=self.end_ids, pad_token_id=pad,
-                                  decoder_start_token_id=getattr(self.model.config, "decoder_start_token_id", None))
+        transformers = require("transformers")  # lazy: slow to import, and the CLI imports this module
+        config = transformers.GenerationConfig(
+            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=self.end_ids, pad_token_id=pad,
+            decoder_start_token_id=getattr(self.model.config, "decoder_start_token_id", None))
         was_training = self.model.training
         self.model.eval()
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  generation_config=config, logits_processor=LogitsProcessorList([gate]))
+                                  generation_config=config, logits_processor=transformers.LogitsProcessorList([gate]))
         self.model.train(was_training)
         new = out[:, width:] if self.backbone == "causal" else out[:, 1:]  # (B, n_new): drop prompt / start token
         p_end = gate.p_end.tolist() if gate.p_end is not None else [0.0] * len(prompts)

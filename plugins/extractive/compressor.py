@@ -13,7 +13,7 @@ from ragzip.compressor import Compressor
 from ragzip.errors import ConfigError
 from ragzip.models import lazy_lock
 from ragzip.plugins.extractive.config import DEFAULT_WINDOWS, ExtractiveConfig
-from ragzip.plugins.extractive.modeling import ScoreItem, SentenceScorer, load_scorer
+from ragzip.plugins.extractive.modeling import ScoreItem, SentenceScorer, artifact_folder, load_scorer
 from ragzip.relevance import LogisticSetGate, load_beside
 from ragzip.text import Sentence, split_sentences
 from ragzip.types import CompressedContext, Passage, PassageResult, Unit
@@ -38,6 +38,11 @@ class ExtractiveCompressor(Compressor):
     backbone (all passages of all questions in one batch), selected by threshold, token budget and/or top-k, and
     put back in their original order. A passage with no kept sentence is reported as ``dropped`` with the reason.
 
+    Args:
+        config: The options; the defaults when ``None``.
+        scorer: A sentence scorer to use instead of loading the configured backbone (shared between copies).
+        **kwargs: ``token_counter`` and ``store``, as for :class:`~ragzip.Compressor`.
+
     Example:
         >>> from ragzip import build_compressor
         >>> c = build_compressor({"type": "extractive", "max_tokens": 60})  # doctest: +SKIP
@@ -50,7 +55,8 @@ class ExtractiveCompressor(Compressor):
     config_class = ExtractiveConfig
     # Options that only decide which scored sentences are kept: settings that differ only in these share one scoring.
     selection_fields: ClassVar[frozenset[str]] = frozenset(
-        {"threshold", "relative", "max_tokens", "top_k", "neighbors", "selective", "selective_rule"})
+        {"threshold", "relative", "max_tokens", "top_k", "neighbors", "selective", "selective_rule",
+         "retrieval_prior"})
 
     def __init__(self, config: ExtractiveConfig | None = None, *, scorer: SentenceScorer | None = None,
                  **kwargs: Any) -> None:
@@ -107,8 +113,6 @@ class ExtractiveCompressor(Compressor):
     def set_gate(self) -> LogisticSetGate:
         """The set-level relevance gate fitted beside the model (``set_gate.json``), for ``selective_rule: set_gate``."""
         if getattr(self, "_set_gate", None) is None:
-            from ragzip.plugins.extractive.modeling import artifact_folder
-
             spec = self.config.model
             folder = artifact_folder(spec)
             self._set_gate = load_beside(folder, fix=(
@@ -117,6 +121,7 @@ class ExtractiveCompressor(Compressor):
         return self._set_gate
 
     def split(self, text: str) -> list[Sentence]:
+        """``text`` cut into the sentences this compressor scores, each a span of the original text."""
         return split_sentences(text, max_chars=self.config.max_sentence_chars)
 
     # ------------------------------------------------------------------------------------------------- compress
@@ -124,13 +129,17 @@ class ExtractiveCompressor(Compressor):
         return self._compress_batch([query], [passages])[0]
 
     def memoize_scores(self) -> None:
-        """Remember every sentence score from now on (and share the memory with copies of this compressor), so
-        that several selection settings over the same questions score each passage once (the bench's sweeps)."""
+        """Remember every sentence score from now on, sharing the memory with copies of this compressor.
+
+        Several selection settings over the same questions then score each passage once (the bench's sweeps).
+        """
         self._score_memo: dict[tuple[str, str, tuple[str, ...]], list[float]] | None = {}
 
     def with_selection(self, **options: Any) -> ExtractiveCompressor:
-        """A copy that keeps sentences by other ``selection_fields`` settings (``max_tokens=64``), sharing this
-        compressor's scorer and, from now on, its memory of scores: every setting scores each sentence once.
+        """A copy that keeps sentences by other ``selection_fields`` settings (``max_tokens=64``).
+
+        The copy shares this compressor's scorer and, from now on, its memory of scores: every setting scores each
+        sentence once.
 
         Raises:
             ConfigError: an option that is not a selection setting (it would need other scores).
@@ -191,6 +200,7 @@ class ExtractiveCompressor(Compressor):
                 return self._nothing(query, passages, splits, scores, before, p, gate.threshold)
         threshold = self.threshold
         relative = self.relative
+        budgeted = cfg.max_tokens is not None or cfg.top_k is not None
         # Headings (and table rules) are context for their section, not evidence: never selected on their own score;
         # a heading comes along with a selected unit of its section (its tokens count against the budget).
         heading_of = [_section_headings(sents) for sents in splits]
@@ -200,8 +210,10 @@ class ExtractiveCompressor(Compressor):
             for k, (s, n) in enumerate(zip(row, counts, strict=True))
             if getattr(splits[i][k], "kind", "sentence") not in _CONTEXT_KINDS
         ]
-        ranked = sorted(candidates, key=lambda c: (-c.score, c.passage, c.index))
-        floor = relative * ranked[0].score if relative is not None and ranked else None
+        prior = _rank_prior(passages, cfg.retrieval_prior) if budgeted else [0.0] * len(passages)
+        ranked = sorted(candidates, key=lambda c: (-(c.score + prior[c.passage]), c.passage, c.index))
+        best_score = max((c.score for c in candidates), default=0.0)
+        floor = relative * best_score if relative is not None and ranked else None
         passing = [c for c in ranked if (threshold is None or c.score >= threshold) and (floor is None or c.score >= floor)]
         kept: set[tuple[int, int]] = set()
         budget = cfg.max_tokens
@@ -228,7 +240,7 @@ class ExtractiveCompressor(Compressor):
         reason = ""
         fallback = False
         if not kept and ranked:
-            best = ranked[0]
+            best = max(ranked, key=lambda c: c.score)
             if not passing and threshold is not None:
                 why = f"no sentence scored >= threshold {threshold:.3g} (best {best.score:.3g})"
             elif not passing:
@@ -266,7 +278,10 @@ class ExtractiveCompressor(Compressor):
                                          reason=f"kept {len(keep)} of {len(sentences)} sentences{note}", units=units,
                                          tokens_before=before[i], tokens_after=self.token_counter.count(text),
                                          extra=extra))
-        return self.context(query, results, reason=reason, extra={"threshold": threshold, "relative": relative})
+        extra = {"threshold": threshold, "relative": relative}
+        if any(prior):
+            extra["retrieval_prior"] = cfg.retrieval_prior
+        return self.context(query, results, reason=reason, extra=extra)
 
     def _nothing(self, query: str, passages: list[Passage], splits: list[list[Sentence]], scores: list[list[float]],
                  before: list[int], p: float, threshold: float) -> CompressedContext:
@@ -303,6 +318,20 @@ class ExtractiveCompressor(Compressor):
 _CONTEXT_KINDS = frozenset({"heading", "table_rule"})
 
 
+def _rank_prior(passages: Sequence[Passage], weight: float) -> list[float]:
+    """``weight / rank`` per passage, ranked by retrieval score (1 = the highest; ties keep the input order).
+
+    All zero when the weight is 0 or a passage has no retrieval score (given passages carry no ranking).
+    """
+    if not weight or not passages or any(p.score is None for p in passages):
+        return [0.0] * len(passages)
+    order = sorted(range(len(passages)), key=lambda i: -float(passages[i].score))  # type: ignore[arg-type]
+    prior = [0.0] * len(passages)
+    for rank, i in enumerate(order, start=1):
+        prior[i] = weight / rank
+    return prior
+
+
 def _section_headings(sentences: Sequence[Sentence]) -> list[int | None]:
     """For each unit, the index of the nearest heading before it (None before the first heading, and for headings)."""
     out: list[int | None] = []
@@ -331,8 +360,11 @@ def _around(k: int, n: int, size: int) -> list[int]:
 
 
 def _join(text: str, sentences: Sequence[Sentence]) -> str:
-    """Rebuild text from kept sentences: runs of adjacent sentences keep their original characters; gaps become a
-    space, or the line break(s) the original had there."""
+    """Rebuild text from kept sentences.
+
+    Runs of adjacent sentences keep their original characters; gaps become a space, or the line break(s) the original
+    had there.
+    """
     parts: list[str] = []
     prev_end = -1
     run_start = -1
