@@ -290,9 +290,10 @@ class AbstractiveCompressor(Compressor):
         key = (id(gate), budget, id(self.token_counter))
         if getattr(self, "_extractor_key", None) != key:
             # Only the gate's model settings carry over; selection is the extractive step's budget alone, as in
-            # training (no threshold, relative rule, top_k, neighbours or selective mode of a user-supplied gate).
+            # training (no threshold, relative rule, top_k, neighbours, retrieval prior or selective mode of a
+            # user-supplied gate).
             config = replace(gate.config, max_tokens=budget, threshold=None, relative=None, top_k=None, neighbors=0,
-                             selective=False, selective_rule="threshold")
+                             selective=False, selective_rule="threshold", retrieval_prior=0.0)
             self._extractor_cached = ExtractiveCompressor(config, scorer=gate.scorer, token_counter=self.token_counter)
             memo = getattr(gate, "_score_memo", None)
             if memo is not None:
