@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -164,8 +165,6 @@ class TrainingArguments:
     @classmethod
     def parse(cls: type[A], argv: Sequence[str] | None = None) -> A:
         """Parse ``argv`` (default: ``sys.argv[1:]``); a bad value exits with the parser's usage and the fix."""
-        import sys
-
         argv = list(sys.argv[1:] if argv is None else argv)
         parser = cls.parser()
         namespace = parser.parse_args(argv)

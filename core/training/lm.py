@@ -52,6 +52,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ragzip._lazy import require
 from ragzip.generation import kv_cache_kwargs
 
 IGNORE = -100
@@ -112,11 +113,9 @@ class PrefixCache:
         """The per-layer ``(keys, values)`` of ``ids`` read by ``base`` (the model without its LM head)."""
         key = (id(base), ids)
         if key not in self._entries:
-            from transformers import DynamicCache
-
             if len(self._entries) > self.size:
                 self._entries.clear()
-            cache = DynamicCache(config=base.config)
+            cache = require("transformers").DynamicCache(config=base.config)
             with torch.no_grad():
                 base(input_ids=torch.tensor([ids], device=device), **kv_cache_kwargs(base, cache), use_cache=True)
             self._entries[key] = [(layer.keys, layer.values) for layer in cache.layers]
@@ -248,9 +247,7 @@ def padded_nll(model: Any, embeds: torch.Tensor, mask: torch.Tensor, labels: tor
     batch, width = mask.shape
     cache, offset = None, 0
     if past:
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=model.config)
+        cache = require("transformers").DynamicCache(config=model.config)
         for layer, (k, v) in enumerate(past):
             cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), layer)
         offset = past[0][0].shape[2]

@@ -8,6 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ragzip._lazy import require
+from ragzip.errors import MissingDependencyError
+
 logger = logging.getLogger(__name__)
 
 
@@ -72,12 +75,10 @@ def plot_losses(log: TrainLog | Sequence[dict[str, Any]], path: str | Path, *, t
     logged, titled by ``stage_titles`` (default: ``title`` and the stage's name).
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed: no loss curve (pip install 'ragzip[train]')")
+        require("matplotlib", extra="train", feature="the loss curve").use("Agg")
+        plt = require("matplotlib.pyplot", extra="train", feature="the loss curve")
+    except MissingDependencyError as err:
+        logger.warning("%s Training goes on without loss.png.", err)
         return None
     rows = log.rows if isinstance(log, TrainLog) else log
     stages = list(dict.fromkeys(row["stage"] for row in rows if row.get("stage") is not None))

@@ -28,7 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ragzip.errors import ConfigError
+from ragzip.models import infer_device
 from ragzip.training.arguments import TrainingArguments
 from ragzip.training.log import TrainLog, plot_losses
 from ragzip.training.schedule import Budget, Schedule, make_schedule
@@ -45,8 +48,6 @@ _NOT_COMPARED = {"resume", "max_minutes", "threads", "device", "out", "log_every
 
 def prepare(args: TrainingArguments) -> random.Random:
     """Set torch's threads and seed, create ``args.out``; returns the run's ``random.Random(args.seed)``."""
-    import torch
-
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
@@ -57,8 +58,6 @@ def prepare(args: TrainingArguments) -> random.Random:
 
 def resolve_device(device: str = "") -> str:
     """``device`` if given, else ``cuda`` when a GPU is present, else ``cpu``."""
-    from ragzip.models import infer_device
-
     return infer_device(device or None)
 
 
@@ -112,8 +111,6 @@ def open_log(args: TrainingArguments, name: str = "train_log.jsonl", stages: Seq
 
 
 def _payload(folder: Path) -> dict[str, Any]:
-    import torch
-
     return torch.load(folder / STATE_NAME, map_location="cpu", weights_only=True)
 
 
@@ -127,8 +124,6 @@ def restore_random(folder: str | Path, rng: random.Random | None = None) -> None
 
     A run resumed after a finished stage then draws what the uninterrupted run drew next.
     """
-    import torch
-
     payload = _payload(Path(folder))
     torch.set_rng_state(payload["torch_rng"])
     if payload["cuda_rng"] is not None and torch.cuda.is_available():
@@ -233,8 +228,6 @@ class Trainer:
                  log_to: logging.Logger | None = None, stage: str = "", resume: bool | None = None,
                  checkpoint_minutes: float = 0.0, budget_excludes_checkpoints: bool = False,
                  evaluate_every: int = 0) -> None:
-        import torch
-
         self.args = args
         self.model = model
         self.out = Path(out if out is not None else args.out)
@@ -296,8 +289,6 @@ class Trainer:
             loss: ``loss(batch)`` -> a scalar tensor, or ``(tensor, {"name": number, ...})`` to log more numbers
                 (averaged like the loss).
         """
-        import torch
-
         if self._resume is not None:
             self._load(self._resume[1])
             self.budget.start(spent=self.budget.spent + self.state.train_seconds)
@@ -488,8 +479,6 @@ class Trainer:
                            metric=self.metric if self.metric != "val_loss" else None)
 
     def _save_state(self, folder: Path) -> None:
-        import torch
-
         payload = {
             "state": asdict(self.state),
             "params": [p.detach().to("cpu", copy=True) for p in self.params],
@@ -504,8 +493,6 @@ class Trainer:
         tmp.replace(folder / STATE_NAME)  # a run killed while saving leaves the previous checkpoint usable
 
     def _load(self, folder: Path) -> None:
-        import torch
-
         payload = torch.load(folder / STATE_NAME, map_location="cpu", weights_only=True)
         saved = payload["params"]
         shapes = [tuple(p.shape) for p in self.params]
@@ -532,8 +519,6 @@ class Trainer:
         """Once the replay reaches the checkpoint: the random states as they were when it was saved."""
         if self._pending is None or self._skipped < self._to_skip:
             return
-        import torch
-
         torch.set_rng_state(self._pending["torch_rng"])
         if self._pending["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(self._pending["cuda_rng"])

@@ -30,7 +30,7 @@ import torch
 from ragzip.models import load_causal_lm
 from ragzip.plugins.refrag.compressor import chunk_nll_scores
 from ragzip.plugins.refrag.modeling import RefragModel, budget, policy_scalars
-from ragzip.plugins.refrag.train import Recipe, RefragArguments, assemble_batch, lm_nll, load_corpus
+from ragzip.plugins.refrag.train import Recipe, RefragArguments, load_corpus
 
 logger = logging.getLogger("ragzip.refrag.evaluate")
 
@@ -48,10 +48,9 @@ def _select(policy: str, m: int, logits: torch.Tensor | None, ppl: list[float], 
 def _nll_sums(trainer: Recipe, seqs: list[list[Any]]) -> list[tuple[float, int]]:
     """(sum of target-token NLL, number of target tokens) for each sequence, one batched pass."""
     with torch.no_grad():
-        embeds, mask, labels = assemble_batch(trainer.weight, seqs, trainer.pad_id)
-        _, per_seq = lm_nll(trainer.decoder, embeds, mask, labels)
-    counts = [(labels[i, 1:] != -100).sum().item() for i in range(len(seqs))]
-    return [(float(m) * c, int(c)) for m, c in zip(per_seq.tolist(), counts)]
+        out = trainer.nll(seqs)
+    counts = torch.bincount(out.rows, minlength=len(seqs)).tolist()  # (B,): scored tokens of each sequence
+    return [(float(m) * c, int(c)) for m, c in zip(out.per_sequence.tolist(), counts, strict=True)]
 
 
 def evaluate_continuation(trainer: Recipe, n: int, p: float, max_chunks: int, target_tokens: int, seed: int

@@ -54,14 +54,17 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from ragzip.data import read_jsonl
+from ragzip.data import QED, Paragraph, five_passages, load_questions, passage_text, read_jsonl, split_holdout
 from ragzip.errors import ConfigError
-from ragzip.plugins.refrag.config import RefragModelConfig, check_k
+from ragzip.generation import GeneratorConfig, HFGenerator
+from ragzip.models import load_causal_lm
+from ragzip.plugins.refrag.config import RefragModelConfig, check_k, check_p
 from ragzip.plugins.refrag.kernels import assemble_embeddings
 from ragzip.plugins.refrag.lora import DEFAULT_TARGETS
 from ragzip.plugins.refrag.modeling import (
     Chunk,
     RefragModel,
+    _load_base_encoder,
     budget,
     chunk_passage,
     plackett_luce_sample,
@@ -84,6 +87,7 @@ from ragzip.training import (
     resume_point,
     saved_state,
 )
+from ragzip.training.lm import IGNORE, SequenceNLL, padded_nll
 
 logger = logging.getLogger("ragzip.refrag.train")
 
@@ -182,8 +186,6 @@ def _qa_items(questions: Sequence[Any], answers: dict[str, str], *, seed: int,
     """ragzip.data questions -> QA items over their five passages (``five_passages``), each passage ``"title: body"``
     as ragzip.data gives it to every compressor at inference. A train QED question has only its own passage: it gets
     up to four other QED passages of ``qed_pool`` as distractors, placed around it at random (seeded)."""
-    from ragzip.data import QED, Paragraph, five_passages, passage_text
-
     items = []
     for q in questions:
         answer = answers.get(q.id)
@@ -208,8 +210,6 @@ def load_corpus(data_dir: str | Path, *, dev_eval: bool = False, val_per_source:
     ``dev_eval`` (``evaluate.py`` only, never training) reads ``squad_dev.jsonl`` for the held-out SQuAD dev articles
     the earlier artifacts were measured on; otherwise ``eval_pairs`` is the held-out SQuAD train article.
     """
-    from ragzip.data import five_passages, load_questions, split_holdout
-
     data_dir = Path(data_dir)
     paths = {name: data_dir / name for name in (HOTPOT_TRAIN, QED_TRAIN, SQUAD_TRAIN)}
     for path in paths.values():
@@ -278,7 +278,8 @@ Segment = tuple[str, Any]  # ("soft", Tensor (n, d)) | ("tokens", list[int]) | (
 
 def assemble_batch(weight: torch.Tensor, seqs: Sequence[Sequence[Segment]], pad_id: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ``(inputs_embeds (B, T, d), attention_mask (B, T), labels (B, T))`` from segment lists.
+    """Right-padded ``(inputs_embeds (B, T, d), attention_mask (B, T), labels (B, T))`` from segment lists, the batch
+    :func:`ragzip.training.lm.padded_nll` scores.
 
     ``soft`` segments are chunk vectors (gradients flow into them), ``tokens`` are read and not scored, ``target``
     tokens are read and scored (labels).
@@ -294,40 +295,23 @@ def assemble_batch(weight: torch.Tensor, seqs: Sequence[Sequence[Segment]], pad_
                 softs.append(value)
                 ids += [pad_id] * n
                 sidx += list(range(n_soft, n_soft + n))
-                labels += [-100] * n
+                labels += [IGNORE] * n
                 n_soft += n
             else:
                 ids += list(value)
                 sidx += [-1] * len(value)
-                labels += list(value) if kind == "target" else [-100] * len(value)
+                labels += list(value) if kind == "target" else [IGNORE] * len(value)
         rows_ids.append(ids)
         rows_soft.append(sidx)
         rows_labels.append(labels)
     width = max(len(r) for r in rows_ids)
     pad = lambda rows, value: torch.tensor([r + [value] * (width - len(r)) for r in rows])  # noqa: E731
-    token_ids, soft_index, labels = pad(rows_ids, pad_id), pad(rows_soft, -1), pad(rows_labels, -100)
+    token_ids, soft_index, labels = pad(rows_ids, pad_id), pad(rows_soft, -1), pad(rows_labels, IGNORE)
     mask = pad([[1] * len(r) for r in rows_ids], 0)
     soft = torch.cat(softs, dim=0) if softs else weight.new_zeros(0, weight.shape[1])  # (S, d)
     embeds = assemble_embeddings(weight, token_ids.to(weight.device), soft.to(weight.device),
                                  soft_index.to(weight.device))  # (B, T, d)
     return embeds, mask.to(weight.device), labels.to(weight.device)
-
-
-def lm_nll(decoder: Any, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token NLL of the labelled positions: ``(mean over all labelled tokens, per-sequence mean (B,))``.
-
-    The LM head runs only where a label is scored (it is ~20% of SmolLM2's compute at every position).
-    """
-    hidden = decoder.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state  # (B, T, d)
-    targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
-    scored = targets != -100  # (B, T-1)
-    logits = decoder.lm_head(hidden[:, :-1][scored]).float()  # (N, V)
-    nll = torch.nn.functional.cross_entropy(logits, targets[scored], reduction="none")  # (N,)
-    rows = scored.nonzero()[:, 0]  # (N,)
-    per_seq = torch.zeros(len(labels), device=nll.device).index_add(0, rows, nll)  # (B,)
-    counts = torch.zeros(len(labels), device=nll.device).index_add(0, rows, torch.ones_like(nll))
-    return nll.mean(), per_seq / counts.clamp(min=1)
 
 
 def context_segments(chunks: Sequence[Chunk], vectors: torch.Tensor, expanded: set[int]) -> list[Segment]:
@@ -437,8 +421,6 @@ class RefragArguments(TrainingArguments):
     eval_examples: int = field(default=24, metadata=_help("held-out examples of the checks before and after training"))
 
     def __post_init__(self) -> None:
-        from ragzip.plugins.refrag.config import check_p
-
         super().__post_init__()
         check_k("--k", self.k)
         check_p("--p", self.p)
@@ -496,6 +478,12 @@ class Recipe:
                 self._chunk_cache[text] = cached
         return cached
 
+    def nll(self, seqs: Sequence[Sequence[Segment]]) -> SequenceNLL:
+        """The decoder's token NLL of the ``target`` segments of ``seqs``, one batched pass (:func:`assemble_batch`
+        builds the inputs, :func:`ragzip.training.lm.padded_nll` scores them)."""
+        embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
+        return padded_nll(self.decoder, embeds, mask, labels)
+
     def lora_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.model.decoder_lora.parameters()) if self.model.decoder_lora is not None else []
 
@@ -544,8 +532,7 @@ class Recipe:
         for w in windows:
             seqs.append([("soft", vectors[offset:offset + len(w)]), ("target", [i for c in w for i in c.ids])])
             offset += len(w)
-        embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
-        loss, _ = lm_nll(self.decoder, embeds, mask, labels)
+        loss = self.nll(seqs).mean
         self.samples["stage1"] += len(windows)
         return loss, {"max_chunks": float(max(len(w) for w in windows)), "batch": float(len(windows))}
 
@@ -644,8 +631,7 @@ class Recipe:
                 seqs.append(self.cpt_sequence(context, continuation, sep, n, e, expanded,
                                               self.args.cpt_target_tokens))
             offset += len(flat)
-        embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
-        _, per_seq = lm_nll(self.decoder, embeds, mask, labels)  # (B,)
+        per_seq = self.nll(seqs).per_sequence  # (B,)
         loss = per_seq.mean()  # every example weighs the same, however long its target
         is_qa = torch.tensor([kind == "qa" for kind, *_ in examples], device=per_seq.device)
         n_qa = int(is_qa.sum())
@@ -662,15 +648,13 @@ class Recipe:
     # ------------------------------------------------------------------------------------------ stage 3
     def prompt_parts(self, question: str) -> tuple[list[int], list[int]]:
         """Token ids of the generator's prompt before and after the context (system prompt, template, question)."""
-        from ragzip.generation import GeneratorConfig, HFGenerator
-
         if self._prompt_parts is None:
             gen = HFGenerator(GeneratorConfig(model=self.args.decoder), model=self.decoder, tokenizer=self.tok)
 
             def parts(q: str) -> tuple[list[int], list[int]]:
                 prompt = gen.format_prompt(q, SENTINEL)
                 before, after = prompt.split(SENTINEL)
-                prefix, suffix = gen._special_affixes() if gen._adds_special_tokens(prompt) else ([], [])
+                prefix, suffix = gen.special_affixes() if gen.adds_special_tokens(prompt) else ([], [])
                 return (list(prefix) + list(self.tok(before, add_special_tokens=False)["input_ids"]),
                         list(self.tok(after, add_special_tokens=False)["input_ids"]) + list(suffix))
 
@@ -712,8 +696,7 @@ class Recipe:
         """Mean answer-token NLL for each expansion set (``None`` = full context), one batched decoder pass."""
         with torch.no_grad():
             seqs = [self.qa_sequence(item, inputs, s) for s in selections]
-            embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
-            _, per_seq = lm_nll(self.decoder, embeds, mask, labels)
+            per_seq = self.nll(seqs).per_sequence
         return per_seq.cpu()  # (G,)
 
     def policy_batch(self, progress: Callable[[], float]) -> list[QAItem]:
@@ -818,8 +801,7 @@ class Recipe:
             for w in windows:
                 seqs.append([("soft", vectors[offset:offset + len(w)]), ("target", [i for c in w for i in c.ids])])
                 offset += len(w)
-            embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
-            loss, _ = lm_nll(self.decoder, embeds, mask, labels)
+            loss = self.nll(seqs).mean
         return float(loss)
 
     def eval_cpt(self, n: int = 24, max_chunks: int = 16) -> dict[str, float]:
@@ -846,9 +828,7 @@ class Recipe:
                         seqs.append([("tokens", list(self.tok(sep, add_special_tokens=False)["input_ids"]) or
                                       [self.pad_id]), ("target", target)])
                     offset += len(chunks)
-                embeds, mask, labels = assemble_batch(self.weight, seqs, self.pad_id)
-                loss, _ = lm_nll(self.decoder, embeds, mask, labels)
-                out[name] = float(loss)
+                out[name] = float(self.nll(seqs).mean)
         return out
 
     # ------------------------------------------------------------------------------------------ checkpoints
@@ -941,8 +921,6 @@ def _build_model(args: RefragArguments, base_decoder: Any) -> RefragModel:
         model = RefragModel.from_pretrained(args.init)
         model.config.k = args.k
     else:
-        from ragzip.plugins.refrag.modeling import _load_base_encoder
-
         encoder, encoder_tokenizer = _load_base_encoder(args.encoder)
         config = RefragModelConfig(encoder=args.encoder, decoder=args.decoder, k=args.k,
                                    encoder_hidden=int(encoder.config.hidden_size),
@@ -1019,8 +997,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(args: RefragArguments, rng: random.Random, out: Path) -> int:
-    from ragzip.models import load_causal_lm
-
     t0 = time.perf_counter()
     device = resolve_device(args.device)
     base_decoder, tokenizer = load_causal_lm(args.decoder, device)

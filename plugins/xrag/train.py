@@ -55,7 +55,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ragzip.data import read_jsonl
+from ragzip.compressor import build_compressor
+from ragzip.data import passage_text, read_jsonl
+from ragzip.embed import Embedder
+from ragzip.errors import InputError
+from ragzip.generation import GeneratorConfig, HFGenerator
+from ragzip.metrics import f1_score, score
 from ragzip.plugins.xrag.config import ProjectorConfig, check_context_template
 from ragzip.plugins.xrag.modeling import XRAGProjector, load_encoder
 from ragzip.training import (
@@ -75,6 +80,7 @@ from ragzip.training import (
     saved_state,
 )
 from ragzip.training.lm import PrefixCache, SequenceNLL, Target, sequence_nll
+from ragzip.types import Passage
 
 logger = logging.getLogger("ragzip.xrag.train")
 
@@ -199,13 +205,6 @@ def squad_title(row: dict[str, Any]) -> str:
     return str(row["title"]).replace("_", " ")  # SQuAD titles are URL slugs, as ragzip.data reads them
 
 
-def passage_text(title: str, body: str) -> str:
-    """``"{title}: {body}"``: the passage text ragzip's benchmark indexes, embeds and reads (ragzip.data)."""
-    from ragzip.data import passage_text as standard
-
-    return standard(title, body)
-
-
 def hotpot_evidence(row: dict[str, Any]) -> str:
     by_title = {title: sentences for title, sentences in row["context"]}
     facts = []
@@ -259,8 +258,6 @@ def read_qa_records(path: Path) -> list[QARecord]:
     SQuAD 2.0 unanswerable questions are skipped (stage 2 teaches answering); a QED or SQuAD question's distractors
     are filled by :func:`build_data` (other QED passages; other paragraphs of the same SQuAD article).
     """
-    from ragzip.errors import InputError
-
     if not path.is_file():
         raise InputError(f"--data {str(path)!r}: no such file. Pass HotpotQA, QED or SQuAD *train* JSONL (.gz ok), "
                          "e.g. ../shared/data/hotpotqa_train.jsonl.")
@@ -360,8 +357,6 @@ def encode_pool(corpus: Corpus, embedder: str, cache: Path | None) -> None:
     if path is not None and path.is_file():
         corpus.embeddings = np.load(path)
         return
-    from ragzip.embed import Embedder
-
     start = time.perf_counter()
     corpus.embeddings = Embedder(embedder).encode(corpus.texts)
     logger.info("encoded %d passages with %s in %.0f s", len(corpus.texts), embedder, time.perf_counter() - start)
@@ -528,8 +523,6 @@ def shuffled_batches(items: Sequence[Any], batch_size: int, seed: int) -> Callab
 
 # --------------------------------------------------------------------------------------------------------- training
 def train(args: XRAGArguments) -> int:
-    from ragzip.generation import GeneratorConfig, HFGenerator
-
     prepare(args)
     out = Path(args.out)
     started = time.perf_counter()
@@ -746,12 +739,6 @@ def write_model_card(out: Path, config: ProjectorConfig, parameters: int) -> Pat
 # ------------------------------------------------------------------------------------------------------ evaluation
 def evaluate(args: argparse.Namespace) -> int:
     """Reconstruction token F1 on held-out passages, QA acc/F1 (SQuAD held-out articles, HotpotQA dev), TTFT."""
-    from ragzip.compressor import build_compressor
-    from ragzip.embed import Embedder
-    from ragzip.generation import GeneratorConfig, HFGenerator
-    from ragzip.metrics import f1_score, score
-    from ragzip.types import Passage
-
     data_dir = Path(args.data_dir)
     rng = random.Random(args.seed)
     generator = HFGenerator(GeneratorConfig(model=args.generator, batch_size=args.eval_batch_size))

@@ -16,7 +16,9 @@ from ragzip.artifacts import ArtifactError
 from ragzip.errors import ConfigError, SoftTokenError
 from ragzip.plugins.refrag import RefragCompressor, RefragConfig, RefragModel
 from ragzip.plugins.refrag.lora import DecoderLoRA, LoRALinear
+from ragzip.plugins.refrag.train import assemble_batch
 from ragzip.softstore import SoftTokenStore
+from ragzip.training.lm import Target, Tokens, padded_nll, sequence_nll
 
 PASSAGES = [
     "The Eiffel Tower was completed in 1889 and designed by the engineering firm of Gustave Eiffel in Paris.",
@@ -284,6 +286,29 @@ def test_load_corpus_reads_train_files_and_holds_out(tiny_setup):
                for p in it.passages)  # "title: body", as ragzip.data gives passages at inference
     with pytest.raises(FileNotFoundError, match=re.escape("squad_dev.jsonl")):
         load_corpus(data, dev_eval=True)  # only evaluate.py reads the dev file
+
+
+def test_trainer_batch_scores_as_the_shared_lm_loss(decoder, smol_tok):
+    """The trainer's fused batch (``assemble_batch``) through ``padded_nll`` gives what ``sequence_nll`` gives for the
+    same tokens, chunk vectors and targets, gradients included."""
+    table = decoder.get_input_embeddings().weight  # (V, d)
+    torch.manual_seed(0)
+    soft = torch.randn(3, table.shape[1], requires_grad=True)  # (3, d): three chunk vectors
+
+    def ids(text):
+        return list(smol_tok(text, add_special_tokens=False)["input_ids"])
+
+    before, after, answer, rest = ids("Context:"), ids("\nWho designed it?\n"), ids(" Eiffel"), ids(" in Paris, 1889")
+    segments = [[("tokens", before), ("soft", soft[:2]), ("tokens", after), ("target", answer)],
+                [("soft", soft[2:]), ("target", rest)]]
+    pieces = [[Tokens(before), soft[:2], Tokens(after), Target(answer)], [soft[2:], Target(rest)]]
+    fused = padded_nll(decoder, *assemble_batch(table, segments, smol_tok.pad_token_id))
+    shared = sequence_nll(make_generator(decoder, smol_tok), pieces)
+    assert fused.targets.tolist() == answer + rest and fused.rows.tolist() == [0] * len(answer) + [1] * len(rest)
+    assert torch.allclose(fused.per_sequence, shared.per_sequence, atol=1e-6)
+    assert torch.allclose(fused.mean, shared.mean, atol=1e-6)
+    grads = [torch.autograd.grad(out.mean, soft)[0] for out in (fused, shared)]
+    assert grads[0].abs().sum() > 0 and torch.allclose(*grads, atol=1e-6)
 
 
 def test_trainer_smoke_with_qa_share_lora_and_resume(tiny_setup, tmp_path, monkeypatch):
