@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import string
 from pathlib import Path
@@ -57,6 +58,19 @@ def build_bpe_tokenizer(texts: list[str], *, vocab_size: int = 300):
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
 
+
+
+def write_tiny_hotpot(path: Path, n: int = 4) -> Path:
+    """A HotpotQA-format training file of ``n`` questions, three paragraphs each, two supporting facts."""
+    records = []
+    for i in range(n):
+        context = [[f"Topic {i}", [f"Topic {i} is a thing.", f" It was made in {1900 + i}.", " Nothing else."]],
+                   [f"Other {i}", [f"Other {i} is unrelated.", " It rains there."]],
+                   [f"Third {i}", [f"Third {i} mentions topic {i}."]]]
+        records.append({"id": f"q{i}", "question": f"When was topic {i} made?", "answer": str(1900 + i),
+                        "context": context, "supporting_facts": [[f"Topic {i}", 1], [f"Third {i}", 0]]})
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path
 
 def write_tiny_bert(folder: Path, *, chars: str = ASCII_CHARS, max_positions: int = 512, seed: int = 0) -> Path:
     """A 2-layer, 32-wide BERT with a character-level WordPiece vocabulary over ``chars`` (lower-cased), saved with

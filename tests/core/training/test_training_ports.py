@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import write_tiny_bert  # noqa: E402
+from conftest import write_tiny_bert, write_tiny_hotpot  # noqa: E402
 
 from ragzip.plugins.abstractive.train import AbstractiveArguments  # noqa: E402
 from ragzip.plugins.extractive.train import ExtractiveArguments  # noqa: E402
@@ -143,25 +143,13 @@ def test_without_a_card_the_set_gate_section_is_written_from_set_gate_json(shipp
 
 
 # ------------------------------------------------------------------------------------------------ extractive resume
-def _tiny_hotpot(path: Path, n: int = 6) -> Path:
-    records = []
-    for i in range(n):
-        context = [[f"Topic {i}", [f"Topic {i} is a thing.", f" It was made in {1900 + i}.", " Nothing else."]],
-                   [f"Other {i}", [f"Other {i} is unrelated.", " It rains there."]],
-                   [f"Third {i}", [f"Third {i} mentions topic {i}."]]]
-        records.append({"id": f"q{i}", "question": f"When was topic {i} made?", "answer": str(1900 + i),
-                        "context": context, "supporting_facts": [[f"Topic {i}", 1], [f"Third {i}", 0]]})
-    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    return path
-
-
 def test_a_crashed_extractive_run_resumes_to_the_uninterrupted_weights(tmp_path: Path, monkeypatch) -> None:
     from safetensors.torch import load_file
 
     import ragzip.plugins.extractive.train as train
 
     bert = write_tiny_bert(tmp_path / "bert")
-    data = _tiny_hotpot(tmp_path / "train.jsonl")
+    data = write_tiny_hotpot(tmp_path / "train.jsonl", n=6)
 
     def argv(out: str) -> list[str]:
         return ["--data", str(data), "--out", str(tmp_path / out), "--base-model", str(bert), "--window", "64",

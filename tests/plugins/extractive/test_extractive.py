@@ -19,7 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import write_tiny_bert  # noqa: E402
+from conftest import write_tiny_bert, write_tiny_hotpot  # noqa: E402
 
 from ragzip import ConfigError, InputError, ModelNotFoundError, Passage, build_compressor  # noqa: E402
 from ragzip.plugins.extractive import ExtractiveCompressor, ExtractiveConfig  # noqa: E402
@@ -393,22 +393,10 @@ def test_code_blocks_stay_whole(tiny_compressor: ExtractiveCompressor) -> None:
 
 
 # -------------------------------------------------------------------------------------------------------- training
-def _tiny_hotpot(path: Path, n: int = 4) -> Path:
-    records = []
-    for i in range(n):
-        context = [[f"Topic {i}", [f"Topic {i} is a thing.", f" It was made in {1900 + i}.", " Nothing else."]],
-                   [f"Other {i}", [f"Other {i} is unrelated.", " It rains there."]],
-                   [f"Third {i}", [f"Third {i} mentions topic {i}."]]]
-        records.append({"id": f"q{i}", "question": f"When was topic {i} made?", "answer": str(1900 + i),
-                        "context": context, "supporting_facts": [[f"Topic {i}", 1], [f"Third {i}", 0]]})
-    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    return path
-
-
 def test_train_main_writes_a_loadable_artifact_with_a_card(tiny_bert: Path, tmp_path: Path) -> None:
     from ragzip.plugins.extractive.train import main
 
-    data = _tiny_hotpot(tmp_path / "train.jsonl")
+    data = write_tiny_hotpot(tmp_path / "train.jsonl")
     out = tmp_path / "run"
     status = main(["--data", str(data), "--out", str(out), "--base-model", str(tiny_bert), "--window", "64",
                    "--trained-layers", "1", "--head-hidden", "8", "--steps", "3", "--holdout", "1", "--threads", "1"])
@@ -431,7 +419,7 @@ def test_cross_question_negatives_pair_a_query_with_another_questions_paragraph(
                                                                                  caplog) -> None:
     from ragzip.plugins.extractive.train import main
 
-    data = _tiny_hotpot(tmp_path / "train.jsonl", n=5)
+    data = write_tiny_hotpot(tmp_path / "train.jsonl", n=5)
     with caplog.at_level(logging.INFO, logger="ragzip.train.extractive"):
         main(["--data", str(data), "--out", str(tmp_path / "run"), "--base-model", str(tiny_bert), "--window", "64",
               "--trained-layers", "1", "--head-hidden", "8", "--steps", "1", "--holdout", "1", "--threads", "1",
@@ -446,7 +434,7 @@ def test_train_main_needs_out_unless_eval_only(tmp_path: Path) -> None:
     from ragzip.plugins.extractive.train import main
 
     with pytest.raises(SystemExit):
-        main(["--data", str(_tiny_hotpot(tmp_path / "d.jsonl"))])
+        main(["--data", str(write_tiny_hotpot(tmp_path / "d.jsonl"))])
 
 
 # --------------------------------------------------------------------------------------------- budget and relative
