@@ -9,6 +9,7 @@
 #
 # Datasets (one command each, below):
 #   hotpotqa  HotpotQA dev, all 209 questions, distractor setting (each question's 10 paragraphs, `--setting given`)
+#   hotpotqa_faiss  HotpotQA dev, all 209 questions, FAISS top-5 over the file's paragraphs (not in SETS by default)
 #   squad     SQuAD dev, 1,000 questions, own paragraph among 4 other paragraphs of the same article, shuffled
 #   nq        NQ-open dev, 1,000 questions that have a gold passage, FAISS top-5 over the file's passages
 #
@@ -49,8 +50,9 @@ run() {  # name data limit options...
 for set in $SETS; do
   case $set in
     hotpotqa) run hotpotqa "$DATA_DIR/hotpotqa_dev.jsonl" 209 --setting given ;;
+    hotpotqa_faiss) run hotpotqa_faiss "$DATA_DIR/hotpotqa_dev.jsonl" 209 --setting faiss --top-k 5 ;;
     squad) run squad "$DATA_DIR/squad_dev.jsonl" 1000 --setting given --distractors 4 ;;
     nq) run nq "$DATA_DIR/nq_open_dev.jsonl" 1000 --setting faiss --top-k 5 --require-gold ;;
-    *) echo "unknown set $set (hotpotqa, squad, nq)" >&2; exit 2 ;;
+    *) echo "unknown set $set (hotpotqa, hotpotqa_faiss, squad, nq)" >&2; exit 2 ;;
   esac
 done

@@ -2,7 +2,7 @@
 
     python benchmarks/summary.py            # evidence at 64/128/256 tokens + the end-to-end table, as Markdown
 
-Reads ``benchmarks/results/evidence_{hotpotqa,squad,nq}.json`` and ``benchmarks/results/hotpotqa_dev_209.json`` (the
+Reads ``benchmarks/results/evidence_{hotpotqa,hotpotqa_faiss,squad,nq}.json`` and ``benchmarks/results/hotpotqa_dev_209.json`` (the
 ones that exist).
 """
 
@@ -14,10 +14,12 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETS = {"hotpotqa": "HotpotQA dev, distractor setting (10 paragraphs)",
+        "hotpotqa_faiss": "HotpotQA dev, FAISS top-5",
         "squad": "SQuAD dev, own paragraph + 4 same-article paragraphs",
         "nq": "NQ-open dev with a gold passage, FAISS top-5"}
 CURVES = {"extractive:max_tokens=*": "ragzip extractive (max_tokens)",
           "extractive:model=runs/extractive-v2,max_tokens=*": "previous extractive artifact (v2)",
+          "extractive:retrieval_prior=0,max_tokens=*": "ragzip extractive without the retrieval prior",
           "lc_embeddings_filter:k=*": "LangChain EmbeddingsFilter (k=1..3)",
           "ragcompress:budget=*": "ragcompress (budget)",
           "truncate:*": "truncate"}
@@ -45,7 +47,7 @@ def evidence_table() -> list[str]:
             if family not in fams:
                 continue
             at = fams[family]["at"]
-            sf = [_cell(at, b, "sf_all") for b in ("128", "256")] if name == "hotpotqa" else ["", ""]
+            sf = [_cell(at, b, "sf_all") for b in ("128", "256")] if name.startswith("hotpotqa") else ["", ""]
             lines.append(f"| {title} ({res['n']}) | {label} | " + " | ".join(
                 [_cell(at, b, "ans_in_ctx") for b in ("64", "128", "256")] + sf) + " |")
         for label, what in (("extractive", "ragzip extractive, default rule"), ("none", "everything (`none`)")):
