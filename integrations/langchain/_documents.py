@@ -10,6 +10,7 @@ from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
 from langchain_core.callbacks.manager import Callbacks
 from langchain_core.documents import Document
 
+from ragzip.errors import InputError
 from ragzip.integrations._common import METADATA_KEY, outputs, passage_from, with_record
 from ragzip.types import CompressedContext, Passage
 
@@ -60,3 +61,16 @@ async def adispatch(callbacks: Callbacks | None, info: dict[str, Any]) -> None:
         await manager.on_custom_event(CUSTOM_EVENT, info, run_id=manager.parent_run_id)
     elif manager is not None:
         manager.on_custom_event(CUSTOM_EVENT, info, run_id=manager.parent_run_id)
+
+
+def unpack_input(inputs: Any) -> tuple[Sequence[Document], str]:
+    """``(documents, query)`` from the input of :meth:`RagzipCompressor.as_runnable`."""
+    if isinstance(inputs, dict):
+        query = inputs.get("query", inputs.get("question"))
+        docs = inputs.get("documents", inputs.get("docs"))
+        if query is not None and docs is not None:
+            return docs, query
+    elif isinstance(inputs, (tuple, list)) and len(inputs) == 2 and isinstance(inputs[0], str):
+        return inputs[1], inputs[0]
+    raise InputError("RagzipCompressor.as_runnable() takes {'query': str, 'documents': [Document, ...]} or a "
+                     f"(query, documents) pair, got {type(inputs).__name__}.")

@@ -13,9 +13,15 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from ragzip.batching import AsyncBatcher
 from ragzip.compressor import Compressor
-from ragzip.errors import InputError
 from ragzip.integrations._common import check_kwargs, compressor_from_yaml, generator_of, log_report, resolve_compressor
-from ragzip.integrations.langchain._documents import CUSTOM_EVENT, adispatch, dispatch, documents_of, passages_of
+from ragzip.integrations.langchain._documents import (
+    CUSTOM_EVENT,
+    adispatch,
+    dispatch,
+    documents_of,
+    passages_of,
+    unpack_input,
+)
 from ragzip.integrations.langchain.guard import install_soft_token_guard
 from ragzip.softguard import track_store
 from ragzip.types import CompressedContext, check_query
@@ -127,10 +133,10 @@ class RagzipCompressor(BaseDocumentCompressor):
         """
 
         def invoke(inputs: Any) -> list[Document]:
-            return list(self.compress_documents(*_unpack(inputs)))
+            return list(self.compress_documents(*unpack_input(inputs)))
 
         async def ainvoke(inputs: Any) -> list[Document]:
-            return list(await self.acompress_documents(*_unpack(inputs)))
+            return list(await self.acompress_documents(*unpack_input(inputs)))
 
         return RunnableLambda(invoke, afunc=ainvoke, name="RagzipCompressor")
 
@@ -140,15 +146,3 @@ class RagzipCompressor(BaseDocumentCompressor):
             install_soft_token_guard()
         return log_report(context, "RagzipCompressor")
 
-
-def _unpack(inputs: Any) -> tuple[Sequence[Document], str]:
-    """``(documents, query)`` from a Runnable's input."""
-    if isinstance(inputs, dict):
-        query = inputs.get("query", inputs.get("question"))
-        docs = inputs.get("documents", inputs.get("docs"))
-        if query is not None and docs is not None:
-            return docs, query
-    elif isinstance(inputs, (tuple, list)) and len(inputs) == 2 and isinstance(inputs[0], str):
-        return inputs[1], inputs[0]
-    raise InputError("RagzipCompressor.as_runnable() takes {'query': str, 'documents': [Document, ...]} or a "
-                     f"(query, documents) pair, got {type(inputs).__name__}.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, TextNode
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from ragzip.integrations._common import METADATA_KEY, outputs, passage_from, with_record
 from ragzip.types import CompressedContext, Passage, content_id
@@ -52,3 +52,12 @@ def summary_node(nodes: list[NodeWithScore], text: str, record: dict[str, Any],
 def _exclude_key(keys: list[str] | None) -> list[str]:
     keys = list(keys or [])
     return keys if METADATA_KEY in keys else [*keys, METADATA_KEY]
+
+
+def query_of(query_bundle: QueryBundle | None) -> str:
+    """The query string of a postprocessor call; a clear error when there is none to compress for."""
+    if query_bundle is None or not str(query_bundle.query_str or "").strip():
+        raise ValueError("RagzipPostprocessor needs the query to compress for: call "
+                         "`postprocess_nodes(nodes, query_str=...)` or pass a QueryBundle with a non-empty "
+                         "`query_str` (query engines do this for you).")
+    return query_bundle.query_str

@@ -20,7 +20,7 @@ from ragzip.integrations._common import (
     log_report,
     resolve_compressor,
 )
-from ragzip.integrations.llamaindex._nodes import nodes_of, passages_of
+from ragzip.integrations.llamaindex._nodes import nodes_of, passages_of, query_of
 from ragzip.integrations.llamaindex.guard import SoftTokenGuard
 from ragzip.softguard import track_store
 from ragzip.types import CompressedContext
@@ -48,14 +48,10 @@ class RagzipPostprocessor(BaseNodePostprocessor):
         ('one two three', 'compressed')
     """
 
-    keep_dropped: bool = Field(
-        default=False,
-        description="Return dropped passages too, with empty text and their decision in metadata['ragzip'].",
-    )
-    guard_foreign_llms: bool = Field(
-        default=True,
-        description="Make LLMs other than RagzipLLM fail clearly when the context holds soft-token placeholders.",
-    )
+    keep_dropped: bool = Field(default=False, description=(
+        "Return dropped passages too, with empty text and their decision in metadata['ragzip']."))
+    guard_foreign_llms: bool = Field(default=True, description=(
+        "Make LLMs other than RagzipLLM fail clearly when the context holds soft-token placeholders."))
     method: str = Field(default="", description="The compressor's name (its YAML `type:`, or a chain of them).")
 
     _compressor: Compressor = PrivateAttr()
@@ -123,7 +119,7 @@ class RagzipPostprocessor(BaseNodePostprocessor):
     # ---------------------------------------------------------------------------------------------- the work
     def _postprocess_nodes(self, nodes: list[NodeWithScore],
                            query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
-        query = self._query(query_bundle)
+        query = query_of(query_bundle)
         if not nodes:
             return []
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._start_payload(nodes, query)) as event:
@@ -132,18 +128,11 @@ class RagzipPostprocessor(BaseNodePostprocessor):
     async def _apostprocess_nodes(self, nodes: list[NodeWithScore],
                                   query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
         """Compress in a worker thread; concurrent calls on one event loop are batched into one ``compress_batch``."""
-        query = self._query(query_bundle)
+        query = query_of(query_bundle)
         if not nodes:
             return []
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._start_payload(nodes, query)) as event:
             return self._finish(nodes, await self._batcher.compress(query, passages_of(nodes)), event)
-
-    def _query(self, query_bundle: QueryBundle | None) -> str:
-        if query_bundle is None or not str(query_bundle.query_str or "").strip():
-            raise ValueError("RagzipPostprocessor needs the query to compress for: call "
-                             "`postprocess_nodes(nodes, query_str=...)` or pass a QueryBundle with a non-empty "
-                             "`query_str` (query engines do this for you).")
-        return query_bundle.query_str
 
     def _start_payload(self, nodes: list[NodeWithScore], query: str) -> dict[Any, Any]:
         return {EventPayload.NODES: nodes, EventPayload.MODEL_NAME: self.method, EventPayload.QUERY_STR: query}
