@@ -54,6 +54,24 @@ class SentenceScorer(Protocol):
 
 
 @runtime_checkable
+class SentenceSelector(SentenceScorer, Protocol):
+    """A compressor that scores sentences once and keeps them by selection settings (``type: extractive``).
+
+    Other compressors reach it through this protocol, built by the registry (``build_compressor``), never by importing
+    its plugin: the abstractive compressor's gate and extractive step, the router's text path.
+    """
+
+    def memoize_scores(self) -> None:
+        """Start a fresh memory of sentence scores, shared with the copies :meth:`with_selection` makes from now."""
+
+    def with_selection(self, **options: Any) -> Any:
+        """A copy (a ``Compressor``) that keeps sentences by other selection settings, e.g. ``max_tokens=64``."""
+
+    def model_folder(self) -> Path | None:
+        """The folder of the scoring model (where a set gate is fitted beside it), or ``None`` for a hub id."""
+
+
+@runtime_checkable
 class SetGate(Protocol):
     """P(this question's passages hold what answers it), from the sentence scores of all of them."""
 

@@ -38,24 +38,21 @@ import math
 import re
 import threading
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ragzip.compressor import Compressor
+from ragzip.compressor import Compressor, build_compressor
 from ragzip.data import passage_text
 from ragzip.errors import ConfigError, RagzipError
 from ragzip.models import infer_device
-from ragzip.relevance import GATE_FILE, LogisticSetGate, load_beside
+from ragzip.relevance import GATE_FILE, LogisticSetGate, SentenceSelector, load_beside
 from ragzip.softstore import SoftTokenStore
 from ragzip.tokens import TokenCounter
 from ragzip.types import CompressedContext, Passage, PassageResult
 
 from .config import DEFAULT_EXTRACT_TOKENS, DEFAULT_GATE_THRESHOLD, AbstractiveConfig
 from .modeling import ENDS_SENTENCE, Summarizer, SummaryOutput, cut_to_tokens, read_adapter_config, split_sentences
-
-if TYPE_CHECKING:
-    from ragzip.plugins.extractive.compressor import ExtractiveCompressor
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +141,7 @@ class AbstractiveCompressor(Compressor):
 
     def __init__(self, config: AbstractiveConfig | None = None, *, token_counter: TokenCounter | None = None,
                  store: SoftTokenStore | None = None, summarizer: Summarizer | None = None,
-                 gate: ExtractiveCompressor | None = None) -> None:
+                 gate: SentenceSelector | None = None) -> None:
         super().__init__(config, token_counter=token_counter, store=store)
         self.config: AbstractiveConfig
         self._summarizer = summarizer
@@ -186,32 +183,36 @@ class AbstractiveCompressor(Compressor):
                                                        device=infer_device(self.config.device), merge=True)
         return self._summarizer
 
+    def _selector(self) -> SentenceSelector:
+        """The extractive compressor over ``gate_model``, built through the registry on first use."""
+        if self._gate is None:
+            with self._load_lock:
+                if self._gate is None:
+                    cfg = self.config
+                    built = build_compressor({"type": "extractive", "model": cfg.gate_model,
+                                              "device": cfg.device or ""}, token_counter=self.token_counter)
+                    if not isinstance(built, SentenceSelector):
+                        raise ConfigError(f"compressor[abstractive]: the `extractive` compressor of this build "
+                                          f"({type(built).__name__}) cannot score and re-select sentences; the gate "
+                                          "and the extractive step need ragzip's extractive compressor.")
+                    self._gate = built
+        return self._gate
+
     @property
-    def gate(self) -> ExtractiveCompressor | None:
+    def gate(self) -> SentenceSelector | None:
         """The extractive compressor that scores every sentence, for the gate and the extractive step.
 
         ``None`` when neither is on; loaded on first use.
         """
         if self.gate_kind == "none" and self.input_kind != "extracted":
             return None
-        if self._gate is None:
-            with self._load_lock:
-                if self._gate is None:
-                    # local, as below: a plugin imports no other plugin when it loads (a build may leave one out)
-                    from ragzip.plugins.extractive.compressor import ExtractiveCompressor
-                    from ragzip.plugins.extractive.config import ExtractiveConfig
-
-                    cfg = self.config
-                    self._gate = ExtractiveCompressor(ExtractiveConfig(model=cfg.gate_model, device=cfg.device or ""),
-                                                      token_counter=self.token_counter)
-        return self._gate
+        return self._selector()
 
     def _gate_folder(self) -> Path | None:
-        from ragzip.plugins.extractive.modeling import artifact_folder  # local: another plugin (see gate)
-
-        spec = self.config.gate_model
-        folder = artifact_folder(spec)
-        return folder if folder.is_dir() else None
+        """The folder of ``gate_model``, where its set gate is fitted (resolved by the extractive plugin, unloaded)."""
+        probe = build_compressor({"type": "extractive", "model": self.config.gate_model},
+                                 token_counter=self.token_counter)
+        return probe.model_folder() if isinstance(probe, SentenceSelector) else None
 
     @property
     def gate_kind(self) -> str:
@@ -280,26 +281,20 @@ class AbstractiveCompressor(Compressor):
         card = self._adapter_card()
         return card.extract_tokens if card is not None and card.extract_tokens else DEFAULT_EXTRACT_TOKENS
 
-    def _extractor(self) -> ExtractiveCompressor:
-        """The gate's compressor with the extractive step's budget, sharing its scorer (one scoring pass)."""
-        from ragzip.plugins.extractive.compressor import ExtractiveCompressor  # local: another plugin (see gate)
+    def _extractor(self) -> Compressor:
+        """The gate's model under the extractive step's budget, with a fresh memory of scores for this batch.
 
+        Only the gate's model settings carry over; selection is the extractive step's budget alone, as in training (no
+        threshold, relative rule, top_k, neighbours, retrieval prior or selective mode of a user-supplied gate).
+        """
         gate = self.gate
         assert gate is not None
+        gate.memoize_scores()  # one batch's scores: a long-running app keeps none of the questions it saw
         budget = self.extract_tokens() if self.input_kind == "extracted" else None
-        key = (id(gate), budget, id(self.token_counter))
-        if getattr(self, "_extractor_key", None) != key:
-            # Only the gate's model settings carry over; selection is the extractive step's budget alone, as in
-            # training (no threshold, relative rule, top_k, neighbours, retrieval prior or selective mode of a
-            # user-supplied gate).
-            config = replace(gate.config, max_tokens=budget, threshold=None, relative=None, top_k=None, neighbors=0,
-                             selective=False, selective_rule="threshold", retrieval_prior=0.0)
-            self._extractor_cached = ExtractiveCompressor(config, scorer=gate.scorer, token_counter=self.token_counter)
-            memo = getattr(gate, "_score_memo", None)
-            if memo is not None:
-                self._extractor_cached._score_memo = memo
-            self._extractor_key = key
-        return self._extractor_cached
+        extractor = gate.with_selection(max_tokens=budget, threshold=None, relative=None, top_k=None, neighbors=0,
+                                        selective=False, selective_rule="threshold", retrieval_prior=0.0)
+        extractor.token_counter = self.token_counter
+        return extractor
 
     def _gate_value(self, extracted: CompressedContext, kind: str) -> float:
         scores = [[u.score if u.score is not None else math.nan for u in r.units] for r in extracted.results]

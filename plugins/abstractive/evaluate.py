@@ -39,13 +39,13 @@ from typing import Any
 
 import torch
 
+from ragzip.compressor import build_compressor
 from ragzip.data import load_hotpotqa, load_qa, select, split_holdout
 from ragzip.generation import GeneratorConfig, HFGenerator
 from ragzip.metrics import score
 from ragzip.plugins.abstractive import AbstractiveCompressor, AbstractiveConfig
 from ragzip.plugins.abstractive.compressor import support
 from ragzip.plugins.abstractive.modeling import split_sentences
-from ragzip.plugins.extractive.modeling import ARTIFACTS
 
 logger = logging.getLogger("ragzip.abstractive.evaluate")
 
@@ -61,7 +61,8 @@ def _settings(example: Any, rng: random.Random, n_distractors: int) -> dict[str,
 
 def _heldout_train(path: str, examples: list[Any]) -> list[Any]:
     """The training questions the shipped extractive classifier held out (its card's holdout size and seed)."""
-    card = json.loads((ARTIFACTS / "default" / "config.json").read_text(encoding="utf-8"))["training"]
+    folder = build_compressor({"type": "extractive"}).model_folder()  # the shipped classifier, via the registry
+    card = json.loads((folder / "config.json").read_text(encoding="utf-8"))["training"]
     # split_holdout holds out that many questions *per source*; a card without holdout_per_source trained on
     # HotpotQA alone, so its holdout_questions is that number
     _, held = split_holdout(load_hotpotqa(path), card.get("holdout_per_source", card["holdout_questions"]), card["seed"])

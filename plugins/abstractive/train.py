@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from ragzip.compressor import build_compressor
 from ragzip.data import (
     Paragraph,
     PassageSets,
@@ -56,8 +57,6 @@ from ragzip.generation import GeneratorConfig, HFGenerator
 from ragzip.metrics import has_answer
 from ragzip.plugins.abstractive.compressor import _titled
 from ragzip.plugins.abstractive.modeling import LoRAConfig, Summarizer, cut_to_tokens
-from ragzip.plugins.extractive.compressor import ExtractiveCompressor
-from ragzip.plugins.extractive.config import ExtractiveConfig
 from ragzip.training import (
     Budget,
     ModelCard,
@@ -281,8 +280,8 @@ def _extracted_data(args: AbstractiveArguments, rng: random.Random, n_train: int
                 seen[q.source] = seen.get(q.source, 0) + 1
                 capped.append(q)
         train_qs = capped
-    extractor = ExtractiveCompressor(ExtractiveConfig(model=args.extractor, max_tokens=args.extract_tokens,
-                                                      device=args.device))
+    extractor = build_compressor({"type": "extractive", "model": args.extractor, "max_tokens": args.extract_tokens,
+                                  "device": args.device})
     t0 = time.perf_counter()
     sets = choose_sets(train_qs, rng, empty_frac=args.empty_frac, paired=not args.unpaired)
     if not sets:

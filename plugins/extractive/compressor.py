@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ragzip.compressor import Compressor
@@ -119,6 +120,11 @@ class ExtractiveCompressor(Compressor):
                 f"refit it with `ragzip train extractive --fit-set-gate --model {spec} --data TRAIN_FILES`, or set "
                 "selective_rule: threshold"))
         return self._set_gate
+
+    def model_folder(self) -> Path | None:
+        """The folder of the configured model (``default`` = the shipped artifact), or ``None`` when it is not one."""
+        folder = artifact_folder(self.config.model)
+        return folder if folder.is_dir() else None
 
     def split(self, text: str) -> list[Sentence]:
         """``text`` cut into the sentences this compressor scores, each a span of the original text."""

@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point (``python -m ragzip.plugins.refrag.ttft``) until ``ragzip ttft`` is wired."""
+    """Entry point of ``python -m ragzip.plugins.refrag.ttft`` (the same command as ``ragzip ttft``)."""
     parser = argparse.ArgumentParser(prog="ragzip ttft", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -21,6 +21,7 @@ from ragzip.compressor import Compressor, build_compressor
 from ragzip.errors import ConfigError
 from ragzip.models import lazy_lock
 from ragzip.plugins.route.config import WHERE, RouteConfig
+from ragzip.relevance import SentenceSelector
 from ragzip.tokens import TokenCounter
 from ragzip.types import CompressedContext, Passage
 
@@ -61,7 +62,7 @@ class RouteCompressor(Compressor):
 
     # ------------------------------------------------------------------------------------------------- stages
     @property
-    def extractive(self) -> Any:
+    def extractive(self) -> SentenceSelector:
         """The extractive compressor that scores sentences (built from the ``extractive`` block on first use)."""
         if self._extractive is None:
             with lazy_lock(self):
@@ -71,10 +72,10 @@ class RouteCompressor(Compressor):
                                              token_counter=self._token_counter, store=self.store)
                     self._extractive = stage
         stage = self._extractive
-        for method in ("score_sentences", "with_selection", "memoize_scores"):
-            if not callable(getattr(stage, method, None)):
-                raise ConfigError(f"{WHERE}: the extractive stage {type(stage).__name__} has no `{method}`; the router "
-                                  "needs ragzip's extractive compressor (type: extractive).")
+        if not isinstance(stage, SentenceSelector):
+            raise ConfigError(f"{WHERE}: the extractive stage {type(stage).__name__} cannot score and re-select "
+                              "sentences (ragzip.relevance.SentenceSelector); the router needs ragzip's extractive "
+                              "compressor (type: extractive).")
         return stage
 
     @property
