@@ -131,6 +131,8 @@ def _compressor_for(spec: MethodSpec, options: dict[str, Any], *, embedder: Any,
                 base, label = shared[key]
                 return base.with_selection(**choice), label
             compressor.bind(generator)
+            if hasattr(compressor, "memoize_scores"):  # every setting of this model re-selects from one scoring pass
+                compressor.memoize_scores()
             shared[key] = (compressor, spec.label)
             return compressor.with_selection(**choice), None
     compressor.bind(generator)

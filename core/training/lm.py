@@ -262,6 +262,8 @@ def padded_nll(model: Any, embeds: torch.Tensor, mask: torch.Tensor, labels: tor
     total = torch.zeros(batch, device=per_token.device, dtype=per_token.dtype).index_add(0, rows, per_token)
     counts = torch.zeros(batch, device=per_token.device, dtype=per_token.dtype).index_add(
         0, rows, torch.ones_like(per_token))
+    if not len(targets):  # nothing scored: a zero loss (still in the graph), not the NaN of an empty mean
+        return SequenceNLL(hidden.sum() * 0.0, total, logits, targets, rows)
     return SequenceNLL(F.cross_entropy(logits, targets), total / counts.clamp(min=1), logits, targets, rows)
 
 

@@ -103,8 +103,19 @@ def resume_point(args: TrainingArguments, stages: Sequence[str] = ()) -> tuple[i
 def open_log(args: TrainingArguments, name: str = "train_log.jsonl", stages: Sequence[str] = ()) -> TrainLog:
     """The run's JSONL log in ``args.out``: started over, or kept up to the checkpoint a ``--resume`` continues.
 
-    With ``stages``, that checkpoint is the one :func:`resume_point` finds for them.
+    With ``stages``, that checkpoint is the one :func:`resume_point` finds for them, and a fresh run (no
+    ``--resume``) removes every stage's checkpoints of an earlier run now, before its first stage starts: a run stopped
+    between stages could otherwise resume into the earlier run's later stage.
     """
+    if stages and args.out and not args.resume:
+        for stage in stages:
+            stale = checkpoints(Path(args.out) / stage)
+            if stale:
+                logging.getLogger(__name__).warning(
+                    "removing %d checkpoint(s) of an earlier run from %s (pass --resume to continue it instead)",
+                    len(stale), Path(args.out) / stage)
+            for _, folder in stale:
+                shutil.rmtree(folder, ignore_errors=True)
     point = resume_point(args, stages)
     return TrainLog(Path(args.out) / name, resume_step=point[0] if point else None,
                     resume_stage=point[1].parent.name if point and stages else None)

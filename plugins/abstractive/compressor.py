@@ -210,9 +210,11 @@ class AbstractiveCompressor(Compressor):
 
     def _gate_folder(self) -> Path | None:
         """The folder of ``gate_model``, where its set gate is fitted (resolved by the extractive plugin, unloaded)."""
-        probe = build_compressor({"type": "extractive", "model": self.config.gate_model},
-                                 token_counter=self.token_counter)
-        return probe.model_folder() if isinstance(probe, SentenceSelector) else None
+        if not hasattr(self, "_gate_folder_cached"):
+            probe = build_compressor({"type": "extractive", "model": self.config.gate_model},
+                                     token_counter=self.token_counter)
+            self._gate_folder_cached = probe.model_folder() if isinstance(probe, SentenceSelector) else None
+        return self._gate_folder_cached
 
     @property
     def gate_kind(self) -> str:
@@ -282,14 +284,13 @@ class AbstractiveCompressor(Compressor):
         return card.extract_tokens if card is not None and card.extract_tokens else DEFAULT_EXTRACT_TOKENS
 
     def _extractor(self) -> Compressor:
-        """The gate's model under the extractive step's budget, with a fresh memory of scores for this batch.
+        """The gate's model under the extractive step's budget (one scoring pass per batch, no scores kept).
 
         Only the gate's model settings carry over; selection is the extractive step's budget alone, as in training (no
         threshold, relative rule, top_k, neighbours, retrieval prior or selective mode of a user-supplied gate).
         """
         gate = self.gate
         assert gate is not None
-        gate.memoize_scores()  # one batch's scores: a long-running app keeps none of the questions it saw
         budget = self.extract_tokens() if self.input_kind == "extracted" else None
         extractor = gate.with_selection(max_tokens=budget, threshold=None, relative=None, top_k=None, neighbors=0,
                                         selective=False, selective_rule="threshold", retrieval_prior=0.0)

@@ -41,6 +41,7 @@ import torch
 
 from ragzip.compressor import build_compressor
 from ragzip.data import load_hotpotqa, load_qa, select, split_holdout
+from ragzip.errors import ModelNotFoundError
 from ragzip.generation import GeneratorConfig, HFGenerator
 from ragzip.metrics import score
 from ragzip.plugins.abstractive import AbstractiveCompressor, AbstractiveConfig
@@ -62,6 +63,9 @@ def _settings(example: Any, rng: random.Random, n_distractors: int) -> dict[str,
 def _heldout_train(path: str, examples: list[Any]) -> list[Any]:
     """The training questions the shipped extractive classifier held out (its card's holdout size and seed)."""
     folder = build_compressor({"type": "extractive"}).model_folder()  # the shipped classifier, via the registry
+    if folder is None:
+        raise ModelNotFoundError("the shipped extractive classifier is missing (plugins/extractive/artifacts/default); "
+                                 "restore it from the repository to evaluate on its held-out training split.")
     card = json.loads((folder / "config.json").read_text(encoding="utf-8"))["training"]
     # split_holdout holds out that many questions *per source*; a card without holdout_per_source trained on
     # HotpotQA alone, so its holdout_questions is that number

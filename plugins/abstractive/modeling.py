@@ -327,6 +327,7 @@ class Summarizer:
         self.adapter = adapter
         self.base_model = base_model
         self.summary_prefix = summary_prefix
+        self.merged = False  # the adapter folded into the weights (inference only): nothing left to train or save
         if getattr(tokenizer, "pad_token_id", None) is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.end_ids = self._end_ids()
@@ -359,10 +360,14 @@ class Summarizer:
             summarizer.load_adapter(Path(adapter))  # type: ignore[arg-type]
             if merge:
                 merge_lora(summarizer.model)
+                summarizer.merged = True
         return summarizer
 
     def add_adapter(self, lora: LoRAConfig) -> list[str]:
         """Wrap the model's projections with fresh LoRA layers (training); only they require grad."""
+        if self.merged:
+            raise InputError("this summarizer's adapter is merged into its weights (loaded with merge=True, for "
+                             "inference); load it with Summarizer.load(..., merge=False) to add a new one.")
         self.model.requires_grad_(False)
         wrapped = add_lora(self.model, lora)
         self.adapter = AdapterConfig(base_model=self.base_model, backbone=self.backbone, lora=asdict(lora),
@@ -399,6 +404,9 @@ class Summarizer:
 
         ``config.json`` records the file's SHA-256 and the summarizer model's identity, checked when it loads.
         """
+        if self.merged:
+            raise InputError("this summarizer's adapter is merged into its weights (loaded with merge=True, for "
+                             "inference); load it with Summarizer.load(..., merge=False) to train or save it.")
         if self.adapter is None:
             raise InputError("this summarizer has no adapter to save; call add_adapter() (training) first.")
         for key, value in card.items():

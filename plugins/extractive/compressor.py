@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,8 +145,8 @@ class ExtractiveCompressor(Compressor):
     def with_selection(self, **options: Any) -> ExtractiveCompressor:
         """A copy that keeps sentences by other ``selection_fields`` settings (``max_tokens=64``).
 
-        The copy shares this compressor's scorer and, from now on, its memory of scores: every setting scores each
-        sentence once.
+        The copy shares this compressor's scorer and, when :meth:`memoize_scores` was called, its memory of scores:
+        every setting then scores each sentence once. Without a memory the copy scores for itself (nothing is kept).
 
         Raises:
             ConfigError: an option that is not a selection setting (it would need other scores).
@@ -154,8 +155,6 @@ class ExtractiveCompressor(Compressor):
         if other:
             raise ConfigError(f"with_selection: {', '.join(other)} would change the scores, not only the selection; "
                               f"pass only {', '.join(sorted(self.selection_fields))}, or build another compressor.")
-        if getattr(self, "_score_memo", None) is None:
-            self.memoize_scores()
         clone = copy.copy(self)
         clone.config = dataclasses.replace(self.config, **options)
         return clone
@@ -325,17 +324,16 @@ _CONTEXT_KINDS = frozenset({"heading", "table_rule"})
 
 
 def _rank_prior(passages: Sequence[Passage], weight: float) -> list[float]:
-    """``weight / rank`` per passage, ranked by retrieval score (1 = the highest; ties keep the input order).
+    """``weight / rank`` per passage, ranked by retrieval order (the first passage is rank 1).
 
-    All zero when the weight is 0 or a passage has no retrieval score (given passages carry no ranking).
+    Retrievers and rerankers return their best passage first, whether their scores are similarities or distances,
+    so the order is the ranking. All zero when the weight is 0, or when the passages carry no usable ranking: a
+    passage without a finite retrieval score (given passages), or every score equal (a retriever that does not rank).
     """
-    if not weight or not passages or any(p.score is None for p in passages):
+    scores = [p.score for p in passages]
+    if not weight or not passages or any(s is None or not math.isfinite(s) for s in scores) or len(set(scores)) == 1:
         return [0.0] * len(passages)
-    order = sorted(range(len(passages)), key=lambda i: -float(passages[i].score))  # type: ignore[arg-type]
-    prior = [0.0] * len(passages)
-    for rank, i in enumerate(order, start=1):
-        prior[i] = weight / rank
-    return prior
+    return [weight / rank for rank in range(1, len(passages) + 1)]
 
 
 def _section_headings(sentences: Sequence[Sentence]) -> list[int | None]:

@@ -65,11 +65,12 @@ class ExtractiveConfig(CompressorConfig):
     retrieval_prior: float = field(
         default=0.5,
         metadata={"help": "Under a budget (max_tokens/top_k): weight of the retriever's ranking. A sentence is "
-                          "ranked by its score + retrieval_prior / rank of its passage by retrieval score (1, 2, ...), "
-                          "so the best-retrieved passage keeps its sentences first; thresholds still read the plain "
-                          "score. Applies only when every passage has a retrieval score (`Passage.score`, a "
-                          "LlamaIndex node's score); 0 turns it off. 0.5 was calibrated on held-out NQ training "
-                          "questions (FAISS top-5)."},
+                          "ranked by its score + retrieval_prior / its passage's rank in retrieval order (1 = the "
+                          "first passage; retrievers and rerankers put their best first), so the best-retrieved "
+                          "passage keeps its sentences first; thresholds still read the plain score. Applies only when "
+                          "every passage has a finite retrieval score and they are not all equal (`Passage.score`, a "
+                          "LlamaIndex node's score, a LangChain document's relevance_score/score metadata); 0 turns "
+                          "it off. 0.5 was calibrated on held-out NQ training questions (FAISS top-5)."},
     )
     top_k: int | None = field(
         default=None,

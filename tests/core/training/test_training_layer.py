@@ -410,6 +410,16 @@ def test_a_stage_without_a_checkpoint_ends_the_search_for_the_resume_point(tmp_p
     assert resume_point(args, ["a", "b"]) is None
 
 
+def test_a_fresh_staged_run_removes_every_stage_of_an_earlier_run_before_it_starts(tmp_path: Path) -> None:
+    """Else a fresh run stopped after stage a would --resume into the earlier run's finished stage b."""
+    _staged_run(_args(tmp_path, steps=0))
+    out = Path(_args(tmp_path, steps=0).out)
+    assert sorted(p.parent.name for p in out.glob("*/checkpoint-*")) == ["a", "b"]
+    open_log(_args(tmp_path, steps=0), stages=["a", "b"])  # a fresh run begins
+    assert not list(out.glob("*/checkpoint-*"))
+    assert resume_point(_args(tmp_path, steps=0, resume=True), ["a", "b"]) is None
+
+
 def test_time_checkpoints_and_a_budget_that_excludes_them(tmp_path: Path) -> None:
     args = _args(tmp_path, steps=4, keep_checkpoints=0, max_minutes=1.0)
     w = torch.nn.Parameter(torch.zeros(1))

@@ -15,7 +15,7 @@ import torch
 from conftest import build_bpe_tokenizer, build_tiny_llama
 
 from ragzip import Passage, build_compressor
-from ragzip.errors import ConfigError
+from ragzip.errors import ConfigError, InputError
 from ragzip.plugins.abstractive import AbstractiveCompressor, AbstractiveConfig
 from ragzip.plugins.abstractive.compressor import EMPTY_REASON, content_words, support
 from ragzip.plugins.abstractive.modeling import (
@@ -218,6 +218,8 @@ def test_lora_starts_as_identity_and_round_trips_only_adapter_weights(causal_dir
     assert not any(isinstance(m, LoRALinear) for m in merged.model.modules())
     assert torch.allclose(merged.model(input_ids=ids).logits, adapted, atol=1e-5)
     assert torch.allclose(shared(input_ids=ids).logits, before)  # merging wrote new tensors, not the shared ones
+    with pytest.raises(InputError, match="merged into its weights"):
+        merged.save_adapter(tmp_path / "again")
 
 
 def test_adapter_for_another_model_is_a_clear_error(causal_dir, tmp_path):

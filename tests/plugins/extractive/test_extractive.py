@@ -452,21 +452,26 @@ def test_max_tokens_alone_fills_the_budget_across_passages() -> None:
 
 
 def test_retrieval_prior_ranks_the_best_retrieved_passage_first_under_a_budget() -> None:
-    """With retrieval scores, each sentence gets 0.5 / (its passage's retrieval rank) for the budget's ranking."""
-    ranked = [dataclasses.replace(p, score=s) for p, s in zip(PASSAGES, (0.2, 0.9, 0.1), strict=True)]
-    # ranks: b 1 (+0.5), a 2 (+0.25), c 3 (+0.167): Beta two. 0.8, Alpha two. 1.15, Gamma one. 1.117, ...
-    out = fake(SCORES, max_tokens=4).compress("q?", ranked)
-    assert out.text == "Alpha two.\n\nGamma one."  # 1.15 and 1.117 fill the budget
-    assert out.extra["retrieval_prior"] == 0.5
-    out = fake(SCORES, max_tokens=6, retrieval_prior=2.0).compress("q?", ranked)  # b +2, a +1, c +0.67
-    assert out.text == "Alpha two.\n\nBeta one. Beta two."
-    assert [u.score for u in out.results[1].units] == [0.1, 0.3]  # units keep the classifier's own scores
-    # no ranking without scores (given passages), with the prior off, or without a budget: the plain scores decide
-    assert fake(SCORES, max_tokens=6).compress("q?", PASSAGES).text == "Alpha two. Alpha three.\n\nGamma one."
+    """Retrieved passages (with scores) in retrieval order: each sentence gets w / (its passage's position)."""
+    a, b, c = PASSAGES
+    ranked = [dataclasses.replace(p, score=s) for p, s in zip((b, a, c), (0.9, 0.5, 0.1), strict=True)]
+    # w=2: b +2 (Beta one 2.1, Beta two 2.3), a +1 (Alpha two 1.9, ...), c +0.67 (Gamma one 1.62)
+    out = fake(SCORES, max_tokens=6, retrieval_prior=2.0).compress("q?", ranked)
+    assert out.text == "Beta one. Beta two.\n\nAlpha two."
+    assert out.extra["retrieval_prior"] == 2.0
+    assert [u.score for u in out.results[0].units] == [0.1, 0.3]  # units keep the classifier's own scores
+    # distances (lower is better) come best-first too: the order is the ranking, whatever the scores mean
+    distances = [dataclasses.replace(p, score=s) for p, s in zip((b, a, c), (0.1, 0.5, 0.9), strict=True)]
+    assert fake(SCORES, max_tokens=6, retrieval_prior=2.0).compress("q?", distances).text == out.text
+    plain = "Alpha two. Alpha three.\n\nGamma one."  # the classifier's scores alone
+    assert fake(SCORES, max_tokens=6).compress("q?", PASSAGES).text == plain  # given passages: no ranking
+    flat = [dataclasses.replace(p, score=1.0) for p in PASSAGES]  # a retriever that does not rank
+    broken = [dataclasses.replace(p, score=s) for p, s in zip(PASSAGES, (0.9, math.nan, 0.1), strict=True)]
+    for passages in (flat, broken):
+        assert fake(SCORES, max_tokens=6, retrieval_prior=2.0).compress("q?", passages).text == plain
     assert fake(SCORES, max_tokens=6, retrieval_prior=0).compress("q?", ranked).text == (
         "Alpha two. Alpha three.\n\nGamma one.")
-    assert "retrieval_prior" not in fake(SCORES).compress("q?", ranked).extra
-    assert fake(SCORES).compress("q?", ranked).text == "Alpha two. Alpha three.\n\nGamma one."
+    assert "retrieval_prior" not in fake(SCORES).compress("q?", ranked).extra  # no budget: thresholds decide
     with pytest.raises(ConfigError, match="retrieval_prior"):
         ExtractiveConfig(retrieval_prior=-1)
 
@@ -522,6 +527,12 @@ def test_selective_rule_set_gate_needs_selective() -> None:
 def test_with_selection_shares_one_scoring_pass() -> None:
     """Other selection settings re-select from the same scores (the bench's settings of one model score once)."""
     c = fake(SCORES)
+    alone = c.with_selection(max_tokens=2)  # no memory asked for: the copy scores for itself and keeps nothing
+    alone.compress("q?", PASSAGES)
+    alone.compress("q?", PASSAGES)
+    assert len(c.scorer.calls) == 2 and getattr(c, "_score_memo", None) is None
+    c.scorer.calls.clear()
+    c.memoize_scores()
     budgets = [c.with_selection(max_tokens=n, threshold=0.0) for n in (2, 4)]
     outs = [b.compress("q?", PASSAGES) for b in [c, *budgets]]
     assert len(c.scorer.calls) == 1  # scored by the first call, read from the memory by the others
