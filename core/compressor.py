@@ -302,7 +302,8 @@ class SoftCompressor(Compressor):
             ArtifactError: the generator's embeddings or tokenizer are not the ones the artifact recorded.
         """
         name = getattr(getattr(generator, "config", None), "model", None)
-        width = int(generator.hidden_size)
+        with quiet_dependencies():  # reading the width loads the generator's model on first use: no progress bars
+            width = int(generator.hidden_size)
         previous, self.generator = self.generator, generator  # trained parts loaded by the checks go to its device
         try:
             problem = self._space_mismatch(name, width)
