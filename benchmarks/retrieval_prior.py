@@ -57,12 +57,13 @@ def main() -> None:
     retrieved_tokens = [sum(compressor.token_counter.count_many([p.text for p in ps])) for ps in retrieved]
     quarter = round(0.25 * sum(retrieved_tokens) / len(retrieved_tokens))
     budgets = sorted((*FIXED_BUDGETS, quarter))
+    queries = [r["question"] for r in questions]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for weight in WEIGHTS:
         row = table.setdefault(str(weight), {})
         for budget in budgets:
             selector = compressor.with_selection(max_tokens=budget, retrieval_prior=weight)
-            contexts = selector.compress_batch([r["question"] for r in questions], retrieved)
+            contexts = selector.compress_batch(queries, retrieved)
             hits = [answer_in_context(c.text, r["answers"]) for c, r in zip(contexts, questions, strict=True)]
             kept = [h for h in hits if h is not None]
             row[str(budget)] = {"ans_in_ctx": round(sum(kept) / len(kept), 4),

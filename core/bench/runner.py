@@ -39,6 +39,7 @@ from ragzip.errors import ConfigError, InputError, MissingDependencyError, Model
 from ragzip.evidence import EVIDENCE_KEYS, add_intervals, curves, evidence, mean_defined
 from ragzip.generation import GeneratorConfig, HFGenerator
 from ragzip.metrics import score
+from ragzip.relevance import SentenceSelector
 from ragzip.retrieval import FaissRetriever, is_saved_index
 from ragzip.types import CompressedContext, PassageResult
 
@@ -124,15 +125,14 @@ def _compressor_for(spec: MethodSpec, options: dict[str, Any], *, embedder: Any,
             config = {**config, **options}
         compressor = build_compressor(config)
         selection = getattr(compressor, "selection_fields", None)
-        if selection and hasattr(compressor, "with_selection") and shared is not None:
+        if selection and isinstance(compressor, SentenceSelector) and shared is not None:
             choice = {name: getattr(compressor.config, name) for name in selection}
             key = _model_key(compressor, selection)
             if key in shared:
                 base, label = shared[key]
                 return base.with_selection(**choice), label
             compressor.bind(generator)
-            if hasattr(compressor, "memoize_scores"):  # every setting of this model re-selects from one scoring pass
-                compressor.memoize_scores()
+            compressor.memoize_scores()  # every setting of this model re-selects from one scoring pass
             shared[key] = (compressor, spec.label)
             return compressor.with_selection(**choice), None
     compressor.bind(generator)

@@ -3,8 +3,9 @@ r"""The token NLL of target segments under a frozen causal LM that reads text, t
 Trainers of soft-token compressors score what the generator would write after reading a prompt in which some
 positions are soft vectors (xRAG's projector, REFRAG's encoder and projector). :func:`sequence_nll` builds each
 sequence through the generator's own splice, :meth:`ragzip.generation.HFGenerator.embed_pieces`, so training reads
-exactly what inference reads, and runs the LM head only at the scored positions (on a small model the head is a
-large share of the compute at every position).
+exactly what inference reads (xRAG), and :func:`padded_nll` scores a batch already assembled (REFRAG's fused
+kernel, tested equal to the splice); both run the LM head only at the scored positions (on a small model the head is
+a large share of the compute at every position).
 
 A sequence is a list of pieces, in order:
 

@@ -109,16 +109,29 @@ def open_log(args: TrainingArguments, name: str = "train_log.jsonl", stages: Seq
     """
     if stages and args.out and not args.resume:
         for stage in stages:
-            stale = checkpoints(Path(args.out) / stage)
-            if stale:
-                logging.getLogger(__name__).warning(
-                    "removing %d checkpoint(s) of an earlier run from %s (pass --resume to continue it instead)",
-                    len(stale), Path(args.out) / stage)
-            for _, folder in stale:
-                shutil.rmtree(folder, ignore_errors=True)
+            clear_checkpoints(Path(args.out) / stage, logger)
     point = resume_point(args, stages)
     return TrainLog(Path(args.out) / name, resume_step=point[0] if point else None,
                     resume_stage=point[1].parent.name if point and stages else None)
+
+
+def clear_checkpoints(folder: Path, log: logging.Logger) -> None:
+    """Remove an earlier run's checkpoints from ``folder`` (a fresh run), so a later --resume cannot pick them."""
+    stale = checkpoints(folder)
+    if stale:
+        log.warning("removing %d checkpoint(s) of an earlier run from %s (pass --resume to continue it instead)",
+                    len(stale), folder)
+    for _, checkpoint in stale:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _apply_random(payload: dict[str, Any], rng: random.Random | None) -> None:
+    """Set torch's random state (and CUDA's, and ``rng``'s) to the ones a checkpoint payload saved."""
+    torch.set_rng_state(payload["torch_rng"])
+    if payload["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    if rng is not None and payload["rng"] is not None:
+        rng.setstate(_as_tuple(payload["rng"]))
 
 
 def _payload(folder: Path) -> dict[str, Any]:
@@ -135,12 +148,7 @@ def restore_random(folder: str | Path, rng: random.Random | None = None) -> None
 
     A run resumed after a finished stage then draws what the uninterrupted run drew next.
     """
-    payload = _payload(Path(folder))
-    torch.set_rng_state(payload["torch_rng"])
-    if payload["cuda_rng"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(payload["cuda_rng"])
-    if rng is not None and payload["rng"] is not None:
-        rng.setstate(_as_tuple(payload["rng"]))
+    _apply_random(_payload(Path(folder)), rng)
 
 
 @dataclass
@@ -504,7 +512,7 @@ class Trainer:
         tmp.replace(folder / STATE_NAME)  # a run killed while saving leaves the previous checkpoint usable
 
     def _load(self, folder: Path) -> None:
-        payload = torch.load(folder / STATE_NAME, map_location="cpu", weights_only=True)
+        payload = _payload(folder)
         saved = payload["params"]
         shapes = [tuple(p.shape) for p in self.params]
         if [tuple(t.shape) for t in saved] != shapes:
@@ -530,21 +538,12 @@ class Trainer:
         """Once the replay reaches the checkpoint: the random states as they were when it was saved."""
         if self._pending is None or self._skipped < self._to_skip:
             return
-        torch.set_rng_state(self._pending["torch_rng"])
-        if self._pending["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(self._pending["cuda_rng"])
-        if self.rng is not None and self._pending["rng"] is not None:
-            self.rng.setstate(_as_tuple(self._pending["rng"]))
+        _apply_random(self._pending, self.rng)
         self._pending = None
 
     def _clear_stale_checkpoints(self) -> None:
         """A fresh run removes an earlier run's checkpoints from its folder, so a later --resume cannot pick them."""
-        stale = checkpoints(self.folder)
-        if stale:
-            self.logger.warning("removing %d checkpoint(s) of an earlier run from %s (pass --resume to continue it "
-                                "instead)", len(stale), self.folder)
-            for _, folder in stale:
-                shutil.rmtree(folder, ignore_errors=True)
+        clear_checkpoints(self.folder, self.logger)
 
     def summary(self) -> dict[str, Any]:
         """The run's facts for ``config.json`` and the model card."""

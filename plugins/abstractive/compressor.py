@@ -190,7 +190,7 @@ class AbstractiveCompressor(Compressor):
                 if self._gate is None:
                     cfg = self.config
                     built = build_compressor({"type": "extractive", "model": cfg.gate_model,
-                                              "device": cfg.device or ""}, token_counter=self.token_counter)
+                                              "device": cfg.device or ""}, token_counter=self._token_counter)
                     if not isinstance(built, SentenceSelector):
                         raise ConfigError(f"compressor[abstractive]: the `extractive` compressor of this build "
                                           f"({type(built).__name__}) cannot score and re-select sentences; the gate "
@@ -211,8 +211,7 @@ class AbstractiveCompressor(Compressor):
     def _gate_folder(self) -> Path | None:
         """The folder of ``gate_model``, where its set gate is fitted (resolved by the extractive plugin, unloaded)."""
         if not hasattr(self, "_gate_folder_cached"):
-            probe = build_compressor({"type": "extractive", "model": self.config.gate_model},
-                                     token_counter=self.token_counter)
+            probe = build_compressor({"type": "extractive", "model": self.config.gate_model})  # loads nothing
             self._gate_folder_cached = probe.model_folder() if isinstance(probe, SentenceSelector) else None
         return self._gate_folder_cached
 

@@ -156,9 +156,10 @@ class RouteCompressor(Compressor):
         floor = self.soft_min_score
         ranked = sorted((i for i, r in enumerate(relevance) if r >= floor), key=lambda i: (-relevance[i], i))
         soft = ranked[1:1 + cfg.max_soft]  # the best passage always gets the first claim on text
+        cost = {i: self._soft_cost(passages[i]) for i in ranked}  # the tokens one soft token of a passage reads
         text = None
         for _ in range(4):
-            reserve = sum(self._soft_cost(passages[i]) for i in soft)
+            reserve = sum(cost[i] for i in soft)
             budget = cfg.max_tokens - reserve
             if budget < 1:  # the soft tokens alone would fill the budget: keep as many as fit beside some text
                 soft = soft[: max(0, len(soft) - 1)]
@@ -173,9 +174,9 @@ class RouteCompressor(Compressor):
             text = self.extractive.with_selection(max_tokens=cfg.max_tokens).compress_batch([query], [passages])[0]
         reading = {i for i, r in enumerate(text.results) if r.text}
         soft = [i for i in soft if i not in reading]
-        spent = sum(r.tokens_after for r in text.results) + sum(self._soft_cost(passages[i]) for i in soft)
+        spent = sum(r.tokens_after for r in text.results) + sum(cost[i] for i in soft)
         while soft and spent > cfg.max_tokens:  # never over budget: drop the least relevant soft token
-            spent -= self._soft_cost(passages[soft[-1]])
+            spent -= cost[soft[-1]]
             soft = soft[:-1]
         return text, sorted(soft), relevance
 

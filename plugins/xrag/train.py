@@ -566,11 +566,14 @@ def train(args: XRAGArguments) -> int:
         index = STAGES.index(stage)
         if at > index:
             return saved_state(checkpoints(out / stage)[-1][1])
-        if at == index and saved_state(point[1]).finished:  # type: ignore[index]
-            projector.load_state_dict(XRAGProjector.from_pretrained(point[1]).state_dict())  # type: ignore[index]
-            restore_random(point[1])  # type: ignore[index]
-            return saved_state(point[1])  # type: ignore[index]
-        return None
+        if at != index:
+            return None
+        state = saved_state(point[1])  # type: ignore[index]
+        if not state.finished:
+            return None
+        projector.load_state_dict(XRAGProjector.from_pretrained(point[1]).state_dict())  # type: ignore[index]
+        restore_random(point[1])  # type: ignore[index]
+        return state
 
     def recorded(stage: str, key: str) -> Any:
         return next((row[key] for row in reversed(log.rows) if row.get("stage") == stage and key in row), None)
