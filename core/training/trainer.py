@@ -288,6 +288,9 @@ class Trainer:
         self._resume: tuple[int, Path] | None = found[-1] if found else None
         if resume and self._resume is None:
             self.logger.warning("--resume: no checkpoint with a trainer state in %s; starting from step 0", self.folder)
+        if stage and log is None:
+            raise ValueError("Trainer(stage=...) needs log= (the run's shared log from open_log(args, stages=...)): "
+                             "a stage opening its own log would rewrite the rows of the stages before it")
         self.log = log if log is not None else TrainLog(self.out / "train_log.jsonl",
                                                         resume_step=self._resume[0] if self._resume else None)
         self._pending: dict[str, Any] | None = None

@@ -225,17 +225,24 @@ class AbstractiveCompressor(Compressor):
             # An explicit gate_threshold keeps the meaning it has in configs written for the best-sentence rule.
             if cfg.gate_threshold is not None:
                 return "extractive"
-            folder = self._gate_folder()
-            if folder is None or not (folder / GATE_FILE).is_file():
-                return "extractive"
-            try:
-                self.set_gate  # noqa: B018 - load (and check) it now, so that auto can fall back
-            except RagzipError as err:
-                logger.warning("relevance_gate auto: the set gate beside %s cannot be used (%s); using the "
-                               "best-sentence rule", folder, err)
-                return "extractive"
-            return "set"
+            if getattr(self, "_auto_gate", None) is None:
+                self._auto_gate = self._resolve_auto_gate()
+            return self._auto_gate
         return cfg.relevance_gate
+
+    def _resolve_auto_gate(self) -> str:
+        """'set' when a usable set gate is fitted beside ``gate_model``, else 'extractive' (decided once: an
+        unusable gate is reported once, not re-read on every batch)."""
+        folder = self._gate_folder()
+        if folder is None or not (folder / GATE_FILE).is_file():
+            return "extractive"
+        try:
+            self.set_gate  # noqa: B018 - load (and check) it now, so that auto can fall back
+        except RagzipError as err:
+            logger.warning("relevance_gate auto: the set gate beside %s cannot be used (%s); using the "
+                           "best-sentence rule", folder, err)
+            return "extractive"
+        return "set"
 
     @property
     def set_gate(self) -> LogisticSetGate:

@@ -116,7 +116,11 @@ class ExtractiveCompressor(Compressor):
         """The set-level relevance gate fitted beside the model (``set_gate.json``), for ``selective_rule: set_gate``."""
         if getattr(self, "_set_gate", None) is None:
             spec = self.config.model
-            folder = artifact_folder(spec)
+            folder = self.model_folder()
+            if folder is None:
+                raise ConfigError(f"compressor[extractive].model = {spec!r} is not a folder, so it has no set gate "
+                                  "(set_gate.json beside the weights); use selective_rule: threshold, or fit one with "
+                                  f"`ragzip train extractive --fit-set-gate --model FOLDER --data TRAIN_FILES`.")
             self._set_gate = load_beside(folder, fix=(
                 f"refit it with `ragzip train extractive --fit-set-gate --model {spec} --data TRAIN_FILES`, or set "
                 "selective_rule: threshold"))

@@ -149,6 +149,10 @@ class ExtractiveArguments(TrainingArguments):
     limit: int | None = field(default=None, metadata={"help": "Use only the first N records."})
     base_model: str = field(default="embedded:minilm", metadata={"help": "Encoder to fine-tune."})
     init: str | None = field(default=None, metadata={"help": "Start from this artifact instead of the base model."})
+    sample_seed: int | None = field(default=None, metadata={
+        "help": "Seed of the per-epoch samples, distractors, cross-question negatives and title dropout (default: "
+                "--seed). The held-out split always follows --seed, so a run continued with --init and the same "
+                "--seed keeps its held-out questions while another --sample-seed draws other training samples."})
     trained_layers: int = field(default=2, metadata={"help": "Top encoder layers to fine-tune and store."})
     head_hidden: int = field(default=256, metadata={"help": "Hidden size of the sentence head."})
     head_type: Literal["interaction", "concat"] = field(default="interaction", metadata={
@@ -302,6 +306,8 @@ def _shuffled_batches(lengths: Sequence[int], batch_size: int, rng: random.Rando
 
 def train(args: ExtractiveArguments) -> int:
     rng = prepare(args)
+    if args.sample_seed is not None:
+        rng = random.Random(args.sample_seed)
     device = resolve_device(args.device)
     out = Path(args.out)
     log = open_log(args)
@@ -365,6 +371,7 @@ def train(args: ExtractiveArguments) -> int:
     used = sorted({i for chosen in epoch_sets for i in chosen})
     t0 = time.perf_counter()
     key = {"data": _sha256(args.data), "limit": args.limit, "holdout": args.holdout, "seed": args.seed,
+           "sample_seed": args.sample_seed,
            "base": args.base_model, "init": args.init, "layers": scorer.config.trained_layers,
            "window": scorer.window, "title_dropout": args.title_dropout, "foreign": args.foreign, "used": used}
     cached = _load_cache(args.cache_file, key)
@@ -422,6 +429,8 @@ def train(args: ExtractiveArguments) -> int:
         "data_sha256_16": _sha256(args.data),
         "questions_per_source": counts,
         "per_source_per_epoch": args.per_source,
+        "sample_seed": args.seed if args.sample_seed is None else args.sample_seed,
+        "init": args.init,
         "questions": len(questions),
         "train_questions": len(train_qs),
         "holdout_questions": len(held_qs),

@@ -434,7 +434,7 @@ def test_time_checkpoints_and_a_budget_that_excludes_them(tmp_path: Path) -> Non
         return _quadratic(batch, w)
 
     trainer = Trainer(args, None, [w], budget=budget, checkpoint_minutes=1e-9, budget_excludes_checkpoints=True,
-                      checkpoint_at_end=True, evaluate=evaluate, stage="s")
+                      checkpoint_at_end=True, evaluate=evaluate, stage="s", log=open_log(args, stages=["s"]))
     state = trainer.fit(lambda epoch: [[1.0]], loss)
     assert state.step == 4 and state.stopped_early == "" and state.finished
     assert state.train_seconds == 20.0  # four steps of 5 s; the checks' 400 s not counted
@@ -453,10 +453,18 @@ def test_a_stage_stopped_by_its_budget_says_so(tmp_path: Path) -> None:
         budget.t += 5.0
         return _quadratic(batch, w)
 
-    state = Trainer(_args(tmp_path, steps=10, checkpoint_every=3), None, [w], budget=budget, stage="s1",
-                    checkpoint_at_end=True).fit(lambda epoch: [[1.0]], loss)
+    args = _args(tmp_path, steps=10, checkpoint_every=3)
+    state = Trainer(args, None, [w], budget=budget, stage="s1", checkpoint_at_end=True,
+                    log=open_log(args, stages=["s1"])).fit(lambda epoch: [[1.0]], loss)
     assert state.stopped_early == "stopped at step 3 of 10 by s1's time budget (0.2 minutes)"
     assert saved_state(Path(tmp_path / "run" / "s1" / "checkpoint-3")).finished  # the end, not a periodic one
+
+
+def test_a_stage_without_the_shared_log_is_refused(tmp_path: Path) -> None:
+    """A stage opening its own log would rewrite the rows the stages before it wrote."""
+    args = _args(tmp_path, steps=2)
+    with pytest.raises(ValueError, match="needs log="):
+        Trainer(args, None, [torch.nn.Parameter(torch.zeros(1))], stage="b")
 
 
 def test_plot_draws_one_panel_per_stage(tmp_path: Path) -> None:

@@ -519,6 +519,12 @@ def test_selective_set_gate_decides_no_evidence_from_the_whole_set(tmp_path) -> 
         ExtractiveConfig(selective_rule="best")
 
 
+def test_selective_set_gate_of_a_model_that_is_not_a_folder_says_so(tmp_path) -> None:
+    gated = fake(SCORES, selective=True, selective_rule="set_gate", model=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="is not a folder, so it has no set gate.*selective_rule: threshold"):
+        gated.compress("q?", PASSAGES)
+
+
 def test_selective_rule_set_gate_needs_selective() -> None:
     with pytest.raises(ConfigError, match="set selective: true"):
         ExtractiveConfig(selective_rule="set_gate")
