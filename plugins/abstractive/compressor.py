@@ -231,8 +231,10 @@ class AbstractiveCompressor(Compressor):
         return cfg.relevance_gate
 
     def _resolve_auto_gate(self) -> str:
-        """'set' when a usable set gate is fitted beside ``gate_model``, else 'extractive' (decided once: an
-        unusable gate is reported once, not re-read on every batch)."""
+        """'set' when a usable set gate is fitted beside ``gate_model``, else 'extractive'.
+
+        Decided once: an unusable gate is reported once, not re-read on every batch.
+        """
         folder = self._gate_folder()
         if folder is None or not (folder / GATE_FILE).is_file():
             return "extractive"
