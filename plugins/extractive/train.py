@@ -430,7 +430,7 @@ def train(args: ExtractiveArguments) -> int:
         "questions_per_source": counts,
         "per_source_per_epoch": args.per_source,
         "sample_seed": args.seed if args.sample_seed is None else args.sample_seed,
-        "init": args.init,
+        **({"init": args.init, "init_training": _init_training(args.init)} if args.init else {}),
         "questions": len(questions),
         "train_questions": len(train_qs),
         "holdout_questions": len(held_qs),
@@ -456,6 +456,30 @@ def train(args: ExtractiveArguments) -> int:
     trainer.plot()
     logger.info("wrote %s (%s)", out, _size(out / WEIGHTS_NAME))
     return 0
+
+
+def _init_training(spec: str) -> dict[str, Any]:
+    """What the artifact a run continued from was trained by (its own ``init_training`` chain included): the card of
+    a continued run then says how to reproduce the whole chain, even after that artifact is replaced."""
+    tr = json.loads((artifact_folder(spec) / CONFIG_NAME).read_text()).get("training", {})
+    keys = ("command", "steps", "samples_seen", "train_seconds", "sample_seed", "init", "init_training")
+    return {k: tr[k] for k in keys if k in tr}
+
+
+def _init_lines(tr: dict[str, Any]) -> list[str]:
+    """The card's line on the runs this one continued from (``--init``), oldest first."""
+    chain = []
+    node = tr
+    while node.get("init_training"):
+        node = node["init_training"]
+        chain.append(node)
+    if not chain:
+        return []
+    runs = "; ".join(f"({n}) `{prior.get('command', '?')}` ({prior.get('steps', '?')} steps, "
+                     f"{prior.get('train_seconds', '?')} s)" for n, prior in enumerate(reversed(chain), start=1))
+    return [f"- Continued training (`--init {tr.get('init')}`). The runs before this one, oldest first: {runs}; "
+            f"then this run (Reproduce, below), which drew its samples with seed {tr.get('sample_seed')} and kept "
+            f"the held-out split of seed {tr.get('seed')}."]
 
 
 def card_evidence(model: str, results: Sequence[str]) -> int:
@@ -776,6 +800,7 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
     schedule = ("linear warm-up/decay" if tr.get("schedule", "linear") == "linear" else
                 f"warm-up over {tr.get('warmup')} of the steps, cosine decay to 10%")
     recipe = [
+        *_init_lines(tr),
         f"- Titles dropped with p={tr.get('title_dropout')}; each example is a whole passage with a label per "
         f"sentence (BCE, positive weight {tr.get('pos_weight')}).",
         f"- Optimizer: AdamW lr {tr.get('lr')} (head {tr.get('head_lr')}), {schedule}, batch {tr.get('batch_size')} "

@@ -415,6 +415,27 @@ def test_train_main_writes_a_loadable_artifact_with_a_card(tiny_bert: Path, tmp_
     assert '"foreign_per_question": 1' in log
 
 
+def test_a_continued_run_keeps_the_held_out_split_and_cards_the_whole_chain(tiny_bert: Path, tmp_path: Path) -> None:
+    """--init continues a run; --sample-seed draws other samples; the card says how to reproduce every run."""
+    from ragzip.plugins.extractive.train import main
+
+    data = write_tiny_hotpot(tmp_path / "train.jsonl", n=6)
+    common = ["--data", str(data), "--window", "64", "--steps", "2", "--holdout", "2", "--threads", "1"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main([*common, "--out", str(first), "--base-model", str(tiny_bert), "--trained-layers", "1",
+                 "--head-hidden", "8"]) == 0
+    assert main([*common, "--out", str(second), "--init", str(first), "--sample-seed", "7"]) == 0
+    training = json.loads((second / "config.json").read_text())["training"]
+    assert training["seed"] == 0 and training["sample_seed"] == 7 and training["init"] == str(first)
+    assert training["init_training"]["command"].endswith(f"--out {first} --base-model {tiny_bert} --trained-layers 1 "
+                                                         "--head-hidden 8")
+    card = (second / "MODEL_CARD.md").read_text()
+    assert f"Continued training (`--init {first}`). The runs before this one, oldest first: (1) `ragzip train " \
+           "extractive --data" in card
+    assert "drew its samples with seed 7 and kept the held-out split of seed 0" in card
+    assert json.loads((first / "config.json").read_text())["training"]["sample_seed"] == 0
+
+
 def test_cross_question_negatives_pair_a_query_with_another_questions_paragraph(tiny_bert: Path, tmp_path: Path,
                                                                                  caplog) -> None:
     from ragzip.plugins.extractive.train import main
