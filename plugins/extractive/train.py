@@ -42,6 +42,7 @@ from safetensors import safe_open
 
 from ragzip._lazy import require
 from ragzip.data import (  # the multi-source readers live in ragzip.data; re-exported for older imports
+    HOTPOTQA,
     Paragraph,
     Question,
     five_passages,
@@ -168,6 +169,11 @@ class ExtractiveArguments(TrainingArguments):
     foreign: int = field(default=1, metadata={
         "help": "Cross-question negatives per question per epoch: a paragraph of another question, paired with this "
                 "question, every sentence labelled 0 (teaches off-topic = useless)."})
+    bridge: int = field(default=0, metadata={
+        "help": "Second-hop examples per multi-hop (HotpotQA) question per epoch, for `hops: 2`: the query + one "
+                "supporting sentence of one gold paragraph, paired with the other gold paragraph (its own labels) "
+                "and with a distractor (all 0), as the compressor scores the other passages against the query + "
+                "its best sentence."})
     title_dropout: float = field(default=0.3, metadata={"help": "Probability of training a passage without its title."})
     holdout: int = field(default=100, metadata={
         "help": "Training questions held out per source for checkpoint choice and calibration."})
@@ -347,6 +353,7 @@ def train(args: ExtractiveArguments) -> int:
                        [i for i in idx if not (train_paragraphs[i].gold or train_paragraphs[i].anchor)]))
         pos += len(q.paragraphs)
     n_own = len(train_paragraphs)
+    n_bridge = 0
     by_source: dict[str, list[int]] = {}
     for k, q in enumerate(train_qs):
         by_source.setdefault(q.source, []).append(k)
@@ -359,6 +366,12 @@ def train(args: ExtractiveArguments) -> int:
             q, (gold, others) = train_qs[k], groups[k]
             n_d = len(others) if args.distractors < 0 else min(args.distractors, len(others))
             chosen.extend(gold + rng.sample(others, n_d))
+            for _ in range(args.bridge if q.source == HOTPOTQA else 0):
+                extra = _bridge_examples(q, [train_paragraphs[i] for i in gold],
+                                         [train_paragraphs[i] for i in others], rng)
+                train_paragraphs.extend(extra)
+                n_bridge += len(extra)
+                chosen.extend(range(len(train_paragraphs) - len(extra), len(train_paragraphs)))
             for _ in range(args.foreign):  # cross-question negative: another question's paragraph, all labels 0
                 other = train_qs[rng.randrange(len(train_qs))]
                 if other is q or not other.paragraphs:
@@ -367,13 +380,15 @@ def train(args: ExtractiveArguments) -> int:
                 train_paragraphs.append(Paragraph(q.query, para.title, para.sentences, [0] * len(para.sentences)))
                 chosen.append(len(train_paragraphs) - 1)
         epoch_sets.append(chosen)
-    logger.info("%d own paragraphs, %d cross-question negatives", n_own, len(train_paragraphs) - n_own)
+    logger.info("%d own paragraphs, %d cross-question negatives, %d second-hop examples", n_own,
+                len(train_paragraphs) - n_own - n_bridge, n_bridge)
     used = sorted({i for chosen in epoch_sets for i in chosen})
     t0 = time.perf_counter()
     key = {"data": _sha256(args.data), "limit": args.limit, "holdout": args.holdout, "seed": args.seed,
            "sample_seed": args.sample_seed,
            "base": args.base_model, "init": args.init, "layers": scorer.config.trained_layers,
-           "window": scorer.window, "title_dropout": args.title_dropout, "foreign": args.foreign, "used": used}
+           "window": scorer.window, "title_dropout": args.title_dropout, "foreign": args.foreign,
+           "bridge": args.bridge, "used": used}
     cached = _load_cache(args.cache_file, key)
     if cached is None:
         cached = cache_bottom(scorer, [train_paragraphs[i] for i in used], args.title_dropout, rng)
@@ -444,6 +459,7 @@ def train(args: ExtractiveArguments) -> int:
         "pos_weight": args.pos_weight,
         "distractors_per_question": args.distractors,
         "foreign_per_question": args.foreign,
+        "bridge_per_question": args.bridge,
         "title_dropout": args.title_dropout,
         "load_average": round(load_start, 1),
     }
@@ -456,6 +472,26 @@ def train(args: ExtractiveArguments) -> int:
     trainer.plot()
     logger.info("wrote %s (%s)", out, _size(out / WEIGHTS_NAME))
     return 0
+
+
+def _bridge_examples(question: Question, gold: Sequence[Paragraph], others: Sequence[Paragraph],
+                     rng: random.Random) -> list[Paragraph]:
+    """Second-hop examples of a multi-hop question (``--bridge``), as ``hops: 2`` scores at inference.
+
+    One gold paragraph's supporting sentence is appended to the query ("the evidence found first"); under that query
+    the other gold paragraph keeps its labels and a distractor is all negative. Nothing for a question without two
+    gold paragraphs.
+    """
+    gold = [p for p in gold if p.gold]
+    if len(gold) < 2:
+        return []
+    first, second = rng.sample(gold, 2)
+    evidence = rng.choice([s for s, label in zip(first.sentences, first.labels, strict=True) if label])
+    query = f"{question.query} {evidence}"
+    out = [Paragraph(query, second.title, second.sentences, second.labels)]
+    if others:
+        out.append(rng.choice(others).as_distractor(query))
+    return out
 
 
 def _init_training(spec: str) -> dict[str, Any]:
