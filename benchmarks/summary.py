@@ -18,7 +18,6 @@ SETS = {"hotpotqa": "HotpotQA dev, distractor setting (10 paragraphs)",
         "squad": "SQuAD dev, own paragraph + 4 same-article paragraphs",
         "nq": "NQ-open dev with a gold passage, FAISS top-5"}
 CURVES = {"extractive:max_tokens=*": "ragzip extractive (max_tokens)",
-          "extractive:model=runs/extractive-v3,max_tokens=*": "previous extractive artifact (v3)",
           "extractive:model=runs/extractive-v2,max_tokens=*": "previous extractive artifact (v2)",
           "extractive:retrieval_prior=0,max_tokens=*": "ragzip extractive without the retrieval prior",
           "lc_embeddings_filter:k=*": "LangChain EmbeddingsFilter (k=1..3)",

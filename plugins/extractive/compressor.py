@@ -172,51 +172,18 @@ class ExtractiveCompressor(Compressor):
         if splits is None:
             splits = [[self.split(p.text) for p in ps] for ps in passages]
         items = [
-            self._item(q, p, sents)
+            ScoreItem(q, _title(p) if self.config.use_title else "", tuple(s.text for s in sents))
             for q, ps, ss in zip(queries, passages, splits, strict=True) for p, sents in zip(ps, ss, strict=True)
         ]
-        flat = iter(self._score_items(items))
-        scores = [[next(flat) for _ in ps] for ps in passages]
-        if self.config.hops == 2:
-            scores = self._second_hop(queries, passages, splits, scores)
-        return scores
-
-    def _item(self, query: str, passage: Passage, sentences: Sequence[Sentence]) -> ScoreItem:
-        return ScoreItem(query, _title(passage) if self.config.use_title else "", tuple(s.text for s in sentences))
-
-    def _score_items(self, items: list[ScoreItem]) -> list[list[float]]:
-        """The scorer's rows for ``items``, through the score memory when :meth:`memoize_scores` started one."""
         memo = getattr(self, "_score_memo", None)
         if memo is None:
-            return self.scorer.score(items) if items else []
-        todo = list(dict.fromkeys(it for it in items if it not in memo))
-        for it, row in zip(todo, self.scorer.score(todo) if todo else [], strict=True):
-            memo[it] = row
-        return [memo[it] for it in items]
-
-    def _second_hop(self, queries: list[str], passages: list[list[Passage]], splits: list[list[list[Sentence]]],
-                    first: list[list[list[float]]]) -> list[list[list[float]]]:
-        """``hops: 2``: every other passage scored again against the query + the question's best sentence.
-
-        A sentence keeps the higher of its two scores: a bridge passage (about the entity the first evidence names)
-        scores high only once that evidence is in the query; the passage holding the best sentence keeps its scores.
-        """
-        items: list[ScoreItem] = []
-        where: list[tuple[int, int]] = []
-        for n, (query, ps, ss, rows) in enumerate(zip(queries, passages, splits, first, strict=True)):
-            best = max(((s, i, k) for i, row in enumerate(rows) for k, s in enumerate(row)), default=None)
-            if best is None:
-                continue
-            _, top, k = best
-            hop_query = f"{query} {ss[top][k].text}"
-            for i, (p, sents) in enumerate(zip(ps, ss, strict=True)):
-                if i != top and sents:
-                    items.append(self._item(hop_query, p, sents))
-                    where.append((n, i))
-        out = [[list(row) for row in rows] for rows in first]
-        for (n, i), row in zip(where, self._score_items(items), strict=True):
-            out[n][i] = [max(a, b) for a, b in zip(out[n][i], row, strict=True)]
-        return out
+            flat = iter(self.scorer.score(items) if items else [])
+        else:
+            todo = list(dict.fromkeys(it for it in items if it not in memo))
+            for it, row in zip(todo, self.scorer.score(todo) if todo else [], strict=True):
+                memo[it] = row
+            flat = iter([memo[it] for it in items])
+        return [[next(flat) for _ in ps] for ps in passages]
 
     def _compress_batch(self, queries: list[str], passages: list[list[Passage]]) -> list[CompressedContext]:
         splits = [[self.split(p.text) for p in ps] for ps in passages]
@@ -321,8 +288,6 @@ class ExtractiveCompressor(Compressor):
                                          tokens_before=before[i], tokens_after=self.token_counter.count(text),
                                          extra=extra))
         extra = {"threshold": threshold, "relative": relative}
-        if cfg.hops == 2:
-            extra["hops"] = 2
         if any(prior):
             extra["retrieval_prior"] = cfg.retrieval_prior
         return self.context(query, results, reason=reason, extra=extra)

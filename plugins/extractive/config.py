@@ -99,13 +99,6 @@ class ExtractiveConfig(CompressorConfig):
                           "256; exit: 1024; recomp: 256). Longer passages are scored in overlapping windows "
                           "(crossencoder) or with their context cut around the sentence (exit)."},
     )
-    hops: int = field(
-        default=1,
-        metadata={"help": "1: score every sentence against the query. 2 (multi-hop questions): score the other "
-                          "passages again against the query + the best sentence found, and keep each sentence's "
-                          "higher score, so that a passage about an entity the first evidence names (the bridge) "
-                          "is found; twice the scoring time. Trained for with `ragzip train extractive --bridge`."},
-    )
     batch_size: int = field(default=16, metadata={"help": "Model inputs per forward pass."})
     use_title: bool = field(
         default=True,
@@ -147,7 +140,6 @@ class ExtractiveConfig(CompressorConfig):
         if self.selective_rule == "set_gate" and not self.selective:
             raise ConfigError(f"{_WHERE}.selective_rule 'set_gate' decides when `selective` returns no context; set "
                               "selective: true with it (or leave selective_rule at 'threshold').")
-        check_choice(_WHERE, "hops", self.hops, (1, 2))
         check_range(_WHERE, "batch_size", self.batch_size, 1)
         check_range(_WHERE, "max_sentence_chars", self.max_sentence_chars, 16)
         if self.window:

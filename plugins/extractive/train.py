@@ -170,10 +170,11 @@ class ExtractiveArguments(TrainingArguments):
         "help": "Cross-question negatives per question per epoch: a paragraph of another question, paired with this "
                 "question, every sentence labelled 0 (teaches off-topic = useless)."})
     bridge: int = field(default=0, metadata={
-        "help": "Second-hop examples per multi-hop (HotpotQA) question per epoch, for `hops: 2`: the query + one "
-                "supporting sentence of one gold paragraph, paired with the other gold paragraph (its own labels) "
-                "and with a distractor (all 0), as the compressor scores the other passages against the query + "
-                "its best sentence."})
+        "help": "Second-hop examples per multi-hop (HotpotQA) question per epoch: the query + one supporting "
+                "sentence of one gold paragraph (the evidence a reader found first), paired with the other gold "
+                "paragraph (its own labels) and with a distractor (all 0). Measured on held-out training questions "
+                "(benchmarks/hops_heldout.py): a classifier trained with --bridge 2 selects better at one hop; "
+                "scoring a second hop at inference with it selected worse, so the compressor scores one hop."})
     title_dropout: float = field(default=0.3, metadata={"help": "Probability of training a passage without its title."})
     holdout: int = field(default=100, metadata={
         "help": "Training questions held out per source for checkpoint choice and calibration."})
@@ -476,7 +477,7 @@ def train(args: ExtractiveArguments) -> int:
 
 def _bridge_examples(question: Question, gold: Sequence[Paragraph], others: Sequence[Paragraph],
                      rng: random.Random) -> list[Paragraph]:
-    """Second-hop examples of a multi-hop question (``--bridge``), as ``hops: 2`` scores at inference.
+    """Second-hop examples of a multi-hop question (``--bridge``).
 
     One gold paragraph's supporting sentence is appended to the query ("the evidence found first"); under that query
     the other gold paragraph keeps its labels and a distractor is all negative. Nothing for a question without two
@@ -498,7 +499,7 @@ def _init_training(spec: str) -> dict[str, Any]:
     """What the artifact a run continued from was trained by (its own ``init_training`` chain included): the card of
     a continued run then says how to reproduce the whole chain, even after that artifact is replaced."""
     tr = json.loads((artifact_folder(spec) / CONFIG_NAME).read_text()).get("training", {})
-    keys = ("command", "steps", "samples_seen", "train_seconds", "sample_seed", "init", "init_training")
+    keys = ("command", "steps", "batch_size", "samples_seen", "train_seconds", "sample_seed", "init", "init_training")
     return {k: tr[k] for k in keys if k in tr}
 
 
@@ -512,10 +513,12 @@ def _init_lines(tr: dict[str, Any]) -> list[str]:
     if not chain:
         return []
     runs = "; ".join(f"({n}) `{prior.get('command', '?')}` ({prior.get('steps', '?')} steps, "
-                     f"{prior.get('train_seconds', '?')} s)" for n, prior in enumerate(reversed(chain), start=1))
+                     f"{_windows(prior)} passage windows, {prior.get('train_seconds', '?')} s)"
+                     for n, prior in enumerate(reversed(chain), start=1))
     return [f"- Continued training (`--init {tr.get('init')}`). The runs before this one, oldest first: {runs}; "
             f"then this run (Reproduce, below), which drew its samples with seed {tr.get('sample_seed')} and kept "
-            f"the held-out split of seed {tr.get('seed')}."]
+            f"the held-out split of seed {tr.get('seed')}. To reproduce, run them in this order, each with the "
+            "folder the run before wrote as its `--init`."]
 
 
 def card_evidence(model: str, results: Sequence[str]) -> int:
@@ -572,6 +575,11 @@ def _evidence_card_lines(evidence: dict[str, Any]) -> list[str]:
                       f"{ev.get('threads')} torch threads)."]
         lines.append("")
     return lines
+
+
+def _windows(tr: dict[str, Any]) -> str:
+    seen = tr.get("samples_seen")
+    return f"{seen:,}" if isinstance(seen, int) else _samples(tr)
 
 
 def _samples(tr: dict[str, Any]) -> str:
@@ -987,7 +995,10 @@ def _data_lines(tr: dict[str, Any]) -> list[str]:
         "SQuAD article that do not contain the answer. SQuAD 2.0 unanswerable questions: their own paragraph, every "
         f"sentence negative. {tr.get('foreign_per_question', 0)} cross-question negative(s) per question (another "
         "question's passage under this question, all negative). Sources balanced: at most "
-        f"{tr.get('per_source_per_epoch') or 'all'} questions of each per epoch, a fresh sample each epoch.",
+        f"{tr.get('per_source_per_epoch') or 'all'} questions of each per epoch, a fresh sample each epoch."
+        + (f" Second-hop examples (`--bridge {tr['bridge_per_question']}`), per HotpotQA question per epoch: the "
+           "query + one supporting sentence of one gold paragraph, paired with the other gold paragraph (its own "
+           "labels) and with a distractor (all negative)." if tr.get("bridge_per_question") else ""),
         "- Checkpoint choice: the highest mean (over sources) per-question average precision on the held-out "
         "questions' five-passage sets.",
     ]

@@ -551,41 +551,6 @@ def test_selective_rule_set_gate_needs_selective() -> None:
         ExtractiveConfig(selective_rule="set_gate")
 
 
-class BridgeScorer(FakeScorer):
-    """A sentence scores its table value, or 0.8 when the query names the passage's title (the second hop)."""
-
-    def score(self, items: Sequence[ScoreItem]) -> list[list[float]]:
-        self.calls.append(list(items))
-        return [[0.8 if it.title and it.title in it.query else self.table.get(s, 0.0) for s in it.sentences]
-                for it in items]
-
-
-def test_two_hops_find_the_passage_the_first_evidence_names() -> None:
-    """hops: 2 scores the other passages against the query + the best sentence; each sentence keeps its higher score."""
-    passages = [Passage("Film X was directed by Ann Lee. It won a prize.", id="film", metadata={"title": "Film X (2001)"}),
-                Passage("Ann Lee was born in Oslo.", id="ann", metadata={"title": "Ann Lee"}),
-                Passage("Oslo is a city.", id="oslo", metadata={"title": "Oslo"})]
-    table = {"Film X was directed by Ann Lee.": 0.9, "It won a prize.": 0.2, "Ann Lee was born in Oslo.": 0.1,
-             "Oslo is a city.": 0.3}
-
-    def build(hops: int) -> ExtractiveCompressor:
-        return ExtractiveCompressor(ExtractiveConfig(tokenizer="whitespace", max_tokens=13, hops=hops),
-                                    scorer=BridgeScorer(table), token_counter=WhitespaceTokenCounter())
-
-    one, two = build(1), build(2)
-    assert one.compress("Where was the director of Film X born?", passages).text == \
-        "Film X was directed by Ann Lee.\n\nOslo is a city."
-    out = two.compress("Where was the director of Film X born?", passages)
-    assert out.text == "Film X was directed by Ann Lee.\n\nAnn Lee was born in Oslo."
-    assert out.extra["hops"] == 2 and [u.score for u in out.results[1].units] == [0.8]
-    assert [u.score for u in out.results[0].units] == [0.9, 0.2]  # the best sentence's passage keeps its scores
-    second = two.scorer.calls[1]  # type: ignore[attr-defined]
-    assert [it.title for it in second] == ["Ann Lee", "Oslo"]
-    assert all(it.query == "Where was the director of Film X born? Film X was directed by Ann Lee." for it in second)
-    with pytest.raises(ConfigError, match="hops"):
-        ExtractiveConfig(hops=3)
-
-
 def test_bridge_examples_pair_the_first_evidence_with_the_other_gold_paragraph() -> None:
     import random
 
