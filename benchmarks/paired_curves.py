@@ -1,20 +1,17 @@
 """Re-read a finished bench run against another reference curve (paired bootstrap at each budget), from its files.
 
 The bench computes intervals against one reference (``--reference``) while it runs; this reads the run's
-``RESULT.json`` and per-question ``RESULT.jsonl`` (or ``.jsonl.gz``) and prints every curve at the run's budgets against
-another family, e.g. a new classifier against the one before it on the same questions:
+``RESULT.json`` and per-question ``RESULT.jsonl`` (or ``.jsonl.gz``) and prints curves at the run's budgets against
+another curve, e.g. a new classifier against the one before it on the same questions:
 
-    python benchmarks/paired_curves.py benchmarks/results/evidence_nq.json --reference "extractive:model=runs/extractive-v3,max_tokens=*"
+    python benchmarks/paired_curves.py benchmarks/results/candidates/v5/evidence_nq.json --reference "extractive:model=runs/extractive-v3,max_tokens=*"
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-from pathlib import Path
 
-from ragzip.evidence import curves
+from ragzip.bench import curves_against
 
 
 def main() -> None:
@@ -24,22 +21,12 @@ def main() -> None:
     parser.add_argument("--curves", nargs="*", default=["extractive:max_tokens=*"], help="curves to print")
     parser.add_argument("--metrics", nargs="*", default=["ans_in_ctx", "sf_all"])
     args = parser.parse_args()
-    path = Path(args.result)
-    run = json.loads(path.read_text(encoding="utf-8"))
-    plain, packed = path.with_suffix(".jsonl"), path.with_suffix(".jsonl.gz")
-    opener = (lambda: plain.open(encoding="utf-8")) if plain.is_file() else (lambda: gzip.open(packed, "rt"))
-    records: dict[str, list[dict]] = {}
-    with opener() as handle:
-        for line in handle:
-            row = json.loads(line)
-            records.setdefault(row["method"], []).append(row)
-    budgets = [int(b) for b in run["curves"]["budgets"]]
-    result = curves(run["methods"], records, budgets, reference=args.reference)
+    result = curves_against(args.result, args.reference)
     for family in args.curves:
         at = result["families"][family]["at"]
         for metric in args.metrics:
             cells = []
-            for budget in budgets:
+            for budget in result["budgets"]:
                 cell = at.get(str(budget), {}).get(metric)
                 if cell:
                     ci = cell.get("diff_ci_ref")

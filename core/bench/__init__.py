@@ -86,7 +86,7 @@ from ragzip.bench.methods import (
     valid_method_names,
 )
 from ragzip.bench.methods import _plugin_names as _plugin_names
-from ragzip.bench.report import markdown_table, output_paths, plot, rerender, write_outputs
+from ragzip.bench.report import curves_against, markdown_table, output_paths, plot, read_run, rerender, write_outputs
 from ragzip.bench.runner import CONTRACT_KEYS, load_bench_config, run_bench
 from ragzip.bench.runner import _faiss_retriever as _faiss_retriever
 from ragzip.bench.runner import _resolve_budgets as _resolve_budgets
@@ -101,7 +101,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ALIASES", "CONTRACT_KEYS", "DEFAULT_METHODS", "MethodSpec", "RSSSampler", "add_arguments",
+__all__ = ["ALIASES", "CONTRACT_KEYS", "DEFAULT_METHODS", "MethodSpec", "RSSSampler", "add_arguments", "curves_against",
            "default_methods", "expand_sweep", "load_bench_config", "markdown_table", "method_aliases", "method_label",
-           "output_paths", "parse_method", "parse_methods", "plot", "rerender", "run", "run_bench",
+           "output_paths", "parse_method", "parse_methods", "plot", "read_run", "rerender", "run", "run_bench",
            "valid_method_names", "write_outputs"]

@@ -1,10 +1,12 @@
 """What ``ragzip bench`` writes: the JSON summary, the per-question JSONL, the Markdown table and the plot.
 
-:func:`rerender` redraws a finished run's report from its files.
+:func:`rerender` redraws a finished run's report from its files; :func:`curves_against` reads its curves against
+another reference.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
@@ -43,27 +45,62 @@ def write_outputs(result: Mapping[str, Any], records: Sequence[Mapping[str, Any]
     return paths
 
 
+def read_run(out: str | Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """A finished run's summary and its per-question records by method.
+
+    Reads ``RESULT.json`` and ``RESULT.jsonl``, or the ``RESULT.jsonl.gz`` a committed run keeps.
+    """
+    paths = output_paths(out)
+    result = json.loads(paths["json"].read_text(encoding="utf-8"))
+    packed = paths["jsonl"].with_suffix(".jsonl.gz")
+    if not paths["jsonl"].is_file() and packed.is_file():
+        handle = gzip.open(packed, "rt", encoding="utf-8")
+    else:
+        handle = paths["jsonl"].open(encoding="utf-8")
+    records: dict[str, list[dict[str, Any]]] = {}
+    with handle:
+        for line in handle:
+            if line.strip():
+                rec = json.loads(line)
+                records.setdefault(rec["method"], []).append(rec)
+    return result, records
+
+
 def rerender(out: str | Path, *, resamples: int = 1000) -> dict[str, Any]:
     """Recompute the intervals and curves of a finished run from its JSON and JSONL, and rewrite its files.
 
     The budgets, reference and seed are the run's: this is for a change in how the report reads the same
     per-question records.
     """
-    paths = output_paths(out)
-    result = json.loads(paths["json"].read_text(encoding="utf-8"))
-    records: dict[str, list[dict[str, Any]]] = {}
-    with paths["jsonl"].open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                rec = json.loads(line)
-                records.setdefault(rec["method"], []).append(rec)
+    result, records = read_run(out)
     methods = result["methods"]
     add_intervals(methods, records, reference=result.get("reference"), resamples=resamples, seed=result["seed"])
-    budgets = (result.get("curves") or {}).get("budgets") or [64, 128, 256]
+    budgets = _budgets(result)
     result["curves"] = curves(methods, records, budgets, reference=result.get("reference"),
                               resamples=resamples, seed=result["seed"])
     write_outputs(result, [r for label in methods for r in records.get(label, [])], out)
     return result
+
+
+def curves_against(out: str | Path, reference: str, *, resamples: int = 1000) -> dict[str, Any]:
+    """A finished run's curves read at its budgets against another ``reference`` curve (a method family).
+
+    Read from the run's files, which stay as they are: e.g. a new classifier against the one before it on the same
+    questions.
+
+    Raises:
+        ValueError: ``reference`` is not a curve of the run.
+    """
+    result, records = read_run(out)
+    if reference not in {str(m.get("family") or label) for label, m in result["methods"].items()}:
+        raise ValueError(f"{reference!r} is not a curve of this run; its curves: "
+                         f"{', '.join(sorted(result.get('curves', {}).get('families', {})))}")
+    return curves(result["methods"], records, _budgets(result), reference=reference, resamples=resamples,
+                  seed=result["seed"])
+
+
+def _budgets(result: Mapping[str, Any]) -> list[int]:
+    return (result.get("curves") or {}).get("budgets") or [64, 128, 256]
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

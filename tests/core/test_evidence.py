@@ -137,6 +137,40 @@ def test_no_generate_bench_records_evidence_curves_and_intervals(tmp_path, gener
     assert again["methods"]["truncate:1000"]["diff_ci"] == m["truncate:1000"]["diff_ci"]
 
 
+def test_a_finished_run_read_against_another_curve(tmp_path, generator):
+    """curves_against: the same records, intervals against another curve (e.g. a new classifier against the old)."""
+    import gzip
+
+    from ragzip.bench import curves_against
+    from ragzip.embed import Embedder
+
+    path = tmp_path / "hotpot.jsonl"
+    path.write_text("".join(json.dumps({**HOTPOT, "id": f"h{i}"}) + "\n" for i in range(3)))
+    out = tmp_path / "res.json"
+    result = run_bench(path, "none,truncate:8/16/1000,lc_embeddings_filter:k=1/2/3", limit=None, setting="given",
+                       generator=generator, embedder=Embedder("hash:64"), out=out, progress=False, generate=False,
+                       reference="lc_embeddings_filter:k=*", budgets=(16, 37))
+    md = out.with_suffix(".md").read_text()
+    ran = result["curves"]["families"]["truncate:*"]["at"]
+    other = curves_against(out, "truncate:*")
+    assert other["reference"] == "truncate:*" and other["budgets"] == [16, 37]
+    for budget in ("16", "37"):  # EmbeddingsFilter minus truncate now: the run's interval, mirrored
+        low, high = ran[budget]["sf_recall"]["diff_ci_ref"]
+        flipped = other["families"]["lc_embeddings_filter:k=*"]["at"][budget]["sf_recall"]
+        assert flipped["value"] == result["curves"]["families"]["lc_embeddings_filter:k=*"]["at"][budget]["sf_recall"][
+            "value"]
+        assert flipped["diff_ci_ref"] == pytest.approx([-high, -low], abs=1e-3)
+        assert "diff_ci_ref" not in other["families"]["truncate:*"]["at"][budget]["sf_recall"]  # itself
+    assert out.with_suffix(".md").read_text() == md  # the run's files stay as they are
+    jsonl = out.with_suffix(".jsonl")
+    with gzip.open(tmp_path / "res.jsonl.gz", "wt", encoding="utf-8") as packed:
+        packed.write(jsonl.read_text())
+    jsonl.unlink()  # a committed run keeps its records gzipped
+    assert curves_against(out, "truncate:*") == other
+    with pytest.raises(ValueError, match="'ragcompress:budget=\\*' is not a curve of this run; its curves:"):
+        curves_against(out, "ragcompress:budget=*")
+
+
 def test_sweep_scores_each_passage_once(tmp_path, generator):
     """Three max_tokens settings of the extractive compressor share one scoring pass."""
     from ragzip.embed import Embedder
