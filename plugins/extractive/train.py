@@ -172,9 +172,10 @@ class ExtractiveArguments(TrainingArguments):
     bridge: int = field(default=0, metadata={
         "help": "Second-hop examples per multi-hop (HotpotQA) question per epoch: the query + one supporting "
                 "sentence of one gold paragraph (the evidence a reader found first), paired with the other gold "
-                "paragraph (its own labels) and with a distractor (all 0). Measured on held-out training questions "
-                "(benchmarks/hops_heldout.py): a classifier trained with --bridge 2 selects better at one hop; "
-                "scoring a second hop at inference with it selected worse, so the compressor scores one hop."})
+                "paragraph (its own labels) and with a distractor (all 0). Measured: a classifier continued from "
+                "the shipped one for 2 epochs with --bridge 2 was ahead on held-out training questions and tied it "
+                "on dev (benchmarks/results/candidates/v5); scoring a second hop at inference selected worse "
+                "(benchmarks/results/second_hop_heldout_train.json), so the compressor scores one hop."})
     title_dropout: float = field(default=0.3, metadata={"help": "Probability of training a passage without its title."})
     holdout: int = field(default=100, metadata={
         "help": "Training questions held out per source for checkpoint choice and calibration."})
@@ -496,8 +497,10 @@ def _bridge_examples(question: Question, gold: Sequence[Paragraph], others: Sequ
 
 
 def _init_training(spec: str) -> dict[str, Any]:
-    """What the artifact a run continued from was trained by (its own ``init_training`` chain included): the card of
-    a continued run then says how to reproduce the whole chain, even after that artifact is replaced."""
+    """What the artifact a run continues from (``--init``) was trained by, its own ``init_training`` chain included.
+
+    The card of a continued run then says how to reproduce the whole chain, even after that artifact is replaced.
+    """
     tr = json.loads((artifact_folder(spec) / CONFIG_NAME).read_text()).get("training", {})
     keys = ("command", "steps", "batch_size", "samples_seen", "train_seconds", "sample_seed", "init", "init_training")
     return {k: tr[k] for k in keys if k in tr}
