@@ -4,7 +4,10 @@ The bench computes intervals against one reference (``--reference``) while it ru
 ``RESULT.json`` and per-question ``RESULT.jsonl`` (or ``.jsonl.gz``) and prints curves at the run's budgets against
 another curve, e.g. a new classifier against the one before it on the same questions:
 
-    python benchmarks/paired_curves.py benchmarks/results/candidates/v5/evidence_nq.json --reference "extractive:model=runs/extractive-v3,max_tokens=*"
+    python benchmarks/paired_curves.py benchmarks/results/candidates/v5/evidence_hotpotqa.json --reference "extractive:model=runs/extractive-v3,max_tokens=*"
+
+Runs whose per-question records are not committed (the SQuAD and NQ ones, 50-60 MB) are re-read after re-running
+them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ def main() -> None:
     parser.add_argument("--metrics", nargs="*", default=["ans_in_ctx", "sf_all"])
     args = parser.parse_args()
     result = curves_against(args.result, args.reference)
+    unknown = sorted(set(args.curves) - set(result["families"]))
+    if unknown:
+        parser.error(f"no curve {', '.join(unknown)} in this run; its curves: {', '.join(sorted(result['families']))}")
     for family in args.curves:
         at = result["families"][family]["at"]
         for metric in args.metrics:

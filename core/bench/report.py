@@ -94,7 +94,7 @@ def curves_against(out: str | Path, reference: str, *, resamples: int = 1000) ->
     result, records = read_run(out)
     if reference not in {str(m.get("family") or label) for label, m in result["methods"].items()}:
         raise ValueError(f"{reference!r} is not a curve of this run; its curves: "
-                         f"{', '.join(sorted(result.get('curves', {}).get('families', {})))}")
+                         f"{', '.join(sorted((result.get('curves') or {}).get('families') or {}))}")
     return curves(result["methods"], records, _budgets(result), reference=reference, resamples=resamples,
                   seed=result["seed"])
 

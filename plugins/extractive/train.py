@@ -151,9 +151,10 @@ class ExtractiveArguments(TrainingArguments):
     base_model: str = field(default="embedded:minilm", metadata={"help": "Encoder to fine-tune."})
     init: str | None = field(default=None, metadata={"help": "Start from this artifact instead of the base model."})
     sample_seed: int | None = field(default=None, metadata={
-        "help": "Seed of the per-epoch samples, distractors, cross-question negatives and title dropout (default: "
-                "--seed). The held-out split always follows --seed, so a run continued with --init and the same "
-                "--seed keeps its held-out questions while another --sample-seed draws other training samples."})
+        "help": "Seed of the per-epoch samples, distractors, cross-question negatives, title dropout and batch order "
+                "(default: --seed). The held-out split follows --seed (with the same --data, --holdout and --limit), "
+                "so a run continued with --init and the same --seed keeps its held-out questions while another "
+                "--sample-seed draws other training samples."})
     trained_layers: int = field(default=2, metadata={"help": "Top encoder layers to fine-tune and store."})
     head_hidden: int = field(default=256, metadata={"help": "Hidden size of the sentence head."})
     head_type: Literal["interaction", "concat"] = field(default="interaction", metadata={
@@ -172,10 +173,10 @@ class ExtractiveArguments(TrainingArguments):
     bridge: int = field(default=0, metadata={
         "help": "Second-hop examples per multi-hop (HotpotQA) question per epoch: the query + one supporting "
                 "sentence of one gold paragraph (the evidence a reader found first), paired with the other gold "
-                "paragraph (its own labels) and with a distractor (all 0). Measured: a classifier continued from "
-                "the shipped one for 2 epochs with --bridge 2 was ahead on held-out training questions and tied it "
-                "on dev (benchmarks/results/candidates/v5); scoring a second hop at inference selected worse "
-                "(benchmarks/results/second_hop_heldout_train.json), so the compressor scores one hop."})
+                "paragraph (its own labels) and with a distractor (all 0). Experimental: the one run with it (2 more "
+                "epochs from the shipped classifier, benchmarks/results/candidates/v5) tied the shipped classifier on "
+                "dev, and its effect is not separated from the extra training; the compressor scores one hop (a "
+                "second scoring hop selected worse, benchmarks/results/second_hop_heldout_train.json)."})
     title_dropout: float = field(default=0.3, metadata={"help": "Probability of training a passage without its title."})
     holdout: int = field(default=100, metadata={
         "help": "Training questions held out per source for checkpoint choice and calibration."})
@@ -314,8 +315,11 @@ def _shuffled_batches(lengths: Sequence[int], batch_size: int, rng: random.Rando
 
 def train(args: ExtractiveArguments) -> int:
     rng = prepare(args)
+    sample_seed = args.seed if args.sample_seed is None else args.sample_seed
     if args.sample_seed is not None:
         rng = random.Random(args.sample_seed)
+    # what the --init artifact was trained by, read before anything can replace it (the card chains the runs)
+    init_training = _init_training(args.init) if args.init else None
     device = resolve_device(args.device)
     out = Path(args.out)
     log = open_log(args)
@@ -387,7 +391,7 @@ def train(args: ExtractiveArguments) -> int:
     used = sorted({i for chosen in epoch_sets for i in chosen})
     t0 = time.perf_counter()
     key = {"data": _sha256(args.data), "limit": args.limit, "holdout": args.holdout, "seed": args.seed,
-           "sample_seed": args.sample_seed,
+           "sample_seed": sample_seed,
            "base": args.base_model, "init": args.init, "layers": scorer.config.trained_layers,
            "window": scorer.window, "title_dropout": args.title_dropout, "foreign": args.foreign,
            "bridge": args.bridge, "used": used}
@@ -446,8 +450,8 @@ def train(args: ExtractiveArguments) -> int:
         "data_sha256_16": _sha256(args.data),
         "questions_per_source": counts,
         "per_source_per_epoch": args.per_source,
-        "sample_seed": args.seed if args.sample_seed is None else args.sample_seed,
-        **({"init": args.init, "init_training": _init_training(args.init)} if args.init else {}),
+        "sample_seed": sample_seed,
+        **({"init": args.init, "init_training": init_training} if args.init else {}),
         "questions": len(questions),
         "train_questions": len(train_qs),
         "holdout_questions": len(held_qs),
@@ -503,7 +507,7 @@ def _init_training(spec: str) -> dict[str, Any]:
     """
     tr = json.loads((artifact_folder(spec) / CONFIG_NAME).read_text()).get("training", {})
     keys = ("command", "steps", "batch_size", "samples_seen", "train_seconds", "sample_seed", "init", "init_training")
-    return {k: tr[k] for k in keys if k in tr}
+    return {k: tr[k] for k in keys if k in tr} or {"command": f"unknown ({spec} has no training record)"}
 
 
 def _init_lines(tr: dict[str, Any]) -> list[str]:

@@ -415,7 +415,7 @@ def test_train_main_writes_a_loadable_artifact_with_a_card(tiny_bert: Path, tmp_
     assert '"foreign_per_question": 1' in log
 
 
-def test_a_continued_run_keeps_the_held_out_split_and_cards_the_whole_chain(tiny_bert: Path, tmp_path: Path) -> None:
+def test_a_continued_run_draws_its_own_samples_and_cards_the_whole_chain(tiny_bert: Path, tmp_path: Path) -> None:
     """--init continues a run; --sample-seed draws other samples; the card says how to reproduce every run."""
     from ragzip.plugins.extractive.train import main
 
@@ -434,6 +434,15 @@ def test_a_continued_run_keeps_the_held_out_split_and_cards_the_whole_chain(tiny
            "extractive --data" in card
     assert "drew its samples with seed 7 and kept the held-out split of seed 0" in card
     assert json.loads((first / "config.json").read_text())["training"]["sample_seed"] == 0
+
+    def first_loss(out: Path) -> float:
+        return json.loads((out / "train_log.jsonl").read_text().splitlines()[0])["loss"]
+
+    same, plain = tmp_path / "same", tmp_path / "plain"
+    assert main([*common, "--out", str(same), "--init", str(first), "--sample-seed", "0"]) == 0
+    assert main([*common, "--out", str(plain), "--init", str(first)]) == 0
+    assert first_loss(same) == first_loss(plain)  # --sample-seed equal to --seed: the same draws
+    assert first_loss(second) != first_loss(plain)  # another sample seed: other windows in the first batch
 
 
 def test_cross_question_negatives_pair_a_query_with_another_questions_paragraph(tiny_bert: Path, tmp_path: Path,
