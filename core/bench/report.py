@@ -78,7 +78,12 @@ def rerender(out: str | Path, *, resamples: int = 1000) -> dict[str, Any]:
     budgets = _budgets(result)
     result["curves"] = curves(methods, records, budgets, reference=result.get("reference"),
                               resamples=resamples, seed=result["seed"])
-    write_outputs(result, [r for label in methods for r in records.get(label, [])], out)
+    paths = write_outputs(result, [r for label in methods for r in records.get(label, [])], out)
+    packed = paths["jsonl"].with_suffix(".jsonl.gz")
+    if packed.is_file():  # a committed run keeps its records gzipped: keep them so, not a second, plain copy
+        with paths["jsonl"].open("rb") as plain, gzip.open(packed, "wb") as handle:
+            handle.write(plain.read())
+        paths["jsonl"].unlink()
     return result
 
 

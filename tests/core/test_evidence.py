@@ -167,6 +167,10 @@ def test_a_finished_run_read_against_another_curve(tmp_path, generator):
         packed.write(jsonl.read_text())
     jsonl.unlink()  # a committed run keeps its records gzipped
     assert curves_against(out, "truncate:*") == other
+    from ragzip.bench import rerender
+
+    rerender(out)  # redrawn from the gzipped records, which stay the only copy
+    assert not jsonl.exists() and curves_against(out, "truncate:*") == other
     with pytest.raises(ValueError, match="'ragcompress:budget=\\*' is not a curve of this run; its curves:"):
         curves_against(out, "ragcompress:budget=*")
 
