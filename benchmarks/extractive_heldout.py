@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ragzip.data import HOTPOTQA, load_qa, load_questions, split_holdout
+from ragzip.data import HOTPOTQA, held_out_ids, load_qa
 from ragzip.evidence import evidence, mean_defined
 from ragzip.plugins.extractive import ExtractiveCompressor, ExtractiveConfig
 
@@ -37,8 +37,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = Path(args.data)
     start = time.time()
-    _, held = split_holdout(load_questions([data / name for name in TRAIN_FILES]), 100, 0)
-    held_ids = {q.id for q in held if q.source == HOTPOTQA}
+    held_ids = held_out_ids([data / name for name in TRAIN_FILES], 100, 0, HOTPOTQA)
     examples = [e for e in load_qa(data / "hotpotqa_train.jsonl") if e.id in held_ids]
     queries = [e.question for e in examples]
     passages = [list(e.passages) for e in examples]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ragzip.data import QED, load_questions, make_passage, read_jsonl, split_holdout
+from ragzip.data import QED, held_out_ids, make_passage, read_jsonl
 from ragzip.embed import Embedder
 from ragzip.evidence import answer_in_context
 from ragzip.plugins.extractive import ExtractiveCompressor, ExtractiveConfig
@@ -44,8 +44,7 @@ def main() -> None:
     data = Path(args.data)
     start = time.time()
 
-    _, held = split_holdout(load_questions([data / name for name in TRAIN_FILES]), 100, 0)
-    held_ids = {q.id for q in held if q.source == QED}
+    held_ids = held_out_ids([data / name for name in TRAIN_FILES], 100, 0, QED)
     rows = read_jsonl(data / "qed_nq_train.jsonl.gz")
     passages = list({p.id: p for p in (make_passage(r.get("title"), r["context"], "qed") for r in rows)}.values())
     questions = [r for r in rows if str(r["id"]) in held_ids]

@@ -269,7 +269,7 @@ def recall(retrieved: Sequence[Passage], gold_ids: Sequence[str]) -> float | Non
 
 
 __all__ = ["HOTPOTQA", "QED", "SQUAD", "Paragraph", "PassageSets", "QAExample", "Question", "corpus", "demo_file",
-           "five_passages", "gold_or_anchor", "load_hotpotqa", "load_qa", "load_questions", "make_passage",
+           "five_passages", "gold_or_anchor", "held_out_ids", "load_hotpotqa", "load_qa", "load_questions", "make_passage",
            "parse_record", "passage_sets", "passage_text", "read_jsonl", "recall", "same_article_distractors", "select",
            "split_holdout"]
 
@@ -450,6 +450,16 @@ def split_holdout(questions: list[Question], n: int, seed: int) -> tuple[list[Qu
         neighbours = [nq[(i + j) % len(nq)].paragraphs[0].as_distractor(q.query) for j in range(1, 5) if len(nq) > j]
         q.paragraphs.extend(passage_sets(q.paragraphs, gold_or_anchor, borrow=neighbours.copy).borrowed)
     return train_qs, held_qs
+
+
+def held_out_ids(paths: Sequence[str | Path], n: int, seed: int, source: str) -> set[str]:
+    """Ids of the ``source`` questions :func:`split_holdout` holds out of ``paths`` (``n`` per source, ``seed``).
+
+    These are the training questions a model trained on these files with the same ``--holdout`` and ``--seed`` never
+    saw (benchmarks calibrate and compare on them, never on dev).
+    """
+    _, held = split_holdout(load_questions(paths), n, seed)
+    return {q.id for q in held if q.source == source}
 
 
 def gold_or_anchor(paragraph: Paragraph) -> bool:

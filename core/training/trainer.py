@@ -315,7 +315,7 @@ class Trainer:
             self._load(self._resume[1])
             self.budget.start(spent=self.budget.spent + self.state.train_seconds)
         else:
-            self._clear_stale_checkpoints()
+            clear_checkpoints(self.folder, self.logger)
             self.budget.start()
         state = self.state
         wall_start, wall_before, steps_before = time.perf_counter(), state.wall_seconds, state.step
@@ -543,10 +543,6 @@ class Trainer:
             return
         _apply_random(self._pending, self.rng)
         self._pending = None
-
-    def _clear_stale_checkpoints(self) -> None:
-        """A fresh run removes an earlier run's checkpoints from its folder, so a later --resume cannot pick them."""
-        clear_checkpoints(self.folder, self.logger)
 
     def summary(self) -> dict[str, Any]:
         """The run's facts for ``config.json`` and the model card."""

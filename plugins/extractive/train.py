@@ -314,10 +314,9 @@ def _shuffled_batches(lengths: Sequence[int], batch_size: int, rng: random.Rando
 
 
 def train(args: ExtractiveArguments) -> int:
-    rng = prepare(args)
+    prepare(args)
     sample_seed = args.seed if args.sample_seed is None else args.sample_seed
-    if args.sample_seed is not None:
-        rng = random.Random(args.sample_seed)
+    rng = random.Random(sample_seed)  # prepare's own rng is Random(--seed): the same draws without --sample-seed
     # what the --init artifact was trained by, read before anything can replace it (the card chains the runs)
     init_training = _init_training(args.init) if args.init else None
     device = resolve_device(args.device)
@@ -520,7 +519,7 @@ def _init_lines(tr: dict[str, Any]) -> list[str]:
     if not chain:
         return []
     runs = "; ".join(f"({n}) `{prior.get('command', '?')}` ({prior.get('steps', '?')} steps, "
-                     f"{_windows(prior)} passage windows, {prior.get('train_seconds', '?')} s)"
+                     f"{_samples(prior)} passage windows, {prior.get('train_seconds', '?')} s)"
                      for n, prior in enumerate(reversed(chain), start=1))
     return [f"- Continued training (`--init {tr.get('init')}`). The runs before this one, oldest first: {runs}; "
             f"then this run (Reproduce, below), which drew its samples with seed {tr.get('sample_seed')} and kept "
@@ -584,12 +583,10 @@ def _evidence_card_lines(evidence: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _windows(tr: dict[str, Any]) -> str:
-    seen = tr.get("samples_seen")
-    return f"{seen:,}" if isinstance(seen, int) else _samples(tr)
-
-
 def _samples(tr: dict[str, Any]) -> str:
+    """Passage windows a run saw: its recorded count, else steps x batch size."""
+    if isinstance(tr.get("samples_seen"), int):
+        return f"{tr['samples_seen']:,}"
     try:
         return f"{int(tr['steps']) * int(tr['batch_size']):,}"
     except (KeyError, TypeError, ValueError):

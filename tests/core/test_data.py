@@ -18,6 +18,7 @@ from ragzip.data import (
     corpus,
     five_passages,
     gold_or_anchor,
+    held_out_ids,
     load_qa,
     load_questions,
     parse_record,
@@ -215,6 +216,17 @@ def test_passage_sets_borrow_only_when_short_and_skip_what_is_unfit():
     drawn = iter(range(10))
     passage_sets([], lambda p: False, size=3, borrow=lambda: (next(drawn) for _ in range(10)))
     assert next(drawn) == 3  # a lazy borrow draws only what it takes
+
+
+def test_held_out_ids_are_the_split_a_trainer_holds_out(tmp_path):
+    qed = tmp_path / "qed.jsonl.gz"
+    with gzip.open(qed, "wt", encoding="utf-8") as handle:
+        for i in range(6):
+            handle.write(json.dumps({"id": f"q{i}", "question": f"who {i}?", "context": f"A{i} one. B{i} two.",
+                                     "title": f"T{i}", "sentence_starts": [0, 8], "answer_sentence_idx": [1]}) + "\n")
+    ids = held_out_ids([qed], 2, 0, QED)
+    assert len(ids) == 2 and ids == {q.id for q in split_holdout(load_questions([qed]), 2, 0)[1]}
+    assert held_out_ids([qed], 2, 0, HOTPOTQA) == set()
 
 
 def test_split_holdout_gives_held_out_qed_questions_four_borrowed_distractors(tmp_path):
