@@ -218,23 +218,24 @@ def test_passage_sets_borrow_only_when_short_and_skip_what_is_unfit():
     assert next(drawn) == 3  # a lazy borrow draws only what it takes
 
 
-def test_held_out_ids_are_the_split_a_trainer_holds_out(tmp_path):
+def _six_qed_questions(tmp_path):
     qed = tmp_path / "qed.jsonl.gz"
     with gzip.open(qed, "wt", encoding="utf-8") as handle:
         for i in range(6):
             handle.write(json.dumps({"id": f"q{i}", "question": f"who {i}?", "context": f"A{i} one. B{i} two.",
                                      "title": f"T{i}", "sentence_starts": [0, 8], "answer_sentence_idx": [1]}) + "\n")
+    return qed
+
+
+def test_held_out_ids_are_the_split_a_trainer_holds_out(tmp_path):
+    qed = _six_qed_questions(tmp_path)
     ids = held_out_ids([qed], 2, 0, QED)
     assert len(ids) == 2 and ids == {q.id for q in split_holdout(load_questions([qed]), 2, 0)[1]}
     assert held_out_ids([qed], 2, 0, HOTPOTQA) == set()
 
 
 def test_split_holdout_gives_held_out_qed_questions_four_borrowed_distractors(tmp_path):
-    qed = tmp_path / "qed.jsonl.gz"
-    with gzip.open(qed, "wt", encoding="utf-8") as handle:
-        for i in range(6):
-            handle.write(json.dumps({"id": f"q{i}", "question": f"who {i}?", "context": f"A{i} one. B{i} two.",
-                                     "title": f"T{i}", "sentence_starts": [0, 8], "answer_sentence_idx": [1]}) + "\n")
+    qed = _six_qed_questions(tmp_path)
     _, held = split_holdout(load_questions([qed]), 6, seed=0)
     assert all(q.source == QED for q in held)
     for i, q in enumerate(held):
