@@ -67,6 +67,13 @@ class SentenceSelector(SentenceScorer, Protocol):
     def with_selection(self, **options: Any) -> Any:
         """A copy (a ``Compressor``) that keeps sentences by other selection settings, e.g. ``max_tokens=64``."""
 
+    def budget_selection(self, max_tokens: int | None) -> Any:
+        """A copy that keeps the best sentences under ``max_tokens`` by score alone.
+
+        None of this one's other selection settings apply, as when the abstractive compressor's extractive step was
+        trained.
+        """
+
     def model_folder(self) -> Path | None:
         """The folder of the scoring model (where a set gate is fitted beside it), or ``None`` for a hub id."""
 

@@ -33,6 +33,7 @@ then answers from the question alone (its ``no_context_template``). Every passag
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -208,12 +209,11 @@ class AbstractiveCompressor(Compressor):
             return None
         return self._selector()
 
+    @functools.cached_property
     def _gate_folder(self) -> Path | None:
         """The folder of ``gate_model``, where its set gate is fitted (resolved by the extractive plugin, unloaded)."""
-        if not hasattr(self, "_gate_folder_cached"):
-            probe = build_compressor({"type": "extractive", "model": self.config.gate_model})  # loads nothing
-            self._gate_folder_cached = probe.model_folder() if isinstance(probe, SentenceSelector) else None
-        return self._gate_folder_cached
+        probe = build_compressor({"type": "extractive", "model": self.config.gate_model})  # loads nothing
+        return probe.model_folder() if isinstance(probe, SentenceSelector) else None
 
     @property
     def gate_kind(self) -> str:
@@ -225,17 +225,16 @@ class AbstractiveCompressor(Compressor):
             # An explicit gate_threshold keeps the meaning it has in configs written for the best-sentence rule.
             if cfg.gate_threshold is not None:
                 return "extractive"
-            if getattr(self, "_auto_gate", None) is None:
-                self._auto_gate = self._resolve_auto_gate()
             return self._auto_gate
         return cfg.relevance_gate
 
-    def _resolve_auto_gate(self) -> str:
+    @functools.cached_property
+    def _auto_gate(self) -> str:
         """'set' when a usable set gate is fitted beside ``gate_model``, else 'extractive'.
 
         Decided once: an unusable gate is reported once, not re-read on every batch.
         """
-        folder = self._gate_folder()
+        folder = self._gate_folder
         if folder is None or not (folder / GATE_FILE).is_file():
             return "extractive"
         try:
@@ -250,7 +249,7 @@ class AbstractiveCompressor(Compressor):
     def set_gate(self) -> LogisticSetGate:
         """The set-level gate fitted beside ``gate_model`` (``set_gate.json``), loaded on first use."""
         if getattr(self, "_set_gate", None) is None:
-            folder = self._gate_folder()
+            folder = self._gate_folder
             if folder is None:
                 raise ConfigError(f"compressor[abstractive].gate_model = {self.config.gate_model!r} is not a folder, "
                                   "so it has no set gate; use relevance_gate: extractive, or fit one with "
@@ -294,14 +293,12 @@ class AbstractiveCompressor(Compressor):
     def _extractor(self) -> Compressor:
         """The gate's model under the extractive step's budget (one scoring pass per batch, no scores kept).
 
-        Only the gate's model settings carry over; selection is the extractive step's budget alone, as in training (no
-        threshold, relative rule, top_k, neighbours, retrieval prior or selective mode of a user-supplied gate).
+        Only the gate's model settings carry over; selection is the extractive step's budget alone, as in training
+        (:meth:`SentenceSelector.budget_selection`: none of a user-supplied gate's selection settings).
         """
         gate = self.gate
         assert gate is not None
-        budget = self.extract_tokens() if self.input_kind == "extracted" else None
-        extractor = gate.with_selection(max_tokens=budget, threshold=None, relative=None, top_k=None, neighbors=0,
-                                        selective=False, selective_rule="threshold", retrieval_prior=0.0)
+        extractor = gate.budget_selection(self.extract_tokens() if self.input_kind == "extracted" else None)
         extractor.token_counter = self.token_counter
         return extractor
 

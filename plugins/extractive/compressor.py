@@ -163,6 +163,15 @@ class ExtractiveCompressor(Compressor):
         clone.config = dataclasses.replace(self.config, **options)
         return clone
 
+    def budget_selection(self, max_tokens: int | None) -> ExtractiveCompressor:
+        """A copy that keeps the best-scoring sentences under ``max_tokens``, and nothing else decides.
+
+        None of this compressor's threshold, relative rule, top_k, neighbours, retrieval prior or selective mode
+        apply (with ``max_tokens=None``, the default threshold keeps sentences).
+        """
+        return self.with_selection(max_tokens=max_tokens, threshold=None, relative=None, top_k=None, neighbors=0,
+                                   selective=False, selective_rule="threshold", retrieval_prior=0.0)
+
     def score_sentences(self, queries: list[str], passages: list[list[Passage]],
                         splits: list[list[list[Sentence]]] | None = None) -> list[list[list[float]]]:
         """P(useful) of every sentence, ``[question][passage][sentence]``, all questions in one scorer call.

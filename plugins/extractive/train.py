@@ -50,6 +50,7 @@ from ragzip.data import (  # the multi-source readers live in ragzip.data; re-ex
     load_questions,
     split_holdout,
 )
+from ragzip.errors import ConfigError
 from ragzip.fsutil import sha256_file
 from ragzip.models import load_sentence_transformer
 from ragzip.plugins.extractive.compressor import ExtractiveCompressor
@@ -155,7 +156,9 @@ class ExtractiveArguments(TrainingArguments):
                 "(default: --seed). The held-out split follows --seed (with the same --data, --holdout and --limit), "
                 "so a run continued with --init and the same --seed keeps its held-out questions while another "
                 "--sample-seed draws other training samples."})
-    trained_layers: int = field(default=2, metadata={"help": "Top encoder layers to fine-tune and store."})
+    trained_layers: int | None = field(default=None, metadata={
+        "help": "Top encoder layers to fine-tune and store (default 2; with --init, the artifact's). With --init, "
+                "more than the artifact's widens it: the extra lower layers start from the base encoder's weights."})
     head_hidden: int = field(default=256, metadata={"help": "Hidden size of the sentence head."})
     head_type: Literal["interaction", "concat"] = field(default="interaction", metadata={
         "help": "interaction: [s; cls; q*s; |q-s|] + sentence position; concat: [s; cls]."})
@@ -329,9 +332,11 @@ def train(args: ExtractiveArguments) -> int:
     logger.info("%d questions %s: %d train, %d held out", len(questions), counts, len(train_qs), len(held_qs))
     if args.init:
         scorer = CrossEncoderScorer.from_pretrained(args.init, device=device)
+        _widen(scorer, args.trained_layers)
         scorer.model.freeze_base()
     else:
-        scorer = CrossEncoderScorer.from_base(args.base_model, trained_layers=args.trained_layers,
+        layers = 2 if args.trained_layers is None else args.trained_layers
+        scorer = CrossEncoderScorer.from_base(args.base_model, trained_layers=layers,
                                               head_hidden=args.head_hidden, head_type=args.head_type,
                                               window=args.window, seed=args.seed, device=device)
     model = scorer.model
@@ -497,6 +502,19 @@ def _bridge_examples(question: Question, gold: Sequence[Paragraph], others: Sequ
     if others:
         out.append(rng.choice(others).as_distractor(query))
     return out
+
+
+def _widen(scorer: CrossEncoderScorer, layers: int | None) -> None:
+    """Train ``layers`` top layers of an ``--init`` artifact that stores fewer (the others are the base's)."""
+    have = scorer.config.trained_layers
+    n_layers = len(scorer.model.encoder.encoder.layer)
+    if layers is None or layers == have:
+        return
+    if not have < layers <= n_layers:
+        raise ConfigError(f"--trained-layers {layers}: the --init artifact stores {have} layer(s) and its encoder "
+                          f"has {n_layers}; give a number in [{have}, {n_layers}] or leave it out.")
+    logger.info("widening the --init artifact from %d to %d trained layers", have, layers)
+    scorer.config.trained_layers = layers
 
 
 def _init_training(spec: str) -> dict[str, Any]:

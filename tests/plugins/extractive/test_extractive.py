@@ -445,6 +445,31 @@ def test_a_continued_run_draws_its_own_samples_and_cards_the_whole_chain(tiny_be
     assert first_loss(second) != first_loss(plain)  # another sample seed: other windows in the first batch
 
 
+def test_a_continued_run_can_widen_the_trained_layers(tiny_bert: Path, tmp_path: Path) -> None:
+    """--init with more --trained-layers than the artifact stores trains (and stores) the extra lower layers too."""
+    from safetensors.torch import load_file
+
+    from ragzip.errors import ConfigError
+    from ragzip.plugins.extractive.train import main
+
+    data = write_tiny_hotpot(tmp_path / "train.jsonl", n=6)
+    common = ["--data", str(data), "--window", "64", "--steps", "2", "--holdout", "2", "--threads", "1"]
+    first, wide = tmp_path / "first", tmp_path / "wide"
+    assert main([*common, "--out", str(first), "--base-model", str(tiny_bert), "--trained-layers", "1",
+                 "--head-hidden", "8"]) == 0
+    assert main([*common, "--out", str(wide), "--init", str(first), "--trained-layers", "2", "--lr", "1e-2"]) == 0
+    assert json.loads((wide / "config.json").read_text())["trained_layers"] == 2
+    narrow, widened = load_file(str(first / "model.safetensors")), load_file(str(wide / "model.safetensors"))
+    assert not any(k.startswith("encoder.encoder.layer.0.") for k in narrow)
+    base = CrossEncoderScorer.from_base(str(tiny_bert), trained_layers=2, head_hidden=8, window=64)
+    key = "encoder.encoder.layer.0.attention.self.query.weight"
+    start = base.model.state_dict()[key].to(torch.float16)
+    assert not torch.equal(widened[key], start)  # the widened layer was trained from the base encoder's weights
+    assert len(CrossEncoderScorer.from_pretrained(wide, device="cpu").score([ScoreItem("q?", "", ["a.", "b."])])[0]) == 2
+    with pytest.raises(ConfigError, match=r"--trained-layers 3: the --init artifact stores 2 layer\(s\) and its "
+                                          r"encoder has 2; give a number in \[2, 2\]"):
+        main([*common, "--out", str(tmp_path / "too_wide"), "--init", str(wide), "--trained-layers", "3"])
+
 def test_cross_question_negatives_pair_a_query_with_another_questions_paragraph(tiny_bert: Path, tmp_path: Path,
                                                                                  caplog) -> None:
     from ragzip.plugins.extractive.train import main
@@ -601,3 +626,13 @@ def test_with_selection_shares_one_scoring_pass() -> None:
                "compressor.")
     with pytest.raises(ConfigError, match=re.escape(message)):
         c.with_selection(window=128)
+
+
+def test_budget_selection_keeps_the_best_sentences_by_score_alone() -> None:
+    """The abstractive step's selection: the user's threshold, top_k, neighbours and selective mode do not apply."""
+    c = fake(SCORES, threshold=0.99, top_k=1, neighbors=1, selective=True, retrieval_prior=0.5)
+    plain = c.budget_selection(4)
+    assert plain.compress("q?", PASSAGES).text == "Alpha two.\n\nGamma one."  # the two best, 4 words
+    assert c.config.threshold == 0.99 and c.config.top_k == 1  # the original keeps its settings
+    default_rule = c.budget_selection(None).compress("q?", PASSAGES)  # no budget: the default threshold, not 0.99
+    assert default_rule.text == "Alpha two. Alpha three.\n\nGamma one."
