@@ -32,7 +32,7 @@ PINNED = {
         "fit_set_gate": False, "dev": [], "dev_limit": 500, "max_gold_gated": 0.05, "gate_l2": 1.0,
         "gate_out": None, "gate_report": None, "device": "", "model": "default", "update_card": False, "json": None,
         "threshold": None, "timing_questions": 100, "tokenizer": "embedded:smollm2-135m", "limit": None,
-        "base_model": "embedded:minilm", "init": None, "trained_layers": 2, "head_hidden": 256,
+        "base_model": "embedded:minilm", "init": None, "trained_layers": None, "head_hidden": 256,
         "head_type": "interaction", "window": 256, "epochs": 2, "steps": 0, "batch_size": 16, "lr": 0.0001,
         "head_lr": 0.001, "pos_weight": 3.0, "distractors": 4, "foreign": 1, "title_dropout": 0.3, "holdout": 100,
         "target_recall": 0.88, "eval_every": 0, "log_every": 20, "max_minutes": 50.0, "seed": 0,

@@ -470,6 +470,7 @@ def test_a_continued_run_can_widen_the_trained_layers(tiny_bert: Path, tmp_path:
                                           r"encoder has 2; give a number in \[2, 2\]"):
         main([*common, "--out", str(tmp_path / "too_wide"), "--init", str(wide), "--trained-layers", "3"])
 
+
 def test_cross_question_negatives_pair_a_query_with_another_questions_paragraph(tiny_bert: Path, tmp_path: Path,
                                                                                  caplog) -> None:
     from ragzip.plugins.extractive.train import main
