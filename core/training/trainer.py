@@ -313,6 +313,7 @@ class Trainer:
         """
         if self._resume is not None:
             self._load(self._resume[1])
+            self.state.stopped_early = ""  # how the earlier run ended; this one says how it ends
             self.budget.start(spent=self.budget.spent + self.state.train_seconds)
         else:
             clear_checkpoints(self.folder, self.logger)

@@ -160,6 +160,22 @@ def test_stops_at_the_time_budget_and_checkpoints_the_last_step(tmp_path: Path) 
     assert (Path(args.out) / "checkpoint-4" / STATE_NAME).is_file() and trainer.best_checkpoint.name == "checkpoint-4"
 
 
+def test_a_run_resumed_after_its_time_budget_ran_out_and_finished_is_not_reported_stopped(tmp_path: Path) -> None:
+    args = _args(tmp_path, steps=6, checkpoint_every=50, max_minutes=1.0)
+    w = torch.nn.Parameter(torch.zeros(1))
+    budget = FakeClock(35.0)
+
+    def loss(batch: list[float]) -> torch.Tensor:
+        budget.t += 10.0  # each step takes "10 s"
+        return _quadratic(batch, w)
+
+    first = Trainer(args, None, [w], budget=budget, checkpoint_at_end=True).fit(lambda epoch: [[1.0]] * 10, loss)
+    assert first.step == 4 and first.stopped_early == "stopped at step 4 of 6 by --max-minutes 1.0"
+    resumed = Trainer(_args(tmp_path, steps=6, checkpoint_every=50, max_minutes=10.0, resume=True), None, [w],
+                      checkpoint_at_end=True).fit(lambda epoch: [[1.0]] * 10, lambda b: _quadratic(b, w))
+    assert resumed.step == 6 and resumed.resumed_from == 4 and resumed.stopped_early == ""
+
+
 def test_gradients_accumulate_over_micro_batches(tmp_path: Path) -> None:
     """Two micro-batches of one example each, averaged, give the gradient of one batch of both."""
     w1, w2 = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
