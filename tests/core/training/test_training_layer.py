@@ -7,7 +7,7 @@ import math
 import random
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -143,15 +143,21 @@ def test_stops_at_the_step_budget_and_counts_epochs_and_samples(tmp_path: Path) 
     assert rows[-1]["lr"] == pytest.approx(0.05 * WarmupCosine(0.06)(4, 5, 0.8))
 
 
+def _ten_second_steps(budget: FakeClock, w: torch.nn.Parameter) -> Callable[[list[float]], torch.Tensor]:
+    """A loss whose every step takes "10 s" on ``budget``'s clock."""
+
+    def loss(batch: list[float]) -> torch.Tensor:
+        budget.t += 10.0
+        return _quadratic(batch, w)
+
+    return loss
+
+
 def test_stops_at_the_time_budget_and_checkpoints_the_last_step(tmp_path: Path) -> None:
     args = _args(tmp_path, steps=100, checkpoint_every=50, max_minutes=1.0)
     w = torch.nn.Parameter(torch.zeros(1))
     budget = FakeClock(35.0)
-
-    def loss(batch: list[float]) -> torch.Tensor:
-        budget.t += 10.0  # each step takes "10 s"
-        return _quadratic(batch, w)
-
+    loss = _ten_second_steps(budget, w)
     trainer = Trainer(args, None, [w], budget=budget, checkpoint_at_end=True,
                       evaluate=lambda step: {"score": float(step)}, metric="score")
     state = trainer.fit(lambda epoch: [[1.0]] * 10, loss)
@@ -164,12 +170,8 @@ def test_a_run_resumed_after_its_time_budget_ran_out_and_finished_is_not_reporte
     args = _args(tmp_path, steps=6, checkpoint_every=50, max_minutes=1.0)
     w = torch.nn.Parameter(torch.zeros(1))
     budget = FakeClock(35.0)
-
-    def loss(batch: list[float]) -> torch.Tensor:
-        budget.t += 10.0  # each step takes "10 s"
-        return _quadratic(batch, w)
-
-    first = Trainer(args, None, [w], budget=budget, checkpoint_at_end=True).fit(lambda epoch: [[1.0]] * 10, loss)
+    first = Trainer(args, None, [w], budget=budget, checkpoint_at_end=True).fit(lambda epoch: [[1.0]] * 10,
+                                                                                _ten_second_steps(budget, w))
     assert first.step == 4 and first.stopped_early == "stopped at step 4 of 6 by --max-minutes 1.0"
     resumed = Trainer(_args(tmp_path, steps=6, checkpoint_every=50, max_minutes=10.0, resume=True), None, [w],
                       checkpoint_at_end=True).fit(lambda epoch: [[1.0]] * 10, lambda b: _quadratic(b, w))
