@@ -842,16 +842,21 @@ def write_model_card(folder: Path, dev: dict[str, Any] | None = None, dev_comman
     cfg = json.loads((folder / CONFIG_NAME).read_text())
     tr = cfg.get("training", {})
     cal = cfg.get("metrics", {}).get("holdout_calibration", {})
+    layers = cfg.get("integrity", {}).get("bases", {}).get("encoder", {}).get("dims", {}).get("layers")
+    every = layers == cfg["trained_layers"]  # all of the encoder's layers trained: only the embeddings are the base's
     what = [
         f"- Base encoder: `{cfg['base_model']}` ({cfg['base_model_id']}), loaded from the embedded package; its "
-        f"embeddings and bottom layers are used as they are.",
+        + ("embeddings are used as they are." if every else "embeddings and bottom layers are used as they are."),
         f"- Stored here ({_weights_dtype(folder / WEIGHTS_NAME)}, `{WEIGHTS_NAME}`, {_size(folder / WEIGHTS_NAME)}): "
-        f"the top {cfg['trained_layers']} encoder layers, fine-tuned, and the sentence head ({cfg['head_hidden']} "
+        + (f"all {layers} encoder layers" if every else f"the top {cfg['trained_layers']} encoder layers")
+        + f", fine-tuned, and the sentence head ({cfg['head_hidden']} "
         f"hidden, `{cfg.get('head_type')}`); loading casts them to float32 on a CPU. Why whole layers and not LoRA: "
         "fine-tuning whole top layers adapts the bi-encoder to cross-encoding more than a low-rank update, stays "
-        "small (only what was trained: about 3.5 MB a layer in float16), and lets training cache the frozen bottom "
-        "layers' outputs once, which makes it affordable on a 2-core CPU. The bottom layers and the 47 MB embedding "
-        "matrix come from the base model named in `config.json`.",
+        "small (only what was trained: about 3.5 MB a layer in float16), and lets training cache the frozen "
+        + ("embeddings' outputs once. The 47 MB embedding matrix comes" if every else
+           "bottom layers' outputs once, which makes it affordable on a 2-core CPU. The bottom layers and the 47 MB "
+           "embedding matrix come")
+        + " from the base model named in `config.json`.",
         f"- Window: {cfg['window']} tokens; titles up to {cfg['max_title_tokens']} tokens. Longer passages are scored "
         "in overlapping windows; a single sentence longer than the window is scored from its first part.",
         "- Default selection: " + (

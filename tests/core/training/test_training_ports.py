@@ -123,7 +123,7 @@ def test_re_rendering_the_shipped_extractive_card_keeps_its_set_gate_section(shi
     assert after.count("## The set-level relevance gate") == 1
     for kept in ("### Dev evidence", "| `extractive:max_tokens=*` | ans_in_ctx |", "## Limits", "CC BY-SA 4.0",
                  "Measured quality", "Reproduce", "seed 0", "1788", "28,599 passage windows seen",
-                 "## How this run was trained"):
+                 "## How this run was trained", "all 6 encoder layers, fine-tuned"):
         assert kept in after
     write_model_card(shipped_copy, cfg["metrics"].get("dev"))
     assert (shipped_copy / "MODEL_CARD.md").read_text() == after  # a fixed point
